@@ -1,0 +1,426 @@
+#!/usr/bin/env bash
+# Build SPDK and fuse every SPDK, DPDK and ISA-L static archive into one shared
+# library, libspdk_fat.so, linked with --whole-archive so that every module's
+# constructor-time registration survives; then install it with SPDK's headers,
+# a pkg-config file and a manifest.
+set -euo pipefail
+
+PROJECT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+readonly PROJECT_DIR
+readonly CPU_BASELINE_DEFAULT="x86-64-v2"
+# Modules the Python layer relies on; the default build always carries them.
+readonly MODULE_ARGS=(--with-vhost --with-virtio --with-ublk --with-uring --with-iscsi-initiator)
+# A library build: no tests, unit tests or examples (apps are the optional
+# reference tools, see --no-tools).
+readonly LIBRARY_ARGS=(--disable-tests --disable-unit-tests --disable-examples)
+
+usage() {
+	cat <<'EOF'
+Usage:
+  build.sh [OPTIONS] [-- CONFIGURE_ARGS...]
+      Check prerequisites, configure and build SPDK, fuse the fat library
+      and install it. Re-running after success does little work.
+  build.sh fuse -o OUT.so [--soname NAME] ARCHIVE... [-- LINKER_ARGS...]
+      Link the archives whole (-Wl,--whole-archive) into OUT.so, then the
+      linker arguments, always with -Wl,--no-undefined.
+  build.sh check
+      Only report missing tools and Debian packages.
+  build.sh help
+
+Options (each has an environment variable; the option wins):
+  --spdk-dir DIR   SPDK source tree to build            SPDK_DIR  (default: ./spdk)
+  --prefix DIR     installation prefix                  PREFIX    (default: /usr/local)
+  --build-dir DIR  fused library, manifest and logs     BUILD_DIR (default: ./_build)
+  --cpu ARCH       CPU baseline passed to -march        SPDK_CPU  (default: x86-64-v2)
+  --native         same as --cpu native (this host's CPU only; not portable)
+  --jobs N         parallel make jobs                   JOBS      (default: nproc)
+  --no-tools       skip the reference tools (spdk_tgt, bdevperf) used by the
+                   tests and benchmarks                 SPDK_TOOLS=0
+  --no-install     stop after fusing the library       INSTALL=0
+  DESTDIR          staging root prepended to the prefix at install (packaging)
+
+Arguments after -- are passed to SPDK's configure unchanged.
+
+Installs:
+  PREFIX/lib/libspdk_fat.so.<SPDK version> and the libspdk_fat.so link
+  PREFIX/include/spdk_fat/spdk/*.h        SPDK's public headers
+  PREFIX/lib/pkgconfig/spdk_fat.pc        pkg-config name: spdk_fat
+  PREFIX/share/spdk_fat/manifest.json     versions, flags, fused archives
+  PREFIX/libexec/spdk_fat/                spdk_tgt and bdevperf (unless --no-tools)
+
+Exit status: 0 on success, 1 on a failed stage (its log is printed),
+2 on bad usage, 3 on missing prerequisites.
+EOF
+}
+
+die() { echo "build.sh: $*" >&2; exit 1; }
+usage_error() { echo "build.sh: $*" >&2; echo "Try 'build.sh help'." >&2; exit 2; }
+
+# run_stage NAME LOG COMMAND...: one line of progress; the output goes to LOG.
+run_stage() {
+	local name="$1" log="$2"
+	shift 2
+	local started=$SECONDS
+	printf '==> %-10s ' "$name"
+	if "$@" >"$log" 2>&1; then
+		printf 'ok (%ds)\n' "$((SECONDS - started))"
+		STAGE_TIMES+=("\"$name\": $((SECONDS - started))")
+	else
+		printf 'FAILED (%ds)\n' "$((SECONDS - started))"
+		echo "---- last lines of $log ----" >&2
+		tail -n 40 "$log" >&2
+		echo "---- full log: $log ----" >&2
+		exit 1
+	fi
+}
+
+# ---------------------------------------------------------------- fuse
+
+fuse_main() {
+	local out="" soname=""
+	local -a archives=() linker_args=()
+	while (($#)); do
+		case "$1" in
+		-o) out="${2:?-o needs a path}"; shift 2 ;;
+		--soname) soname="${2:?--soname needs a name}"; shift 2 ;;
+		--) shift; linker_args=("$@"); break ;;
+		-*) usage_error "fuse: unknown option $1" ;;
+		*) archives+=("$1"); shift ;;
+		esac
+	done
+	[[ -n "$out" ]] || usage_error "fuse: -o OUT.so is required"
+	((${#archives[@]})) || usage_error "fuse: no archives given"
+	local a
+	for a in "${archives[@]}"; do
+		[[ -f "$a" ]] || die "fuse: archive not found: $a"
+		[[ "$a" == *.a || "$a" == *.o ]] || die "fuse: not an archive or object: $a"
+	done
+	fuse "$out" "${soname:-$(basename "$out")}" "${archives[@]}" -- "${linker_args[@]}"
+}
+
+# fuse OUT SONAME ARCHIVE... -- LINKER_ARGS...
+fuse() {
+	local out="$1" soname="$2"
+	shift 2
+	local -a archives=()
+	while (($#)) && [[ "$1" != "--" ]]; do archives+=("$1"); shift; done
+	(($#)) && shift
+	"${CC:-cc}" -shared -o "$out" -Wl,-soname,"$soname" \
+		-Wl,--whole-archive "${archives[@]}" -Wl,--no-whole-archive \
+		"$@" -Wl,--no-undefined -Wl,-z,noexecstack
+}
+
+# ---------------------------------------------------------------- checks
+
+# Tool and header each map to the Debian package that provides it.
+readonly REQUIRED_TOOLS=(
+	"cc:gcc" "c++:g++" "make:make" "pkg-config:pkgconf" "nasm:nasm"
+	"autoconf:autoconf" "automake:automake" "libtoolize:libtool"
+	"meson:meson" "ninja:ninja-build" "python3:python3"
+)
+readonly REQUIRED_HEADERS=(
+	"numa.h:libnuma-dev" "uuid/uuid.h:uuid-dev" "openssl/ssl.h:libssl-dev"
+	"libaio.h:libaio-dev" "liburing.h:liburing-dev" "fuse3/fuse_opt.h:libfuse3-dev"
+	"keyutils.h:libkeyutils-dev" "iscsi/iscsi.h:libiscsi-dev" "ncurses.h:libncurses-dev"
+	"json-c/json.h:libjson-c-dev"
+)
+
+check_prerequisites() {
+	local entry missing_packages=() missing_tools=()
+	for entry in "${REQUIRED_TOOLS[@]}"; do
+		command -v "${entry%%:*}" >/dev/null 2>&1 || {
+			missing_tools+=("${entry%%:*}")
+			missing_packages+=("${entry#*:}")
+		}
+	done
+	for entry in "${REQUIRED_HEADERS[@]}"; do
+		echo "#include <${entry%%:*}>" | "${CC:-cc}" -E -x c - >/dev/null 2>&1 ||
+			missing_packages+=("${entry#*:}")
+	done
+	local status=0
+	if ((${#missing_packages[@]})); then
+		echo "build.sh: missing Debian packages: ${missing_packages[*]}" >&2
+		[[ ${#missing_tools[@]} -eq 0 ]] || echo "  (commands not found: ${missing_tools[*]})" >&2
+		echo "  install them with: apt-get install ${missing_packages[*]}" >&2
+		echo "  (meson and ninja may also come from pip: pip install meson ninja)" >&2
+		status=3
+	fi
+	if ! python3 -c 'import elftools' >/dev/null 2>&1; then
+		echo "build.sh: DPDK's build needs pyelftools for python3: pip install pyelftools" >&2
+		status=3
+	fi
+	return "$status"
+}
+
+check_tree() {
+	local dir="$1" how
+	if [[ "$dir" == "$PROJECT_DIR/spdk" ]]; then
+		how="git -C '$PROJECT_DIR' submodule update --init --recursive"
+	else
+		how="git -C '$dir' submodule update --init dpdk isa-l isa-l-crypto"
+	fi
+	[[ -x "$dir/configure" && -f "$dir/include/spdk/version.h" ]] || {
+		echo "build.sh: no SPDK source tree at $dir" >&2
+		echo "  fetch it with: $how   (or point SPDK_DIR / --spdk-dir at a tree)" >&2
+		exit 3
+	}
+	local sub
+	for sub in dpdk/meson.build isa-l/Makefile.am isa-l-crypto/Makefile.am; do
+		[[ -f "$dir/$sub" ]] || {
+			echo "build.sh: $dir has no ${sub%%/*}/ sources: SPDK's own submodules are missing" >&2
+			echo "  fetch them with: $how" >&2
+			exit 3
+		}
+	done
+}
+
+# ---------------------------------------------------------------- build
+
+spdk_version() {
+	local h="$1/include/spdk/version.h" major minor patch
+	major=$(awk '$1 == "#define" && $2 == "SPDK_VERSION_MAJOR" {print $3}' "$h")
+	minor=$(awk '$1 == "#define" && $2 == "SPDK_VERSION_MINOR" {print $3}' "$h")
+	patch=$(awk '$1 == "#define" && $2 == "SPDK_VERSION_PATCH" {print $3}' "$h")
+	printf '%s.%02d.%s' "$major" "$minor" "$patch"
+}
+
+# A value from SPDK's generated mk/config.mk, e.g. config_value DPDK_DIR.
+config_value() {
+	sed -n "s/^CONFIG_$1?*=//p" "$SPDK_DIR/mk/config.mk" | tail -n 1
+}
+
+# What a configured tree was configured with: the tree and the arguments.
+configure_stamp() { printf '%s\n' "$SPDK_DIR" "${CONFIGURE_ARGS[@]}"; }
+
+configure_spdk() {
+	(cd "$SPDK_DIR" && ./configure "${CONFIGURE_ARGS[@]}") &&
+		configure_stamp >"$BUILD_DIR/configure.args"
+}
+
+make_spdk() {
+	make -C "$SPDK_DIR" -j "$JOBS"
+	if [[ "$WITH_TOOLS" == 1 ]]; then
+		make -C "$SPDK_DIR/examples/bdev/bdevperf" -j "$JOBS"
+	fi
+}
+
+# Archives to fuse: every SPDK library except the unit-test mock, every DPDK
+# archive SPDK built, and ISA-L / ISA-L-crypto when configured.
+collect_archives() {
+	local dpdk_lib
+	dpdk_lib="$(config_value DPDK_LIB_DIR)"
+	[[ -n "$dpdk_lib" ]] || dpdk_lib="$(config_value DPDK_DIR)/lib"
+	ARCHIVES=()
+	local a
+	for a in "$SPDK_DIR"/build/lib/libspdk_*.a "$dpdk_lib"/librte_*.a; do
+		[[ -f "$a" && "$(basename "$a")" != libspdk_ut_mock.a ]] && ARCHIVES+=("$a")
+	done
+	[[ "$(config_value ISAL)" == y ]] && ARCHIVES+=("$SPDK_DIR/isa-l/.libs/libisal.a")
+	[[ "$(config_value ISAL_CRYPTO)" == y ]] && ARCHIVES+=("$SPDK_DIR/isa-l-crypto/.libs/libisal_crypto.a")
+	for a in "${ARCHIVES[@]}"; do
+		[[ -f "$a" ]] || die "expected archive is missing: $a"
+	done
+	DPDK_PC_DIR="$dpdk_lib/pkgconfig"
+}
+
+# System libraries, from SPDK's and DPDK's own pkg-config data, minus what is
+# fused. C++ objects (the trace parser) add the C++ runtime, which SPDK's data
+# does not list.
+collect_system_libs() {
+	local raw token
+	raw="$(PKG_CONFIG_PATH="$SPDK_DIR/build/lib/pkgconfig:$DPDK_PC_DIR" \
+		pkg-config --static --libs spdk_syslibs libdpdk)"
+	SYSTEM_LIBS=()
+	for token in $raw; do
+		case "$token" in
+		*.a | -lspdk_* | -lrte_* | -l:* | -lisal* | -Wl,--whole-archive | -Wl,--no-whole-archive | -Wl,--as-needed) ;;
+		-L"$SPDK_DIR"* | -L"$(dirname "$DPDK_PC_DIR")"*) ;;
+		*) [[ " ${SYSTEM_LIBS[*]} " == *" $token "* ]] || SYSTEM_LIBS+=("$token") ;;
+		esac
+	done
+	local a
+	for a in "${ARCHIVES[@]}"; do
+		if nm -u "$a" 2>/dev/null | grep -q -E '__gxx_personality_v0|_ZNSt|_Znwm'; then
+			SYSTEM_LIBS+=("-lstdc++")
+			break
+		fi
+	done
+}
+
+# The SPDK version compiled into the library itself: SPDK has no run-time
+# version call, and the binding checks it at import.
+write_version_object() {
+	local src="$BUILD_DIR/pyspdk_fat_version.c"
+	cat >"$src" <<EOF
+/* Generated by pyspdk-sys build.sh. */
+#include "spdk/version.h"
+const char *pyspdk_fat_spdk_version(void) { return SPDK_VERSION_STRING; }
+int pyspdk_fat_spdk_version_num(void) { return SPDK_VERSION; }
+const char *pyspdk_fat_build_info(void) { return "$(build_info_json | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
+EOF
+	"${CC:-cc}" -O2 -fPIC -c -I"$SPDK_DIR/include" -o "$BUILD_DIR/pyspdk_fat_version.o" "$src"
+}
+
+json_list() {
+	local sep="" item
+	printf '['
+	for item in "$@"; do printf '%s"%s"' "$sep" "${item//\"/\\\"}"; sep=", "; done
+	printf ']'
+}
+
+build_info_json() {
+	printf '{"spdk_version": "%s", "dpdk_version": "%s", "cpu_baseline": "%s", "configure_args": %s}' \
+		"$SPDK_VERSION" "$DPDK_VERSION" "$CPU" "$(json_list "${CONFIGURE_ARGS[@]}")"
+}
+
+fuse_library() {
+	write_version_object
+	fuse "$BUILD_DIR/$LIB_FILE" "$LIB_FILE" "$BUILD_DIR/pyspdk_fat_version.o" "${ARCHIVES[@]}" -- "${SYSTEM_LIBS[@]}"
+}
+
+library_is_current() {
+	local lib="$BUILD_DIR/$LIB_FILE" a
+	[[ -f "$lib" && -f "$BUILD_DIR/fused.args" ]] || return 1
+	[[ "$(cat "$BUILD_DIR/fused.args")" == "$(printf '%s\n' "${ARCHIVES[@]}" "${SYSTEM_LIBS[@]}")" ]] || return 1
+	for a in "${ARCHIVES[@]}"; do [[ "$a" -ot "$lib" ]] || return 1; done
+}
+
+write_manifest() {
+	local names=() tools=() a
+	for a in "${ARCHIVES[@]}"; do names+=("$(basename "$a")"); done
+	for a in "${TOOLS[@]}"; do tools+=("$(basename "$a")"); done
+	cat >"$BUILD_DIR/manifest.json" <<EOF
+{
+  "library": "$LIB_FILE",
+  "spdk_version": "$SPDK_VERSION",
+  "dpdk_version": "$DPDK_VERSION",
+  "cpu_baseline": "$CPU",
+  "configure_args": $(json_list "${CONFIGURE_ARGS[@]}"),
+  "system_libs": $(json_list "${SYSTEM_LIBS[@]}"),
+  "fused_archive_count": ${#ARCHIVES[@]},
+  "fused_archives": $(json_list "${names[@]}"),
+  "tools": $(json_list "${tools[@]}"),
+  "stage_seconds": {$(IFS=,; echo "${STAGE_TIMES[*]}")}
+}
+EOF
+}
+
+write_pkgconfig() {
+	cat >"$BUILD_DIR/spdk_fat.pc" <<EOF
+prefix=$PREFIX
+libdir=\${prefix}/lib
+includedir=\${prefix}/include/spdk_fat
+manifest=\${prefix}/share/spdk_fat/manifest.json
+toolsdir=\${prefix}/libexec/spdk_fat
+
+Name: spdk_fat
+Description: SPDK $SPDK_VERSION with DPDK $DPDK_VERSION and ISA-L fused into one shared library
+Version: $SPDK_VERSION
+Libs: -L\${libdir} -lspdk_fat
+Cflags: -I\${includedir}
+EOF
+}
+
+install_all() {
+	local root="${DESTDIR:-}$PREFIX"
+	install -d "$root/lib/pkgconfig" "$root/include/spdk_fat/spdk" "$root/share/spdk_fat"
+	install -C -m 0755 "$BUILD_DIR/$LIB_FILE" "$root/lib/$LIB_FILE"
+	ln -sfn "$LIB_FILE" "$root/lib/libspdk_fat.so"
+	install -C -m 0644 "$SPDK_DIR"/include/spdk/*.h "$root/include/spdk_fat/spdk/"
+	install -C -m 0644 "$BUILD_DIR/spdk_fat.pc" "$root/lib/pkgconfig/spdk_fat.pc"
+	install -C -m 0644 "$BUILD_DIR/manifest.json" "$root/share/spdk_fat/manifest.json"
+	local tool
+	for tool in "${TOOLS[@]}"; do
+		install -d "$root/libexec/spdk_fat"
+		install -C -m 0755 "$tool" "$root/libexec/spdk_fat/"
+	done
+	if [[ -z "${DESTDIR:-}" && $EUID -eq 0 ]] && command -v ldconfig >/dev/null; then
+		ldconfig
+	fi
+}
+
+build_main() {
+	SPDK_DIR="${SPDK_DIR:-$PROJECT_DIR/spdk}"
+	PREFIX="${PREFIX:-/usr/local}"
+	BUILD_DIR="${BUILD_DIR:-$PROJECT_DIR/_build}"
+	CPU="${SPDK_CPU:-$CPU_BASELINE_DEFAULT}"
+	JOBS="${JOBS:-$(nproc)}"
+	WITH_TOOLS="${SPDK_TOOLS:-1}"
+	local do_install="${INSTALL:-1}"
+	local -a extra_args=()
+	while (($#)); do
+		case "$1" in
+		--spdk-dir) SPDK_DIR="${2:?--spdk-dir needs a directory}"; shift 2 ;;
+		--prefix) PREFIX="${2:?--prefix needs a directory}"; shift 2 ;;
+		--build-dir) BUILD_DIR="${2:?--build-dir needs a directory}"; shift 2 ;;
+		--cpu) CPU="${2:?--cpu needs an architecture}"; shift 2 ;;
+		--native) CPU=native; shift ;;
+		--jobs) JOBS="${2:?--jobs needs a number}"; shift 2 ;;
+		--no-tools) WITH_TOOLS=0; shift ;;
+		--no-install) do_install=0; shift ;;
+		--) shift; extra_args=("$@"); break ;;
+		*) usage_error "unknown option: $1" ;;
+		esac
+	done
+	[[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || usage_error "--jobs must be a positive number, not '$JOBS'"
+	[[ "$PREFIX" == /* ]] || usage_error "--prefix must be an absolute path, not '$PREFIX'"
+	SPDK_DIR="$(cd "$SPDK_DIR" 2>/dev/null && pwd)" || {
+		echo "build.sh: SPDK tree not found: ${SPDK_DIR}" >&2
+		echo "  run: git -C '$PROJECT_DIR' submodule update --init --recursive, or set SPDK_DIR" >&2
+		exit 3
+	}
+	mkdir -p "$BUILD_DIR/logs"
+	BUILD_DIR="$(cd "$BUILD_DIR" && pwd)"
+	local logs="$BUILD_DIR/logs"
+
+	STAGE_TIMES=()
+	CONFIGURE_ARGS=(--target-arch="$CPU" "${LIBRARY_ARGS[@]}" "${MODULE_ARGS[@]}")
+	[[ "$WITH_TOOLS" == 1 ]] || CONFIGURE_ARGS+=(--disable-apps)
+	CONFIGURE_ARGS+=("${extra_args[@]}")
+
+	echo "pyspdk-sys: SPDK tree $SPDK_DIR, CPU baseline $CPU, prefix $PREFIX"
+	check_tree "$SPDK_DIR"
+	check_prerequisites || exit 3
+	SPDK_VERSION="$(spdk_version "$SPDK_DIR")"
+	LIB_FILE="libspdk_fat.so.$SPDK_VERSION"
+
+	if [[ -f "$SPDK_DIR/mk/config.mk" && -f "$BUILD_DIR/configure.args" &&
+		"$(cat "$BUILD_DIR/configure.args")" == "$(configure_stamp)" ]]; then
+		echo "==> configure  up to date"
+	else
+		run_stage configure "$logs/configure.log" configure_spdk
+	fi
+	run_stage make "$logs/make.log" make_spdk
+
+	DPDK_VERSION="$(cat "$(dirname "$(config_value DPDK_DIR)")/VERSION" 2>/dev/null || echo unknown)"
+	collect_archives
+	collect_system_libs
+	TOOLS=()
+	if [[ "$WITH_TOOLS" == 1 ]]; then
+		TOOLS=("$SPDK_DIR/build/bin/spdk_tgt" "$SPDK_DIR/build/examples/bdevperf")
+	fi
+	if library_is_current; then
+		echo "==> fuse       up to date ($LIB_FILE)"
+	else
+		run_stage fuse "$logs/fuse.log" fuse_library
+		printf '%s\n' "${ARCHIVES[@]}" "${SYSTEM_LIBS[@]}" >"$BUILD_DIR/fused.args"
+	fi
+	write_manifest
+	write_pkgconfig
+	echo "    $BUILD_DIR/$LIB_FILE: ${#ARCHIVES[@]} archives, $(du -h "$BUILD_DIR/$LIB_FILE" | cut -f1)"
+	if [[ "$do_install" == 1 ]]; then
+		run_stage install "$logs/install.log" install_all
+		echo "    installed under ${DESTDIR:-}$PREFIX (pkg-config name: spdk_fat)"
+	fi
+}
+
+main() {
+	case "${1:-}" in
+	fuse) shift; fuse_main "$@" ;;
+	check) shift; check_prerequisites && echo "build.sh: all prerequisites found" ;;
+	help | -h | --help) usage ;;
+	*) build_main "$@" ;;
+	esac
+}
+
+main "$@"
