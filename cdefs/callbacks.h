@@ -1,0 +1,1 @@
+/* extern "Python" trampolines: C calls into Python. Filled by the runtime. */
