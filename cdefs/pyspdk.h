@@ -14,3 +14,12 @@ static const int PYSPDK_HEADERS_VERSION_NUM;
 
 /* Path of the loaded fat library, or NULL. */
 const char *pyspdk_fat_library_path(void);
+
+/* The runtime's work queue (_shims/runtime.c): Python threads queue work in
+ * Python and bump a counter; one poller on the app thread sees the counter
+ * and drains the whole queue in one call. Python threads never call
+ * spdk_thread_send_msg, which aborts when the thread exited or the message
+ * pool is empty. */
+void pyspdk_work_notify(void);
+struct spdk_poller *pyspdk_work_poller_register(void);
+void pyspdk_work_poller_unregister(struct spdk_poller **poller);

@@ -28,7 +28,7 @@ AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("types.h", ("spdk/stdinc.h", "spdk/uuid.h")),
     ("env.h", ("spdk/env.h", "spdk/env_dpdk.h")),
     ("log.h", ("spdk/log.h",)),
-    ("thread.h", ("spdk/thread.h",)),
+    ("thread.h", ("spdk/thread.h", "spdk/cpuset.h")),
     ("json.h", ("spdk/json.h",)),
     ("jsonrpc.h", ("spdk/jsonrpc.h",)),
     ("rpc.h", ("spdk/rpc.h",)),

@@ -1,0 +1,35 @@
+/* The runtime's work poller: see cdefs/pyspdk.h. */
+
+void pyspdk_drain_work(void);
+
+static int pyspdk_work_pending;
+
+static void
+pyspdk_work_notify(void)
+{
+	__atomic_store_n(&pyspdk_work_pending, 1, __ATOMIC_RELEASE);
+}
+
+static int
+pyspdk_work_poll(void *ctx)
+{
+	(void)ctx;
+	if (__atomic_load_n(&pyspdk_work_pending, __ATOMIC_ACQUIRE) == 0) {
+		return SPDK_POLLER_IDLE;
+	}
+	__atomic_store_n(&pyspdk_work_pending, 0, __ATOMIC_RELEASE);
+	pyspdk_drain_work();
+	return SPDK_POLLER_BUSY;
+}
+
+static struct spdk_poller *
+pyspdk_work_poller_register(void)
+{
+	return spdk_poller_register(pyspdk_work_poll, NULL, 0);
+}
+
+static void
+pyspdk_work_poller_unregister(struct spdk_poller **poller)
+{
+	spdk_poller_unregister(poller);
+}

@@ -1,0 +1,488 @@
+"""Run SPDK in-process on one dedicated OS thread, and hand it work from Python.
+
+Why the app framework (spdk_app_start) rather than polling SPDK's thread
+library ourselves: the framework brings up the environment, every subsystem,
+the JSON config and the RPC server, and its reactor polls every SPDK thread
+that subsystems create (NVMe-oF poll groups, vhost controllers, ublk). The
+price is that spdk_app_start blocks its calling thread, so a dedicated host
+thread runs it.
+
+SPDK starts once per process. SPDK allows a second spdk_app_start on the same
+OS thread, but in v26.01 the iSCSI target subsystem, always part of the fat
+library, then appends to a free-connection list that still points into the
+array the previous shutdown freed (lib/iscsi/conn.c, initialize_iscsi_conns):
+memory corruption, seen here as a crash in about half of the restarts. So a
+second start is refused with an explanation rather than attempted.
+
+Python threads never call spdk_thread_send_msg (it aborts when the target
+thread has exited or its message pool is empty). They queue work in Python;
+one poller on the SPDK app thread drains the queue, one GIL crossing per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import concurrent.futures
+import enum
+import json
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from . import _callbacks
+from ._binding import ffi, lib
+from .errors import RuntimeStateError, StartError
+
+T = TypeVar("T")
+
+_LOG_LEVELS = {
+    "ERROR": lib.SPDK_LOG_ERROR,
+    "WARNING": lib.SPDK_LOG_WARN,
+    "NOTICE": lib.SPDK_LOG_NOTICE,
+    "INFO": lib.SPDK_LOG_INFO,
+    "DEBUG": lib.SPDK_LOG_DEBUG,
+}
+_CPU_MASK = re.compile(r"0x[0-9a-fA-F]+|\[[0-9,\-\s]+\]")
+_SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1
+
+
+class State(enum.Enum):
+    """Where a Runtime is in its life."""
+
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class SpdkFuture(concurrent.futures.Future):  # type: ignore[type-arg]
+    """A Future that refuses a blocking wait on the SPDK thread (it would deadlock)."""
+
+    def result(self, timeout: float | None = None) -> Any:
+        _refuse_wait_on_spdk_thread(self)
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        _refuse_wait_on_spdk_thread(self)
+        return super().exception(timeout)
+
+
+def _refuse_wait_on_spdk_thread(future: concurrent.futures.Future) -> None:  # type: ignore[type-arg]
+    if not future.done() and _HOST.is_current():
+        raise RuntimeStateError(
+            "waiting for a future on the SPDK thread would deadlock it: chain work with "
+            "add_done_callback or submit() instead"
+        )
+
+
+class _Host:
+    """The one OS thread per process that runs spdk_app_start, start after start."""
+
+    def __init__(self) -> None:
+        self._requests: collections.deque[Runtime] = collections.deque()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.ident: int | None = None
+        self.used = False
+
+    def is_current(self) -> bool:
+        return self.ident is not None and threading.get_ident() == self.ident
+
+    def run(self, runtime: Runtime) -> None:
+        with self._wake:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._serve, name="pyspdk-reactor", daemon=True
+                )
+                self._thread.start()
+            self._requests.append(runtime)
+            self._wake.notify()
+
+    def _serve(self) -> None:
+        self.ident = threading.get_ident()
+        while True:
+            with self._wake:
+                while not self._requests:
+                    self._wake.wait()
+                runtime = self._requests.popleft()
+            runtime._run_app()
+
+
+RESTART_REFUSED = (
+    "SPDK has already run in this process, and SPDK v26.01 cannot start twice in one "
+    "process: its iSCSI subsystem would re-initialise a list that points into memory freed "
+    "by the first shutdown. Start SPDK once per process; for another start use a new "
+    "process (for example multiprocessing with the 'spawn' start method)."
+)
+
+_HOST = _Host()
+_ACTIVE_LOCK = threading.Lock()
+_ACTIVE: Runtime | None = None
+
+
+def current() -> Runtime | None:
+    """The runtime that is starting or running in this process, if any."""
+    return _ACTIVE
+
+
+class Runtime:
+    """SPDK running in this process; a context manager that starts and stops it.
+
+    SPDK starts once per process (see RESTART_REFUSED); after stop() every
+    further start raises RuntimeStateError.
+    """
+
+    def __init__(
+        self,
+        *,
+        mem_size_mb: int = 1024,
+        hugepages: bool = False,
+        hugedir: str | None = None,
+        cpu_mask: str = "0x1",
+        rpc_socket: str | os.PathLike[str] | None = None,
+        log_level: str = "WARNING",
+        config: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        name: str = "pyspdk",
+        pci: bool = False,
+    ) -> None:
+        if isinstance(mem_size_mb, bool) or not isinstance(mem_size_mb, int) or mem_size_mb <= 0:
+            raise ValueError(f"mem_size_mb must be a positive int (MiB), not {mem_size_mb!r}")
+        if not isinstance(cpu_mask, str) or not _CPU_MASK.fullmatch(cpu_mask):
+            raise ValueError(f"cpu_mask must look like '0x3' or '[0,1]', not {cpu_mask!r}")
+        if log_level not in _LOG_LEVELS:
+            levels = ", ".join(_LOG_LEVELS)
+            raise ValueError(f"log_level must be one of {levels}, not {log_level!r}")
+        if pci and not hugepages:
+            raise ValueError("pci=True needs hugepages=True: devices DMA into hugepage memory")
+        if hugedir is not None and not hugepages:
+            raise ValueError("hugedir needs hugepages=True")
+        if hugedir is not None and not Path(hugedir).is_dir():
+            raise ValueError(f"hugedir {hugedir!r} is not a directory")
+        if not name or "\0" in name:
+            raise ValueError("name must be a non-empty string without NUL")
+        self.mem_size_mb = mem_size_mb
+        self.hugepages = hugepages
+        self.hugedir = hugedir
+        self.pci = pci
+        self.cpu_mask = cpu_mask
+        self.rpc_socket = _check_socket_path(rpc_socket)
+        self.log_level = log_level
+        self.name = name
+        self._config = _check_config(config)
+
+        self.state = State.NEW
+        self._lock = threading.Lock()
+        self._work: collections.deque[tuple[SpdkFuture, Callable[..., Any], tuple[Any, ...]]] = (
+            collections.deque()
+        )
+        self._started = threading.Event()
+        self._returned = threading.Event()
+        self._rc: int | None = None
+        self._poller: Any = None
+        self._handle: Any = None
+        self._keepalive: list[Any] = []
+        self._config_file: str | None = None
+        self._stop_hooks: list[Callable[[], None]] = []
+        self.app_thread: Any = ffi.NULL
+
+    # ------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> Runtime:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, timeout: float = 120.0) -> Runtime:
+        """Start SPDK and return once every subsystem is up (or raise StartError)."""
+        global _ACTIVE
+        with _ACTIVE_LOCK:
+            if self.state is not State.NEW:
+                raise RuntimeStateError(f"this Runtime is {self.state.value}; create a new one")
+            if _ACTIVE is not None:
+                raise RuntimeStateError(
+                    f"another Runtime is {_ACTIVE.state.value} in this process; stop it first"
+                )
+            if _HOST.used:
+                raise RuntimeStateError(RESTART_REFUSED)
+            opts = self._app_opts()
+            _HOST.used = True
+            self.state = State.STARTING
+            _ACTIVE = self
+        self._opts = opts
+        _HOST.run(self)
+        if not self._wait_started(timeout):
+            raise TimeoutError(
+                f"SPDK did not finish starting within {timeout} s; it is still starting "
+                "(call stop() to stop it)"
+            )
+        return self
+
+    def _wait_started(self, timeout: float) -> bool:
+        started = self._started.wait(timeout)
+        if self.state is State.FAILED:
+            raise StartError(
+                f"SPDK failed to start (spdk_app_start returned {self._rc}); its log on "
+                f"stderr says why. Common causes: mem_size_mb={self.mem_size_mb} too small "
+                "for every subsystem (1024 is a safe minimum without a config that shrinks "
+                "the iobuf pools), an RPC socket already in use, or an invalid JSON config."
+            )
+        return started
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop SPDK: shut every subsystem down and wait. Safe to call more than once.
+
+        Work queued before stop() runs first; work queued after it is refused.
+        Called on the SPDK thread, it starts the shutdown and returns at once.
+        """
+        with self._lock:
+            state = self.state
+            if state in (State.NEW, State.STOPPED, State.FAILED):
+                return
+            if state is State.RUNNING:
+                self.state = State.STOPPING
+                self._work.append((SpdkFuture(), self._shutdown_on_spdk_thread, ()))
+                lib.pyspdk_work_notify()
+        if state is State.STARTING:
+            # The start callback sees STOPPING and shuts down as soon as it runs.
+            with self._lock:
+                if self.state is State.STARTING:
+                    self.state = State.STOPPING
+            if self._started.wait(timeout) and self.state is State.RUNNING:
+                self.stop(timeout)
+                return
+        if _HOST.is_current():
+            return  # On the SPDK thread the shutdown proceeds after this callback returns.
+        if not self._returned.wait(timeout):
+            raise TimeoutError(f"SPDK did not stop within {timeout} s")
+
+    # ------------------------------------------------------------ work
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> SpdkFuture:
+        """Run fn(*args) on the SPDK app thread; its result or exception goes to the future."""
+        if not callable(fn):
+            raise TypeError(f"submit() needs a callable, not {type(fn).__name__}")
+        future = SpdkFuture()
+        with self._lock:
+            if self.state is not State.RUNNING:
+                raise RuntimeStateError(
+                    f"the SPDK runtime is {self.state.value}: it takes no work now"
+                )
+            self._work.append((future, fn, args))
+        lib.pyspdk_work_notify()
+        return future
+
+    def call(self, fn: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
+        """Run fn(*args) on the SPDK app thread and return its result.
+
+        On the SPDK thread itself it simply calls fn: waiting would deadlock.
+        """
+        if _HOST.is_current():
+            return fn(*args)
+        return self.submit(fn, *args).result(timeout)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Awaitable form of call(), for asyncio programs."""
+        return await asyncio.wrap_future(self.submit(fn, *args))
+
+    def on_spdk_thread(self) -> bool:
+        """Whether the caller is running on the SPDK app thread."""
+        return _HOST.is_current()
+
+    def add_stop_hook(self, hook: Callable[[], None]) -> None:
+        """Run hook() on the SPDK thread when stop() begins, before subsystems shut down."""
+        self._stop_hooks.append(hook)
+
+    # ------------------------------------------------------------ SPDK thread side
+
+    def _run_app(self) -> None:
+        """On the host thread: spdk_app_start blocks here until the app stops."""
+        self._handle = ffi.new_handle(self)
+        _callbacks.work_owner = self
+        rc = -1
+        try:
+            rc = lib.spdk_app_start(self._opts, lib.pyspdk_app_started, self._handle)
+            lib.spdk_app_fini()
+        finally:
+            self._rc = rc
+            self._after_app_returned()
+
+    def _on_app_started(self) -> None:
+        # See _app_opts: the requested level applies from here on.
+        lib.spdk_log_set_print_level(_LOG_LEVELS[self.log_level])
+        self.app_thread = lib.spdk_get_thread()
+        self._poller = lib.pyspdk_work_poller_register()
+        with self._lock:
+            stop_requested = self.state is State.STOPPING
+            if not stop_requested:
+                self.state = State.RUNNING
+        if stop_requested:
+            self._shutdown_on_spdk_thread()
+        self._started.set()
+
+    def _drain(self) -> None:
+        work = self._work
+        while work:
+            future, fn, args = work.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args)
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+    def _shutdown_on_spdk_thread(self) -> None:
+        for hook in reversed(self._stop_hooks):
+            try:
+                hook()
+            except Exception:
+                _callbacks.log.exception("pyspdk_sys: stop hook failed")
+        if self._poller is not None:
+            poller = ffi.new("struct spdk_poller **", self._poller)
+            lib.pyspdk_work_poller_unregister(poller)
+            self._poller = None
+        lib.spdk_app_stop(0)
+
+    def _after_app_returned(self) -> None:
+        global _ACTIVE
+        with self._lock:
+            failed = self.state is State.STARTING or (
+                self.state is State.STOPPING and not self._started.is_set()
+            )
+            self.state = State.FAILED if failed else State.STOPPED
+            leftovers = list(self._work)
+            self._work.clear()
+        for future, _fn, _args in leftovers:
+            if future.set_running_or_notify_cancel():
+                future.set_exception(RuntimeStateError("the SPDK runtime stopped before this ran"))
+        if _callbacks.work_owner is self:
+            _callbacks.work_owner = None
+        self.app_thread = ffi.NULL
+        self._keepalive.clear()
+        if self._config_file is not None:
+            Path(self._config_file).unlink(missing_ok=True)
+            self._config_file = None
+        with _ACTIVE_LOCK:
+            _ACTIVE = None
+        self._started.set()
+        self._returned.set()
+
+    # ------------------------------------------------------------ options
+
+    def _cstr(self, text: str) -> Any:
+        value = ffi.new("char[]", text.encode())
+        self._keepalive.append(value)
+        return value
+
+    def _app_opts(self) -> Any:
+        opts = ffi.new("struct spdk_app_opts *")
+        lib.spdk_app_opts_init(opts, ffi.sizeof("struct spdk_app_opts"))
+        opts.name = self._cstr(self.name)
+        opts.reactor_mask = self._cstr(self.cpu_mask)
+        opts.mem_size = self.mem_size_mb
+        opts.no_huge = not self.hugepages
+        opts.no_pci = not self.pci
+        if self.hugedir is not None:
+            opts.hugedir = self._cstr(self.hugedir)
+        opts.rpc_addr = self._cstr(self.rpc_socket) if self.rpc_socket else ffi.NULL
+        # Above WARN with a console on stderr, spdk_app_start sleeps 10 s to
+        # show a notice; start at WARN and apply log_level once started.
+        opts.print_level = min(_LOG_LEVELS[self.log_level], lib.SPDK_LOG_WARN)
+        # Embedded in a Python process: leave signals, core dumps, CPU core
+        # lock files and the trace shared-memory file to the host program.
+        opts.disable_signal_handlers = True
+        opts.disable_cpumask_locks = True
+        opts.enable_coredump = False
+        opts.num_entries = 0
+        opts.shm_id = -1
+        if self._config is not None:
+            opts.json_config_file = self._cstr(self._write_config())
+        self._keepalive.append(opts)
+        return opts
+
+    def _write_config(self) -> str:
+        if isinstance(self._config, Path):
+            return str(self._config)
+        fd, path = tempfile.mkstemp(prefix="pyspdk-config-", suffix=".json")
+        with os.fdopen(fd, "w") as out:
+            json.dump(self._config, out)
+        self._config_file = path
+        return path
+
+
+def _check_socket_path(path: str | os.PathLike[str] | None) -> str | None:
+    if path is None:
+        return None
+    text = os.fspath(path)
+    if not text or "\0" in text:
+        raise ValueError(f"rpc_socket must be a non-empty path, not {text!r}")
+    if len(text.encode()) > _SUN_PATH_MAX:
+        raise ValueError(f"rpc_socket path is longer than {_SUN_PATH_MAX} bytes: {text!r}")
+    parent = Path(text).parent
+    if not parent.is_dir():
+        raise ValueError(f"rpc_socket's directory {str(parent)!r} does not exist")
+    if Path(text).exists() or Path(text + ".lock").exists():
+        lock = Path(text + ".lock")
+        if _socket_in_use(lock):
+            raise ValueError(f"rpc_socket {text!r} is in use by another SPDK process")
+    return text
+
+
+def _socket_in_use(lock: Path) -> bool:
+    """Whether another process holds SPDK's lock file next to the socket."""
+    import fcntl
+
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _check_config(config: Mapping[str, Any] | str | os.PathLike[str] | None) -> Any:
+    if config is None:
+        return None
+    if isinstance(config, Mapping):
+        if not isinstance(config.get("subsystems", []), list):
+            raise ValueError("config['subsystems'] must be a list of subsystem configs")
+        try:
+            json.dumps(config)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"config is not JSON-serialisable: {exc}") from None
+        return dict(config)
+    path = Path(os.fspath(config))
+    if not path.is_file():
+        raise ValueError(f"config file {str(path)!r} does not exist")
+    try:
+        json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"config file {str(path)!r} is not valid JSON: {exc}") from None
+    return path
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    runtime = _ACTIVE
+    if runtime is not None:
+        try:
+            runtime.stop(timeout=30)
+        except Exception:
+            _callbacks.log.exception("pyspdk_sys: SPDK did not stop cleanly at exit")

@@ -1,0 +1,100 @@
+"""Test policy: SPDK tests run wherever the fat library is installed.
+
+Where pyspdk_sys cannot be imported (no fat library), those tests skip with
+the reason; PYSPDK_REQUIRE_SPDK=1 turns each such skip into a failure.
+SPDK starts once per process (pyspdk_sys.runtime.RESTART_REFUSED), so the
+in-process tests share one session runtime; tests that start or stop SPDK
+themselves run it in a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+REQUIRE_SPDK = os.environ.get("PYSPDK_REQUIRE_SPDK", "") not in ("", "0")
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip, or fail when PYSPDK_REQUIRE_SPDK=1 says SPDK must be exercised."""
+    if REQUIRE_SPDK:
+        pytest.fail(f"PYSPDK_REQUIRE_SPDK=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _import_error() -> str | None:
+    try:
+        import pyspdk_sys  # noqa: F401
+    except ImportError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.fixture(scope="session")
+def spdk() -> Any:
+    """The pyspdk_sys package, or a skip saying why it is not usable here."""
+    error = _import_error()
+    if error is not None:
+        skip_or_fail(f"pyspdk_sys is not importable (no fat library installed?): {error}")
+    import pyspdk_sys
+
+    return pyspdk_sys
+
+
+@pytest.fixture(scope="session")
+def short_tmp() -> Iterator[Path]:
+    """A short directory for Unix sockets (sun_path holds 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="pyspdk-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def runtime(spdk: Any, short_tmp: Path) -> Iterator[Any]:
+    """SPDK running in this test process, with an RPC socket, for the whole session."""
+    from pyspdk_sys.runtime import Runtime
+
+    rt = Runtime(rpc_socket=short_tmp / "spdk.sock", mem_size_mb=1024, name="pyspdk-tests")
+    rt.start()
+    yield rt
+    rt.stop()
+
+
+def run_python(code: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """Run code in a fresh interpreter, so a crash or a hang fails a test, not the run."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=PROJECT_DIR / "tests",
+    )
+
+
+def spdk_tool(name: str) -> Path:
+    """A reference tool build.sh installed (spdk_tgt, bdevperf), or skip/fail."""
+    variable = f"PYSPDK_{name.upper()}"
+    if os.environ.get(variable):
+        return Path(os.environ[variable])
+    try:
+        toolsdir = subprocess.run(
+            ["pkg-config", "--variable=toolsdir", "spdk_fat"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        toolsdir = ""
+    path = Path(toolsdir) / name
+    if not toolsdir or not path.is_file():
+        skip_or_fail(f"{name} not found (build.sh installs it, or set {variable})")
+    return path
