@@ -159,7 +159,7 @@ check_tree() {
 	else
 		how="git -C '$dir' submodule update --init dpdk isa-l isa-l-crypto"
 	fi
-	[[ -x "$dir/configure" && -f "$dir/include/spdk/version.h" ]] || {
+	[[ -x "$dir/configure" && -f "$dir/VERSION" && -f "$dir/include/spdk/version.h.in" ]] || {
 		echo "build.sh: no SPDK source tree at $dir" >&2
 		echo "  fetch it with: $how   (or point SPDK_DIR / --spdk-dir at a tree)" >&2
 		exit 3
@@ -176,12 +176,12 @@ check_tree() {
 
 # ---------------------------------------------------------------- build
 
+# SPDK's VERSION file, e.g. 26.01.0 (include/spdk/version.h is generated from it).
 spdk_version() {
-	local h="$1/include/spdk/version.h" major minor patch
-	major=$(awk '$1 == "#define" && $2 == "SPDK_VERSION_MAJOR" {print $3}' "$h")
-	minor=$(awk '$1 == "#define" && $2 == "SPDK_VERSION_MINOR" {print $3}' "$h")
-	patch=$(awk '$1 == "#define" && $2 == "SPDK_VERSION_PATCH" {print $3}' "$h")
-	printf '%s.%02d.%s' "$major" "$minor" "$patch"
+	local version
+	version="$(tr -d '[:space:]' <"$1/VERSION")"
+	[[ "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "unexpected SPDK version '$version' in $1/VERSION"
+	printf '%s' "$version"
 }
 
 # A value from SPDK's generated mk/config.mk, e.g. config_value DPDK_DIR.

@@ -57,7 +57,8 @@ def test_empty_tree_says_how_to_fetch_it(tmp_path: Path) -> None:
 def test_tree_without_its_submodules_is_refused(tmp_path: Path) -> None:
     tree = tmp_path / "spdk"
     (tree / "include" / "spdk").mkdir(parents=True)
-    (tree / "include" / "spdk" / "version.h").write_text("#define SPDK_VERSION_MAJOR 26\n")
+    (tree / "include" / "spdk" / "version.h.in").write_text("/* generated at build */\n")
+    (tree / "VERSION").write_text("26.01.0\n")
     (tree / "configure").write_text("#!/bin/sh\nexit 1\n")
     (tree / "configure").chmod(0o755)
     result = build_sh("--spdk-dir", tree, "--build-dir", tmp_path / "b")
