@@ -46,6 +46,7 @@ AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("ublk.h", ("spdk/ublk.h",)),
     # The fat library's own additions and this module's C shims.
     ("pyspdk.h", ()),
+    ("pyspdk_io.h", ()),
     # extern "Python" trampolines come last: they use every type above.
     ("callbacks.h", ()),
 )

@@ -28,3 +28,36 @@ class RpcError(SpdkError):
         self.method = method
         self.code = code
         self.message = message
+
+
+class DeviceNotFoundError(SpdkError, LookupError):
+    """No block device has that name."""
+
+
+class IoError(SpdkError, OSError):
+    """An I/O did not succeed; the device stays usable.
+
+    `errno` is EIO for a failed I/O (with the NVMe status SPDK reports,
+    `nvme_sct`/`nvme_sc`), ECANCELED when the device closed before the I/O
+    reached SPDK, ENODEV when the device was removed.
+    """
+
+    def __init__(
+        self,
+        errno: int,
+        message: str,
+        *,
+        device: str,
+        op: str,
+        offset: int,
+        length: int,
+        nvme_sct: int = 0,
+        nvme_sc: int = 0,
+    ) -> None:
+        super().__init__(errno, message)
+        self.device = device
+        self.op = op
+        self.offset = offset
+        self.length = length
+        self.nvme_sct = nvme_sct
+        self.nvme_sc = nvme_sc

@@ -191,6 +191,7 @@ class Runtime:
         self._keepalive: list[Any] = []
         self._config_file: str | None = None
         self._stop_hooks: list[Callable[[], None]] = []
+        self._teardown_hooks: list[Callable[[], None]] = []
         self.app_thread: Any = ffi.NULL
 
     # ------------------------------------------------------------ lifecycle
@@ -301,6 +302,34 @@ class Runtime:
         """Run hook() on the SPDK thread when stop() begins, before subsystems shut down."""
         self._stop_hooks.append(hook)
 
+    def add_teardown_hook(self, hook: Callable[[], None]) -> None:
+        """Run hook() once SPDK's reactors have stopped, before its environment goes.
+
+        Every I/O is over by then and DMA memory is still valid: the place to
+        free it.
+        """
+        self._teardown_hooks.append(hook)
+
+    def discard_hooks(self, *hooks: Callable[[], None]) -> None:
+        """Forget stop and teardown hooks that are no longer needed."""
+        for hook in hooks:
+            for hooks_list in (self._stop_hooks, self._teardown_hooks):
+                if hook in hooks_list:
+                    hooks_list.remove(hook)
+
+    def open_bdev(self, name: str, **options: Any) -> Any:
+        """Open the block device `name` (see pyspdk_sys.bdev.BlockDevice)."""
+        from .bdev import BlockDevice
+
+        return BlockDevice(self, name, **options)
+
+    def _run_teardown_hooks(self) -> None:
+        for hook in reversed(self._teardown_hooks):
+            try:
+                hook()
+            except Exception:
+                _callbacks.log.exception("pyspdk_sys: teardown hook failed")
+
     # ------------------------------------------------------------ SPDK thread side
 
     def _run_app(self) -> None:
@@ -310,6 +339,7 @@ class Runtime:
         rc = -1
         try:
             rc = lib.spdk_app_start(self._opts, lib.pyspdk_app_started, self._handle)
+            self._run_teardown_hooks()
             lib.spdk_app_fini()
         finally:
             self._rc = rc

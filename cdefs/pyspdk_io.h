@@ -1,0 +1,58 @@
+/* pyspdk-sys's block I/O engine (src/pyspdk_sys/_shims/bdev_io.c): Python
+ * threads queue requests, a poller on the SPDK app thread submits them with
+ * the bdev API, completions finish in C without the GIL. */
+
+#define PYSPDK_IO_READ ...
+#define PYSPDK_IO_WRITE ...
+#define PYSPDK_IO_READV ...
+#define PYSPDK_IO_WRITEV ...
+#define PYSPDK_IO_FLUSH ...
+#define PYSPDK_IO_UNMAP ...
+#define PYSPDK_IO_WRITE_ZEROES ...
+#define PYSPDK_IO_RESET ...
+#define PYSPDK_IO_DONE ...
+#define PYSPDK_DEV_OPEN ...
+#define PYSPDK_DEV_CLOSING ...
+#define PYSPDK_DEV_CLOSED ...
+
+struct pyspdk_cq;
+struct pyspdk_dev;
+
+/* One request. The caller owns it, and its buffers, until it is done. */
+struct pyspdk_io {
+	int op;
+	uint64_t offset_blocks;
+	uint64_t num_blocks;
+	void *buf;
+	struct iovec *iov;
+	int iovcnt;
+	struct pyspdk_cq *cq;
+	uint64_t tag;
+	int status;
+	int nvme_sct;
+	int nvme_sc;
+	uint32_t cdw0;
+	int aio_status;
+	uint32_t state;
+	...;
+};
+
+/* App thread only. */
+struct pyspdk_dev *pyspdk_dev_open(const char *name, bool write, uint32_t queue_depth, int *rc);
+void pyspdk_dev_close(struct pyspdk_dev *dev);
+void pyspdk_io_engine_stop(void);
+int pyspdk_io_open_count(void);
+
+/* Any thread. */
+int pyspdk_dev_submit(struct pyspdk_dev *dev, struct pyspdk_io **ios, int count);
+int pyspdk_io_run(struct pyspdk_dev *dev, struct pyspdk_io *io, int64_t spin_ns, int64_t timeout_ns);
+int pyspdk_io_wait(struct pyspdk_io *io, int64_t spin_ns, int64_t timeout_ns);
+bool pyspdk_io_is_done(struct pyspdk_io *io);
+int pyspdk_dev_wait_closed(struct pyspdk_dev *dev, int64_t timeout_ns);
+void pyspdk_dev_free(struct pyspdk_dev *dev);
+uint32_t pyspdk_dev_inflight(struct pyspdk_dev *dev);
+struct pyspdk_cq *pyspdk_cq_create(void);
+void pyspdk_cq_destroy(struct pyspdk_cq *cq);
+int pyspdk_cq_fd(struct pyspdk_cq *cq);
+int pyspdk_cq_reap(struct pyspdk_cq *cq, struct pyspdk_io **out, int max, int64_t spin_ns,
+		   int64_t timeout_ns);

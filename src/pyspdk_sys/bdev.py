@@ -1,0 +1,913 @@
+"""Block devices: open any SPDK bdev by name, read and write bytes from any Python thread.
+
+Every form (blocking calls from any number of threads, futures, asyncio and
+batches) goes through one C engine (_shims/bdev_io.c): the caller queues a
+request, a poller on the SPDK thread submits it, and the completion is
+finished in C, so the SPDK thread never waits for the GIL. Python bytes-like
+objects are copied through pooled DMA buffers; a DmaBuffer is used as is.
+Arguments are checked here, before anything reaches SPDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import itertools
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from ._binding import ffi, lib
+from .errors import DeviceNotFoundError, IoError, RuntimeStateError
+from .runtime import Runtime, SpdkFuture, State
+
+_IO_TYPES = {
+    "read": lib.SPDK_BDEV_IO_TYPE_READ,
+    "write": lib.SPDK_BDEV_IO_TYPE_WRITE,
+    "unmap": lib.SPDK_BDEV_IO_TYPE_UNMAP,
+    "flush": lib.SPDK_BDEV_IO_TYPE_FLUSH,
+    "reset": lib.SPDK_BDEV_IO_TYPE_RESET,
+    "write_zeroes": lib.SPDK_BDEV_IO_TYPE_WRITE_ZEROES,
+    "compare": lib.SPDK_BDEV_IO_TYPE_COMPARE,
+    "zcopy": lib.SPDK_BDEV_IO_TYPE_ZCOPY,
+    "abort": lib.SPDK_BDEV_IO_TYPE_ABORT,
+    "copy": lib.SPDK_BDEV_IO_TYPE_COPY,
+    "nvme_admin": lib.SPDK_BDEV_IO_TYPE_NVME_ADMIN,
+    "nvme_io": lib.SPDK_BDEV_IO_TYPE_NVME_IO,
+}
+_MIN_ALIGN = 4096
+_REAP_BATCH = 256
+
+
+@dataclass(frozen=True)
+class BdevInfo:
+    """What SPDK says about one block device."""
+
+    name: str
+    product_name: str
+    block_size: int
+    num_blocks: int
+    uuid: str
+    io_types: frozenset[str]
+    buf_align: int
+
+    @property
+    def size(self) -> int:
+        return self.block_size * self.num_blocks
+
+
+def _text(pointer: Any) -> str:
+    return ffi.string(pointer).decode() if pointer != ffi.NULL else ""
+
+
+def _describe(bdev: Any) -> BdevInfo:
+    """On the SPDK thread: a snapshot of one bdev."""
+    uuid = ffi.new("char[]", 40)
+    lib.spdk_uuid_fmt_lower(uuid, 40, lib.spdk_bdev_get_uuid(bdev))
+    return BdevInfo(
+        name=_text(lib.spdk_bdev_get_name(bdev)),
+        product_name=_text(lib.spdk_bdev_get_product_name(bdev)),
+        block_size=lib.spdk_bdev_get_block_size(bdev),
+        num_blocks=lib.spdk_bdev_get_num_blocks(bdev),
+        uuid=ffi.string(uuid).decode(),
+        io_types=frozenset(
+            k for k, v in _IO_TYPES.items() if lib.spdk_bdev_io_type_supported(bdev, v)
+        ),
+        buf_align=lib.spdk_bdev_get_buf_align(bdev),
+    )
+
+
+def _list_on_spdk_thread() -> list[BdevInfo]:
+    found = []
+    bdev = lib.spdk_bdev_first()
+    while bdev != ffi.NULL:
+        found.append(_describe(bdev))
+        bdev = lib.spdk_bdev_next(bdev)
+    return found
+
+
+def list_bdevs(runtime: Runtime) -> list[BdevInfo]:
+    """Every block device of the running SPDK."""
+    return runtime.call(_list_on_spdk_thread)
+
+
+def _check_name(name: str) -> bytes:
+    if not isinstance(name, str):
+        raise TypeError(f"a device name is a str, not {type(name).__name__}")
+    if not name or "\0" in name:
+        raise ValueError(f"invalid device name {name!r}")
+    return name.encode()
+
+
+def bdev_info(runtime: Runtime, name: str) -> BdevInfo:
+    """One device's description; DeviceNotFoundError if there is none by that name."""
+    encoded = _check_name(name)
+
+    def lookup() -> BdevInfo:
+        bdev = lib.spdk_bdev_get_by_name(encoded)
+        if bdev == ffi.NULL:
+            raise DeviceNotFoundError(f"no block device named {name!r}")
+        return _describe(bdev)
+
+    return runtime.call(lookup)
+
+
+# ------------------------------------------------------------------ memory
+
+
+class DmaBuffer:
+    """DMA-capable memory for zero-copy I/O: pass it where a buffer is expected.
+
+    `view` is a writable memoryview of it. Free it with close() (or let the
+    runtime free it when SPDK stops); it must not be in use by an I/O then.
+    """
+
+    def __init__(self, runtime: Runtime, size: int, align: int = _MIN_ALIGN) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            raise ValueError(f"size must be a positive int, not {size!r}")
+        if not isinstance(align, int) or align <= 0 or align & (align - 1):
+            raise ValueError(f"align must be a power of two, not {align!r}")
+        _require_running(runtime)
+        ptr = lib.spdk_dma_zmalloc(size, align, ffi.NULL)
+        if ptr == ffi.NULL:
+            raise MemoryError(f"SPDK has no {size} bytes of DMA memory left (raise mem_size_mb)")
+        self._ptr: Any = ptr
+        self.size = size
+        self.align = align
+        self.view = memoryview(ffi.buffer(ptr, size))
+        self._runtime = runtime
+        runtime.add_teardown_hook(self._free)
+
+    @property
+    def ptr(self) -> Any:
+        if self._ptr is None:
+            raise RuntimeStateError("this DmaBuffer has been freed")
+        return self._ptr
+
+    def close(self) -> None:
+        """Free the memory now."""
+        self._free()
+
+    def _free(self) -> None:
+        if self._ptr is not None:
+            self.view.release()
+            lib.spdk_dma_free(self._ptr)
+            self._ptr = None
+
+    def __enter__(self) -> DmaBuffer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _BufferPool:
+    """DMA buffers by power-of-two size class, reused across I/Os and threads."""
+
+    def __init__(self, align: int) -> None:
+        self.align = align
+        self._free: dict[int, list[Any]] = {}
+        self._lock = threading.Lock()
+        self.closed = False
+
+    @staticmethod
+    def size_class(size: int) -> int:
+        return max(_MIN_ALIGN, 1 << (size - 1).bit_length())
+
+    def get(self, size: int) -> Any:
+        size_class = self.size_class(size)
+        with self._lock:
+            free = self._free.get(size_class)
+            if free:
+                return free.pop()
+        ptr = lib.spdk_dma_malloc(size_class, self.align, ffi.NULL)
+        if ptr == ffi.NULL:
+            raise MemoryError(
+                f"SPDK has no {size_class} bytes of DMA memory left (raise mem_size_mb)"
+            )
+        return ptr
+
+    def put(self, ptr: Any, size: int) -> None:
+        with self._lock:
+            if not self.closed:
+                self._free.setdefault(self.size_class(size), []).append(ptr)
+                return
+        lib.spdk_dma_free(ptr)
+
+    def free_all(self) -> None:
+        with self._lock:
+            self.closed = True
+            buffers = [ptr for free in self._free.values() for ptr in free]
+            self._free.clear()
+        for ptr in buffers:
+            lib.spdk_dma_free(ptr)
+
+
+def _require_running(runtime: Runtime) -> None:
+    if runtime.state is not State.RUNNING:
+        raise RuntimeStateError(f"the SPDK runtime is {runtime.state.value}")
+
+
+# ------------------------------------------------------------------ requests
+
+
+class _Request:
+    """One I/O: its C struct, its buffers, and how to turn the outcome into a result."""
+
+    __slots__ = ("copies", "device", "io", "keep", "length", "name", "offset", "pooled", "result")
+
+    def __init__(self, device: BlockDevice, name: str, op: int, offset: int, length: int) -> None:
+        self.device = device
+        self.name = name
+        self.offset = offset
+        self.length = length
+        self.io = ffi.new("struct pyspdk_io *")
+        self.io.op = op
+        self.io.offset_blocks = offset // device.block_size
+        self.io.num_blocks = length // device.block_size
+        self.pooled: list[tuple[Any, int]] = []
+        self.copies: list[tuple[Any, Any, int]] = []  # (target, source pointer, length)
+        self.keep: list[Any] = []
+        self.result: Callable[[], Any] = lambda: None
+
+    def dma_for(self, buffer: Any, length: int, copy_in: bool) -> Any:
+        """A DMA pointer standing for `buffer` (a DmaBuffer, or pooled memory)."""
+        if isinstance(buffer, DmaBuffer):
+            self.keep.append(buffer)
+            return buffer.ptr
+        ptr = self.device._pool.get(length)
+        self.pooled.append((ptr, length))
+        if copy_in:
+            ffi.memmove(ptr, buffer, length)
+        return ptr
+
+    def release(self) -> None:
+        pool = self.device._pool
+        for ptr, length in self.pooled:
+            pool.put(ptr, length)
+        self.pooled.clear()
+
+    def finish(self) -> Any:
+        """After completion: the result, or the IoError; buffers go back to the pool."""
+        io = self.io
+        try:
+            if io.status == 0:
+                for target, ptr, length in self.copies:
+                    ffi.memmove(target, ptr, length)
+                return self.result()
+            raise self.error(io.status)
+        finally:
+            self.release()
+
+    def error(self, status: int) -> IoError:
+        where = f"{self.name} of {self.length} bytes at offset {self.offset} on {self.device.name}"
+        if status == 1:
+            io = self.io
+            code = errno.EIO if io.aio_status == 0 else -io.aio_status
+            return IoError(
+                code,
+                f"{where} failed (NVMe status type {io.nvme_sct}, code {io.nvme_sc})",
+                device=self.device.name,
+                op=self.name,
+                offset=self.offset,
+                length=self.length,
+                nvme_sct=io.nvme_sct,
+                nvme_sc=io.nvme_sc,
+            )
+        code = -status
+        reason = {
+            errno.ECANCELED: "was cancelled: the device closed before SPDK took it",
+            errno.ENODEV: "failed: the device was removed",
+        }.get(code, f"was refused by SPDK: {os.strerror(code)}")
+        return IoError(
+            code,
+            f"{where} {reason}",
+            device=self.device.name,
+            op=self.name,
+            offset=self.offset,
+            length=self.length,
+        )
+
+
+# ------------------------------------------------------------------ completions
+
+
+class _Completions:
+    """A completion queue and the futures of the requests that will arrive on it."""
+
+    def __init__(self) -> None:
+        self.cq = lib.pyspdk_cq_create()
+        if self.cq == ffi.NULL:
+            raise OSError(errno.EMFILE, "cannot create a completion queue (eventfd)")
+        self.pending: dict[int, tuple[_Request, Any]] = {}
+        self._tags = itertools.count(1)
+        self._out = ffi.new("struct pyspdk_io *[]", _REAP_BATCH)
+
+    def track(self, request: _Request, future: Any) -> None:
+        tag = next(self._tags)
+        request.io.tag = tag
+        request.io.cq = self.cq
+        self.pending[tag] = (request, future)
+
+    def dispatch(
+        self,
+        spin_ns: int,
+        timeout_ns: int,
+        deliver: Callable[[Any, Any, BaseException | None], None],
+    ) -> int:
+        n = lib.pyspdk_cq_reap(self.cq, self._out, _REAP_BATCH, spin_ns, timeout_ns)
+        for i in range(max(n, 0)):
+            request, future = self.pending.pop(self._out[i].tag)
+            request.device._leave()
+            try:
+                deliver(future, request.finish(), None)
+            except BaseException as exc:
+                deliver(future, None, exc)
+        return n
+
+    def destroy(self) -> None:
+        lib.pyspdk_cq_destroy(self.cq)
+        self.cq = ffi.NULL
+
+
+def _set_future(future: Future, result: Any, exc: BaseException | None) -> None:  # type: ignore[type-arg]
+    if future.set_running_or_notify_cancel():
+        if exc is None:
+            future.set_result(result)
+        else:
+            future.set_exception(exc)
+
+
+def _set_aio_future(future: asyncio.Future, result: Any, exc: BaseException | None) -> None:  # type: ignore[type-arg]
+    if not future.done():
+        if exc is None:
+            future.set_result(result)
+        else:
+            future.set_exception(exc)
+
+
+class _FutureReaper:
+    """One thread per runtime resolving concurrent.futures as completions arrive."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.completions = _Completions()
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="pyspdk-completions", daemon=True)
+        self._thread.start()
+        runtime.add_teardown_hook(self.stop)
+
+    def _run(self) -> None:
+        completions = self.completions
+        while not (self._stopping and not completions.pending):
+            completions.dispatch(20_000, 50_000_000, _set_future)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self.completions.destroy()
+
+
+class _LoopReaper:
+    """Completions of one asyncio loop, read on the loop's own thread (eventfd reader)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, runtime: Runtime) -> None:
+        self.completions = _Completions()
+        self.loop = loop
+        self._fd = lib.pyspdk_cq_fd(self.completions.cq)
+        loop.add_reader(self._fd, self._readable)
+        runtime.add_teardown_hook(self._close)
+
+    def _readable(self) -> None:
+        self.completions.dispatch(0, 0, _set_aio_future)
+
+    def _detach(self) -> None:
+        self.loop.remove_reader(self._fd)
+        self.completions.destroy()
+
+    def _close(self) -> None:
+        # On the SPDK host thread at teardown: the loop's own thread must drop
+        # its reader before the eventfd closes.
+        if self.loop.is_closed():
+            self.completions.destroy()
+        else:
+            self.loop.call_soon_threadsafe(self._detach)
+
+
+# ------------------------------------------------------------------ devices
+
+
+class BlockDevice:
+    """An open SPDK block device; safe to use from any number of threads at once.
+
+    Offsets and lengths are in bytes and must be multiples of the block size;
+    the *_blocks methods take block numbers. Close it (or use `with`) to
+    release the SPDK descriptor; stopping the runtime closes it too.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        name: str,
+        *,
+        writable: bool = True,
+        queue_depth: int = 128,
+        spin_us: float = 50.0,
+        timeout: float | None = None,
+    ) -> None:
+        encoded = _check_name(name)
+        if (
+            isinstance(queue_depth, bool)
+            or not isinstance(queue_depth, int)
+            or not 1 <= queue_depth <= 65536
+        ):
+            raise ValueError(f"queue_depth must be an int from 1 to 65536, not {queue_depth!r}")
+        if spin_us < 0:
+            raise ValueError(f"spin_us must be >= 0, not {spin_us!r}")
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be positive or None, not {timeout!r}")
+        _require_running(runtime)
+        self.runtime = runtime
+        self.name = name
+        self.writable = bool(writable)
+        self.queue_depth = queue_depth
+        self._spin_ns = int(spin_us * 1000)
+        self._timeout_ns = -1 if timeout is None else int(timeout * 1e9)
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._users = 0
+        self._closed = False
+        self._abandoned: list[_Request] = []
+        self.info, self._dev = runtime.call(self._open_on_spdk_thread, encoded)
+        self.block_size = self.info.block_size
+        self.num_blocks = self.info.num_blocks
+        self.size = self.info.size
+        self._pool = _BufferPool(max(_MIN_ALIGN, self.info.buf_align))
+        _engine_started(runtime)
+        runtime.add_stop_hook(self._close_on_spdk_thread)
+        runtime.add_teardown_hook(self._teardown)
+
+    def _open_on_spdk_thread(self, encoded: bytes) -> tuple[BdevInfo, Any]:
+        bdev = lib.spdk_bdev_get_by_name(encoded)
+        if bdev == ffi.NULL:
+            raise DeviceNotFoundError(f"no block device named {self.name!r}")
+        info = _describe(bdev)
+        rc = ffi.new("int *")
+        dev = lib.pyspdk_dev_open(encoded, self.writable, self.queue_depth, rc)
+        if dev == ffi.NULL:
+            code = -rc[0]
+            if code == errno.EPERM:
+                raise PermissionError(
+                    code, f"{self.name} is claimed by another module: no writer may open it"
+                )
+            raise OSError(code, f"cannot open {self.name}: {os.strerror(code)}")
+        return info, dev
+
+    # ---------------------------------------------------------- lifetime
+
+    def __enter__(self) -> BlockDevice:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Close the device: queued I/O is cancelled, I/O in SPDK's hands completes first."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self.runtime.call(self._close_on_spdk_thread)
+        except RuntimeStateError:
+            return  # Stopping: the stop and teardown hooks finish it.
+        if self.runtime.on_spdk_thread():
+            return  # Freed at teardown: waiting here would stall the reactor.
+        if lib.pyspdk_dev_wait_closed(self._dev, int(timeout * 1e9)) != 0:
+            raise TimeoutError(
+                f"{self.name}: SPDK did not finish the I/O it holds within {timeout} s"
+            )
+        with self._idle:
+            self._idle.wait_for(lambda: self._users == 0, timeout)
+        self._teardown()
+        self.runtime.discard_hooks(self._close_on_spdk_thread, self._teardown)
+
+    def _close_on_spdk_thread(self) -> None:
+        self._closed = True
+        if self._dev is not None:
+            lib.pyspdk_dev_close(self._dev)
+
+    def _teardown(self) -> None:
+        """Once the device is closed every request is over: free the memory."""
+        self._closed = True
+        self._sweep_abandoned()
+        self._pool.free_all()
+        if self._dev is not None:
+            lib.pyspdk_dev_free(self._dev)
+            self._dev = None
+
+    def _enter(self) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeStateError(f"{self.name} is closed")
+            self._users += 1
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self._idle.notify_all()
+
+    def _sweep_abandoned(self) -> None:
+        still = []
+        for request in self._abandoned:
+            if lib.pyspdk_io_is_done(request.io):
+                request.release()
+                self._leave()
+            else:
+                still.append(request)
+        self._abandoned = still
+
+    # ---------------------------------------------------------- checks and requests
+
+    def _span(self, offset: int, length: int) -> None:
+        for label, value in (("offset", offset), ("length", length)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{label} must be an int, not {type(value).__name__}")
+            if value < 0:
+                raise ValueError(f"{label} must not be negative, not {value}")
+            if value % self.block_size:
+                raise ValueError(
+                    f"{label} {value} is not a multiple of the block size "
+                    f"{self.block_size} of {self.name}"
+                )
+        if length == 0:
+            raise ValueError("length must be at least one block")
+        if offset + length > self.size:
+            raise ValueError(
+                f"{length} bytes at offset {offset} run past the end of {self.name} "
+                f"({self.size} bytes)"
+            )
+
+    def _need_write(self, what: str) -> None:
+        if not self.writable:
+            raise PermissionError(errno.EBADF, f"{self.name} is open read-only: cannot {what}")
+
+    def _need_type(self, io_type: str) -> None:
+        if io_type not in self.info.io_types:
+            raise NotImplementedError(
+                f"{self.name} ({self.info.product_name}) does not support {io_type}"
+            )
+
+    @staticmethod
+    def _view(buffer: Any, writable: bool) -> Any:
+        if isinstance(buffer, DmaBuffer):
+            return buffer
+        try:
+            view = memoryview(buffer).cast("B")
+        except TypeError:
+            raise TypeError(
+                f"expected a bytes-like object or DmaBuffer, not {type(buffer).__name__}"
+            ) from None
+        if writable and view.readonly:
+            raise TypeError(
+                f"the buffer to read into must be writable ({type(buffer).__name__} is not)"
+            )
+        return view
+
+    @staticmethod
+    def _nbytes(view: Any) -> int:
+        return view.size if isinstance(view, DmaBuffer) else view.nbytes
+
+    def _read_request(self, offset: int, length: int) -> _Request:
+        self._span(offset, length)
+        request = _Request(self, "read", lib.PYSPDK_IO_READ, offset, length)
+        ptr = request.dma_for(None, length, copy_in=False)
+        request.io.buf = ptr
+        request.result = lambda: ffi.buffer(ptr, length)[:]
+        return request
+
+    def _read_into_request(self, offset: int, buffer: Any) -> _Request:
+        view = self._view(buffer, writable=True)
+        length = self._nbytes(view)
+        self._span(offset, length)
+        request = _Request(self, "read", lib.PYSPDK_IO_READ, offset, length)
+        ptr = request.dma_for(view, length, copy_in=False)
+        request.io.buf = ptr
+        if not isinstance(view, DmaBuffer):
+            request.copies.append((ffi.from_buffer(view), ptr, length))
+        request.result = lambda: length
+        return request
+
+    def _write_request(self, offset: int, data: Any) -> _Request:
+        self._need_write("write")
+        view = self._view(data, writable=False)
+        length = self._nbytes(view)
+        self._span(offset, length)
+        request = _Request(self, "write", lib.PYSPDK_IO_WRITE, offset, length)
+        request.io.buf = request.dma_for(
+            view if isinstance(view, DmaBuffer) else ffi.from_buffer(view), length, copy_in=True
+        )
+        return request
+
+    def _vector_request(self, offset: int, buffers: Sequence[Any], write: bool) -> _Request:
+        if write:
+            self._need_write("write")
+        if isinstance(buffers, (bytes, bytearray, memoryview)) or not isinstance(buffers, Sequence):
+            raise TypeError("buffers must be a sequence of bytes-like objects or DmaBuffers")
+        if not buffers:
+            raise ValueError("buffers must not be empty")
+        views = [self._view(b, writable=not write) for b in buffers]
+        lengths = [self._nbytes(v) for v in views]
+        if 0 in lengths:
+            raise ValueError("every buffer must hold at least one byte")
+        length = sum(lengths)
+        self._span(offset, length)
+        op = lib.PYSPDK_IO_WRITEV if write else lib.PYSPDK_IO_READV
+        request = _Request(self, "writev" if write else "readv", op, offset, length)
+        iov = ffi.new("struct iovec[]", len(views))
+        for i, (view, size) in enumerate(zip(views, lengths, strict=True)):
+            source = view if isinstance(view, DmaBuffer) else ffi.from_buffer(view)
+            ptr = request.dma_for(source, size, copy_in=write)
+            iov[i].iov_base = ptr
+            iov[i].iov_len = size
+            if not write and not isinstance(view, DmaBuffer):
+                request.copies.append((ffi.from_buffer(view), ptr, size))
+        request.keep.append(iov)
+        request.io.iov = iov
+        request.io.iovcnt = len(views)
+        request.result = (lambda: None) if write else (lambda: length)
+        return request
+
+    def _range_request(self, name: str, op: int, offset: int, length: int | None) -> _Request:
+        if length is None:
+            length = self.size - offset if isinstance(offset, int) else 0
+        self._span(offset, length)
+        return _Request(self, name, op, offset, length)
+
+    def _unmap_request(self, offset: int, length: int) -> _Request:
+        self._need_write("unmap")
+        self._need_type("unmap")
+        return self._range_request("unmap", lib.PYSPDK_IO_UNMAP, offset, length)
+
+    def _write_zeroes_request(self, offset: int, length: int) -> _Request:
+        self._need_write("write zeroes")
+        return self._range_request("write_zeroes", lib.PYSPDK_IO_WRITE_ZEROES, offset, length)
+
+    def _flush_request(self, offset: int = 0, length: int | None = None) -> _Request:
+        self._need_type("flush")
+        return self._range_request("flush", lib.PYSPDK_IO_FLUSH, offset, length)
+
+    def _reset_request(self) -> _Request:
+        self._need_type("reset")
+        return _Request(self, "reset", lib.PYSPDK_IO_RESET, 0, 0)
+
+    # ---------------------------------------------------------- the blocking path
+
+    def _run(self, request: _Request) -> Any:
+        self._enter()
+        rc = lib.pyspdk_io_run(self._dev, request.io, self._spin_ns, self._timeout_ns)
+        if rc == -errno.ETIMEDOUT:
+            # SPDK still owns the buffers: keep them until the I/O is over.
+            with self._lock:
+                self._abandoned.append(request)
+            raise TimeoutError(
+                f"{request.name} at offset {request.offset} on {self.name} timed out"
+            )
+        self._leave()
+        if rc != 0:
+            request.release()
+            raise self._refused(request, rc)
+        return request.finish()
+
+    def _refused(self, request: _Request, rc: int) -> Exception:
+        if rc == -errno.EBADF:
+            return RuntimeStateError(f"{self.name} is closed")
+        return request.error(rc)
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Read `length` bytes at byte `offset`."""
+        return self._run(self._read_request(offset, length))
+
+    def read_into(self, offset: int, buffer: Any) -> int:
+        """Read len(buffer) bytes at `offset` into a writable buffer or DmaBuffer."""
+        return self._run(self._read_into_request(offset, buffer))
+
+    def write(self, offset: int, data: Any) -> None:
+        """Write a bytes-like object or DmaBuffer at byte `offset`."""
+        self._run(self._write_request(offset, data))
+
+    def readv(self, offset: int, buffers: Sequence[Any]) -> int:
+        """Read into several buffers, one I/O (scatter)."""
+        return self._run(self._vector_request(offset, buffers, write=False))
+
+    def writev(self, offset: int, buffers: Sequence[Any]) -> None:
+        """Write several buffers, one I/O (gather)."""
+        self._run(self._vector_request(offset, buffers, write=True))
+
+    def read_blocks(self, block: int, count: int) -> bytes:
+        return self.read(self._blocks(block), self._blocks(count))
+
+    def write_blocks(self, block: int, data: Any) -> None:
+        self.write(self._blocks(block), data)
+
+    def _blocks(self, n: int) -> int:
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"a block number is an int, not {type(n).__name__}")
+        return n * self.block_size
+
+    def flush(self, offset: int = 0, length: int | None = None) -> None:
+        self._run(self._flush_request(offset, length))
+
+    def unmap(self, offset: int, length: int) -> None:
+        self._run(self._unmap_request(offset, length))
+
+    def write_zeroes(self, offset: int, length: int) -> None:
+        self._run(self._write_zeroes_request(offset, length))
+
+    def reset(self) -> None:
+        self._run(self._reset_request())
+
+    # ---------------------------------------------------------- futures and asyncio
+
+    def _submit_tracked(self, request: _Request, completions: _Completions, future: Any) -> None:
+        self._enter()
+        completions.track(request, future)
+        rc = lib.pyspdk_dev_submit(self._dev, ffi.new("struct pyspdk_io *[1]", [request.io]), 1)
+        if rc != 0:
+            completions.pending.pop(int(request.io.tag), None)
+            self._leave()
+            request.release()
+            raise self._refused(request, rc)
+
+    def _future(self, request: _Request) -> Future:  # type: ignore[type-arg]
+        future = SpdkFuture()
+        self._submit_tracked(request, _future_reaper(self.runtime).completions, future)
+        return future
+
+    def read_async(self, offset: int, length: int) -> Future:  # type: ignore[type-arg]
+        """Like read(), returning a concurrent.futures.Future of the bytes."""
+        return self._future(self._read_request(offset, length))
+
+    def read_into_async(self, offset: int, buffer: Any) -> Future:  # type: ignore[type-arg]
+        return self._future(self._read_into_request(offset, buffer))
+
+    def write_async(self, offset: int, data: Any) -> Future:  # type: ignore[type-arg]
+        """Like write(), returning a concurrent.futures.Future of None."""
+        return self._future(self._write_request(offset, data))
+
+    def _awaitable(self, request: _Request) -> asyncio.Future:  # type: ignore[type-arg]
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._submit_tracked(request, _loop_reaper(loop, self.runtime).completions, future)
+        return future
+
+    async def aread(self, offset: int, length: int) -> bytes:
+        """asyncio form of read()."""
+        return await self._awaitable(self._read_request(offset, length))
+
+    async def aread_into(self, offset: int, buffer: Any) -> int:
+        return await self._awaitable(self._read_into_request(offset, buffer))
+
+    async def awrite(self, offset: int, data: Any) -> None:
+        """asyncio form of write()."""
+        await self._awaitable(self._write_request(offset, data))
+
+    async def aflush(self, offset: int = 0, length: int | None = None) -> None:
+        await self._awaitable(self._flush_request(offset, length))
+
+    # ---------------------------------------------------------- batches
+
+    def _batch_request(self, op: Sequence[Any]) -> _Request:
+        if not isinstance(op, (tuple, list)) or not op or not isinstance(op[0], str):
+            raise TypeError(
+                f"a batch operation is a tuple like ('read', offset, length), not {op!r}"
+            )
+        kind, *args = op
+        makers: dict[str, Callable[..., _Request]] = {
+            "read": self._read_request,
+            "read_into": self._read_into_request,
+            "write": self._write_request,
+            "readv": lambda o, b: self._vector_request(o, b, write=False),
+            "writev": lambda o, b: self._vector_request(o, b, write=True),
+            "flush": self._flush_request,
+            "unmap": self._unmap_request,
+            "write_zeroes": self._write_zeroes_request,
+        }
+        if kind not in makers:
+            raise ValueError(
+                f"unknown batch operation {kind!r}; expected one of {', '.join(makers)}"
+            )
+        try:
+            return makers[kind](*args)
+        except TypeError as exc:
+            if "positional argument" in str(exc):
+                raise TypeError(f"batch operation {op!r}: {exc}") from None
+            raise
+
+    def run_batch(
+        self, ops: Iterable[Sequence[Any]], *, return_exceptions: bool = False
+    ) -> list[Any]:
+        """Submit every operation at once, wait for all; results in order.
+
+        One call into C submits the whole batch and each reap takes up to 256
+        completions, so Python's per-call cost is paid per batch. Operations
+        are tuples: ('read', offset, length), ('read_into', offset, buffer),
+        ('write', offset, data), ('readv'|'writev', offset, buffers),
+        ('flush', offset, length), ('unmap', offset, length),
+        ('write_zeroes', offset, length). A failed operation raises its
+        IoError once all are done, or with return_exceptions=True stands in the
+        list in place of its result.
+        """
+        requests = [self._batch_request(op) for op in ops]
+        if not requests:
+            return []
+        completions = _thread_completions()
+        results: list[Any] = [None] * len(requests)
+        for index, request in enumerate(requests):
+            completions.track(request, index)
+        array = ffi.new("struct pyspdk_io *[]", [r.io for r in requests])
+        with self._lock:
+            if self._closed:
+                raise RuntimeStateError(f"{self.name} is closed")
+            self._users += len(requests)
+        rc = lib.pyspdk_dev_submit(self._dev, array, len(requests))
+        if rc != 0:
+            for request in requests:
+                completions.pending.pop(int(request.io.tag), None)
+                request.release()
+                self._leave()
+            raise self._refused(requests[0], rc)
+
+        def deliver(index: int, result: Any, exc: BaseException | None) -> None:
+            results[index] = result if exc is None else exc
+
+        remaining = len(requests)
+        while remaining:
+            got = completions.dispatch(self._spin_ns, -1, deliver)
+            if got < 0:
+                raise OSError(-got, "waiting for batch completions failed")
+            remaining -= got
+        if not return_exceptions:
+            for item in results:
+                if isinstance(item, BaseException):
+                    raise item
+        return results
+
+
+# ------------------------------------------------------------------ per-runtime state
+
+_REAPERS_LOCK = threading.Lock()
+_THREAD_STATE = threading.local()
+
+
+def _engine_started(runtime: Runtime) -> None:
+    """Once per runtime: unregister the engine's poller when it stops.
+
+    Registered before any device's own stop hook, so it runs after them all.
+    """
+    with _REAPERS_LOCK:
+        if not getattr(runtime, "_io_engine_hooked", False):
+            runtime.add_stop_hook(lib.pyspdk_io_engine_stop)
+            runtime._io_engine_hooked = True  # type: ignore[attr-defined]
+
+
+def _future_reaper(runtime: Runtime) -> _FutureReaper:
+    reaper = getattr(runtime, "_future_reaper", None)
+    if reaper is None:
+        with _REAPERS_LOCK:
+            reaper = getattr(runtime, "_future_reaper", None)
+            if reaper is None:
+                reaper = _FutureReaper(runtime)
+                runtime._future_reaper = reaper  # type: ignore[attr-defined]
+    return reaper
+
+
+def _loop_reaper(loop: asyncio.AbstractEventLoop, runtime: Runtime) -> _LoopReaper:
+    reapers: dict[int, _LoopReaper] = runtime.__dict__.setdefault("_loop_reapers", {})
+    reaper = reapers.get(id(loop))
+    if reaper is None or reaper.loop is not loop or reaper.completions.cq == ffi.NULL:
+        reaper = _LoopReaper(loop, runtime)
+        reapers[id(loop)] = reaper
+    return reaper
+
+
+def _thread_completions() -> _Completions:
+    completions = getattr(_THREAD_STATE, "completions", None)
+    if completions is None or completions.cq == ffi.NULL:
+        completions = _Completions()
+        _THREAD_STATE.completions = completions
+    return completions
+
+
+def open_bdev(runtime: Runtime, name: str, **options: Any) -> BlockDevice:
+    """Open the block device `name`; see BlockDevice for the options."""
+    return BlockDevice(runtime, name, **options)
