@@ -98,3 +98,31 @@ def spdk_tool(name: str) -> Path:
     if not toolsdir or not path.is_file():
         skip_or_fail(f"{name} not found (build.sh installs it, or set {variable})")
     return path
+
+
+@pytest.fixture(scope="session")
+def rpc(runtime: Any) -> Any:
+    """Call an RPC method of the session runtime (through its public socket)."""
+    try:
+        from spdk.rpc.client import JSONRPCClient
+    except ImportError:
+        skip_or_fail("the official SPDK client is not installed (pip install 'spdk==26.1.*')")
+    client = JSONRPCClient(runtime.rpc_socket)
+
+    def call(method: str, params: dict[str, Any] | None = None) -> Any:
+        return client.call(method, params or {})
+
+    yield call
+    client.close()
+
+
+_names = iter(range(1_000_000))
+
+
+@pytest.fixture
+def malloc(rpc: Any) -> Iterator[str]:
+    """A fresh 16 MiB malloc bdev (512-byte blocks), deleted afterwards."""
+    name = f"Malloc{next(_names)}"
+    rpc("bdev_malloc_create", {"name": name, "num_blocks": 32768, "block_size": 512})
+    yield name
+    rpc("bdev_malloc_delete", {"name": name})

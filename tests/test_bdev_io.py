@@ -1,0 +1,295 @@
+"""Block I/O on real SPDK bdevs in this process: every operation, every check."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture
+def dev(runtime: Any, malloc: str) -> Iterator[Any]:
+    device = runtime.open_bdev(malloc)
+    yield device
+    device.close()
+
+
+def test_list_and_describe(runtime: Any, malloc: str) -> None:
+    from pyspdk_sys.bdev import bdev_info, list_bdevs
+
+    (info,) = [b for b in list_bdevs(runtime) if b.name == malloc]
+    assert (info.block_size, info.num_blocks, info.size) == (512, 32768, 16 << 20)
+    assert info.product_name == "Malloc disk"
+    assert {"read", "write", "unmap", "flush", "reset", "write_zeroes"} <= info.io_types
+    assert len(info.uuid) == 36
+    assert bdev_info(runtime, malloc) == info
+
+
+def test_unknown_device(runtime: Any) -> None:
+    from pyspdk_sys.bdev import bdev_info
+    from pyspdk_sys.errors import DeviceNotFoundError
+
+    with pytest.raises(DeviceNotFoundError, match="no block device named 'Nope'"):
+        runtime.open_bdev("Nope")
+    with pytest.raises(DeviceNotFoundError):
+        bdev_info(runtime, "Nope")
+
+
+def test_read_write_roundtrip(dev: Any) -> None:
+    data = os.urandom(64 * 1024)
+    dev.write(8192, data)
+    assert dev.read(8192, len(data)) == data
+    target = bytearray(4096)
+    assert dev.read_into(8192 + 4096, target) == 4096
+    assert bytes(target) == data[4096:8192]
+    view = memoryview(bytearray(1024))
+    dev.read_into(8192, view)
+    assert view.tobytes() == data[:1024]
+
+
+def test_blocks_api(dev: Any) -> None:
+    dev.write_blocks(10, b"\xab" * 1024)
+    assert dev.read_blocks(10, 2) == b"\xab" * 1024
+    assert dev.read(10 * 512, 512) == b"\xab" * 512
+
+
+def test_vectored(dev: Any) -> None:
+    parts = [b"1" * 512, b"2" * 1536, b"3" * 2048]
+    dev.writev(0, parts)
+    assert dev.read(0, 4096) == b"".join(parts)
+    into = [bytearray(1024), bytearray(3072)]
+    assert dev.readv(0, into) == 4096
+    assert bytes(into[0]) + bytes(into[1]) == b"".join(parts)
+
+
+def test_zeroes_unmap_flush_reset(dev: Any) -> None:
+    dev.write(0, b"\xff" * 8192)
+    dev.write_zeroes(0, 4096)
+    assert dev.read(0, 8192) == bytes(4096) + b"\xff" * 4096
+    dev.unmap(4096, 4096)
+    dev.flush()
+    dev.flush(0, 4096)
+    dev.reset()
+    assert dev.read(0, 4096) == bytes(4096)  # still usable after reset
+
+
+def test_dma_buffer_zero_copy(runtime: Any, dev: Any) -> None:
+    from pyspdk_sys.bdev import DmaBuffer
+
+    with DmaBuffer(runtime, 8192) as buffer:
+        buffer.view[:] = os.urandom(8192)
+        expected = bytes(buffer.view)
+        dev.write(0, buffer)
+        buffer.view[:] = bytes(8192)
+        dev.read_into(0, buffer)
+        assert bytes(buffer.view) == expected
+    from pyspdk_sys.errors import RuntimeStateError
+
+    with pytest.raises(RuntimeStateError, match="freed"):
+        dev.write(0, buffer)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (
+            lambda d: d.read(100, 512),
+            ValueError,
+            "offset 100 is not a multiple of the block size 512",
+        ),
+        (lambda d: d.read(0, 1000), ValueError, "length 1000 is not a multiple"),
+        (lambda d: d.read(0, 0), ValueError, "at least one block"),
+        (lambda d: d.read(-512, 512), ValueError, "must not be negative"),
+        (lambda d: d.read(16 << 20, 512), ValueError, "run past the end"),
+        (lambda d: d.read((16 << 20) - 512, 1024), ValueError, "run past the end"),
+        (lambda d: d.read(True, 512), TypeError, "offset must be an int"),
+        (lambda d: d.read(0.0, 512), TypeError, "offset must be an int"),
+        (lambda d: d.write(0, b"x" * 100), ValueError, "length 100 is not a multiple"),
+        (lambda d: d.write(0, "text" * 128), TypeError, "expected a bytes-like object"),
+        (lambda d: d.read_into(0, b"x" * 512), TypeError, "must be writable"),
+        (lambda d: d.writev(0, []), ValueError, "must not be empty"),
+        (lambda d: d.writev(0, b"x" * 512), TypeError, "sequence of bytes-like"),
+        (lambda d: d.write_blocks(32768, b"x" * 512), ValueError, "run past the end"),
+        (lambda d: d.run_batch([("format", 0, 512)]), ValueError, "unknown batch operation"),
+        (lambda d: d.run_batch([("read", 0)]), TypeError, "batch operation"),
+    ],
+)
+def test_bad_arguments_are_refused_before_spdk(
+    dev: Any, call: Any, error: type, message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        call(dev)
+    assert dev.read(0, 512) is not None  # the device is fine
+
+
+def test_read_only_descriptor(runtime: Any, malloc: str) -> None:
+    with runtime.open_bdev(malloc, writable=False) as ro:
+        assert len(ro.read(0, 512)) == 512
+        for call in (
+            lambda: ro.write(0, b"x" * 512),
+            lambda: ro.write_zeroes(0, 512),
+            lambda: ro.unmap(0, 512),
+            lambda: ro.run_batch([("write", 0, b"x" * 512)]),
+        ):
+            with pytest.raises(PermissionError, match="read-only"):
+                call()
+
+
+def test_closed_device(runtime: Any, malloc: str) -> None:
+    from pyspdk_sys.errors import RuntimeStateError
+
+    device = runtime.open_bdev(malloc)
+    device.close()
+    device.close()  # twice is fine
+    assert device.closed
+    with pytest.raises(RuntimeStateError, match="is closed"):
+        device.read(0, 512)
+    with pytest.raises(RuntimeStateError, match="is closed"):
+        device.read_async(0, 512)
+
+
+def test_open_options_checked(runtime: Any, malloc: str) -> None:
+    with pytest.raises(ValueError, match="queue_depth"):
+        runtime.open_bdev(malloc, queue_depth=0)
+    with pytest.raises(TypeError, match="device name is a str"):
+        runtime.open_bdev(b"Malloc0")
+
+
+def test_futures_and_asyncio(dev: Any) -> None:
+    dev.write_async(0, b"f" * 4096).result(timeout=10)
+    assert dev.read_async(0, 4096).result(timeout=10) == b"f" * 4096
+    target = bytearray(512)
+    assert dev.read_into_async(0, target).result(timeout=10) == 512
+
+    async def main() -> bytes:
+        await dev.awrite(4096, b"a" * 4096)
+        await dev.aflush()
+        reads = await asyncio.gather(*(dev.aread(4096, 4096) for _ in range(16)))
+        assert len(set(reads)) == 1
+        return reads[0]
+
+    assert asyncio.run(main()) == b"a" * 4096
+    assert bytes(target) == b"f" * 512
+
+
+def test_batch_results_in_order(dev: Any) -> None:
+    writes = [("write", i * 4096, bytes([i]) * 4096) for i in range(100)]
+    assert dev.run_batch(writes) == [None] * 100
+    reads = dev.run_batch([("read", i * 4096, 4096) for i in range(100)])
+    assert reads == [bytes([i]) * 4096 for i in range(100)]
+    assert dev.run_batch([]) == []
+
+
+@pytest.fixture
+def error_dev(runtime: Any, rpc: Any, malloc: str) -> Iterator[tuple[Any, str]]:
+    name = f"EE_{malloc}"
+    assert rpc("bdev_error_create", {"base_name": malloc}) is True
+    device = runtime.open_bdev(name)
+    yield device, name
+    device.close()
+    rpc("bdev_error_delete", {"name": name})
+
+
+def test_injected_failures_surface_once_each(error_dev: tuple[Any, str], rpc: Any) -> None:
+    from pyspdk_sys.errors import IoError
+
+    device, name = error_dev
+    rpc(
+        "bdev_error_inject_error",
+        {"name": name, "io_type": "write", "error_type": "failure", "num": 3},
+    )
+    outcomes = []
+    for i in range(10):
+        try:
+            device.write(i * 512, b"w" * 512)
+            outcomes.append("ok")
+        except IoError as exc:
+            assert exc.errno == errno.EIO
+            assert exc.op == "write" and exc.offset == i * 512 and exc.device == name
+            outcomes.append("failed")
+    assert outcomes == ["failed"] * 3 + ["ok"] * 7
+    assert device.read(3 * 512, 512) == b"w" * 512  # usable after failures
+
+
+def test_injected_failures_in_a_batch(error_dev: tuple[Any, str], rpc: Any) -> None:
+    from pyspdk_sys.errors import IoError
+
+    device, name = error_dev
+    rpc(
+        "bdev_error_inject_error",
+        {"name": name, "io_type": "read", "error_type": "failure", "num": 5},
+    )
+    results = device.run_batch([("read", i * 512, 512) for i in range(64)], return_exceptions=True)
+    failures = [r for r in results if isinstance(r, IoError)]
+    assert len(failures) == 5
+    assert all(f.errno == errno.EIO for f in failures)
+    assert sum(isinstance(r, bytes) for r in results) == 59
+    rpc(
+        "bdev_error_inject_error",
+        {"name": name, "io_type": "read", "error_type": "failure", "num": 1},
+    )
+    with pytest.raises(IoError):
+        device.run_batch([("read", 0, 512)])
+    assert device.run_batch([("read", 0, 512)]) == [device.read(0, 512)]
+
+
+def test_injected_failure_reaches_the_future(error_dev: tuple[Any, str], rpc: Any) -> None:
+    from pyspdk_sys.errors import IoError
+
+    device, name = error_dev
+    rpc(
+        "bdev_error_inject_error",
+        {"name": name, "io_type": "read", "error_type": "failure", "num": 1},
+    )
+    with pytest.raises(IoError, match="NVMe status"):
+        device.read_async(0, 512).result(timeout=10)
+    rpc(
+        "bdev_error_inject_error",
+        {"name": name, "io_type": "read", "error_type": "failure", "num": 1},
+    )
+
+    async def main() -> None:
+        with pytest.raises(IoError):
+            await device.aread(0, 512)
+        assert len(await device.aread(0, 512)) == 512
+
+    asyncio.run(main())
+
+
+def test_exceptions_in_spdk_thread_work_reach_the_future(runtime: Any) -> None:
+    with pytest.raises(ZeroDivisionError):
+        runtime.submit(lambda: 1 / 0).result(timeout=10)
+    with pytest.raises(SystemExit):
+        runtime.call(lambda: (_ for _ in ()).throw(SystemExit(3)), timeout=10)
+    assert runtime.call(lambda: 42, timeout=10) == 42  # the reactor goes on
+
+
+def test_no_blocking_wait_on_the_spdk_thread(runtime: Any) -> None:
+    from pyspdk_sys.errors import RuntimeStateError
+
+    def waits_on_itself() -> Any:
+        return runtime.submit(lambda: 1).result()
+
+    with pytest.raises(RuntimeStateError, match="deadlock"):
+        runtime.call(waits_on_itself, timeout=10)
+
+
+def test_async_run(runtime: Any) -> None:
+    async def main() -> int:
+        return await runtime.run(lambda x: x * 2, 21)
+
+    assert asyncio.run(main()) == 42
+
+
+def test_nothing_left_pending(runtime: Any, dev: Any) -> None:
+    from pyspdk_sys.bdev import _future_reaper
+
+    futures = [dev.read_async(i * 512, 512) for i in range(500)]
+    for future in futures:
+        future.result(timeout=30)
+    assert _future_reaper(runtime).completions.pending == {}
+    assert dev._users == 0

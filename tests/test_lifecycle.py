@@ -1,0 +1,204 @@
+"""Starting and stopping SPDK, and every misuse that would make SPDK abort.
+
+Each scenario runs in a fresh interpreter: it stops SPDK (which starts once
+per process), and a crash or a hang fails the test instead of the run.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from conftest import run_python
+
+PRELUDE = """
+import json, threading, time, errno
+from pyspdk_sys.runtime import Runtime
+from pyspdk_sys.errors import RuntimeStateError, IoError, StartError
+from pyspdk_sys.bdev import DmaBuffer
+
+def config(*bdevs):
+    return {"subsystems": [{"subsystem": "bdev", "config": list(bdevs)}]}
+
+MALLOC = {"method": "bdev_malloc_create",
+          "params": {"name": "M0", "num_blocks": 16384, "block_size": 512}}
+DELAY = {"method": "bdev_delay_create",
+         "params": {"base_bdev_name": "M0", "name": "Slow", "avg_read_latency": 50000,
+                    "p99_read_latency": 50000, "avg_write_latency": 50000,
+                    "p99_write_latency": 50000}}
+
+def outcome(call):
+    try:
+        call()
+        return "ok"
+    except Exception as exc:
+        return type(exc).__name__
+"""
+
+
+def run(body: str, timeout: float = 120) -> dict[str, Any]:
+    result = run_python(PRELUDE + body, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_stop_with_hundreds_of_ios_in_flight(spdk: Any) -> None:
+    report = run("""
+rt = Runtime(config=config(MALLOC, DELAY)).start()
+dev = rt.open_bdev("Slow", queue_depth=128)
+futures = [dev.write_async(i * 512, b"x" * 512) for i in range(400)]
+thread_outcomes = []
+def reader(k):
+    try:
+        while True:
+            dev.read(k * 512, 512)
+    except Exception as exc:
+        thread_outcomes.append(type(exc).__name__)
+threads = [threading.Thread(target=reader, args=(k,)) for k in range(8)]
+for t in threads: t.start()
+time.sleep(0.02)
+start = time.monotonic()
+rt.stop()
+stop_seconds = time.monotonic() - start
+for t in threads: t.join(timeout=30)
+kinds = {}
+for f in futures:
+    assert f.done()
+    exc = f.exception()
+    key = "ok" if exc is None else type(exc).__name__ + (
+        ":" + errno.errorcode.get(exc.errno, "?") if isinstance(exc, IoError) else "")
+    kinds[key] = kinds.get(key, 0) + 1
+print(json.dumps({"stop_seconds": stop_seconds, "futures": kinds, "threads": thread_outcomes,
+                  "alive": [t.is_alive() for t in threads], "state": rt.state.value}))
+""")
+    assert report["state"] == "stopped"
+    assert report["stop_seconds"] < 30
+    assert sum(report["futures"].values()) == 400
+    assert report["futures"].get("ok", 0) >= 100  # those SPDK held completed
+    assert set(report["futures"]) <= {"ok", "IoError:ECANCELED"}
+    assert report["alive"] == [False] * 8
+    assert set(report["threads"]) <= {"RuntimeStateError", "IoError"}
+    assert len(report["threads"]) == 8
+
+
+def test_everything_after_stop_is_refused(spdk: Any) -> None:
+    report = run("""
+rt = Runtime(config=config(MALLOC)).start()
+dev = rt.open_bdev("M0")
+buf = DmaBuffer(rt, 4096)
+rt.stop()
+print(json.dumps({
+    "stop_again": outcome(rt.stop),
+    "submit": outcome(lambda: rt.submit(lambda: 1)),
+    "call": outcome(lambda: rt.call(lambda: 1)),
+    "read": outcome(lambda: dev.read(0, 512)),
+    "read_async": outcome(lambda: dev.read_async(0, 512)),
+    "close": outcome(dev.close),
+    "open": outcome(lambda: rt.open_bdev("M0")),
+    "dma_ptr": outcome(lambda: buf.ptr),
+    "dma_new": outcome(lambda: DmaBuffer(rt, 4096)),
+    "start_again": outcome(rt.start),
+    "new_runtime": outcome(lambda: Runtime().start()),
+}))
+""")
+    assert report == {
+        "stop_again": "ok",
+        "submit": "RuntimeStateError",
+        "call": "RuntimeStateError",
+        "read": "RuntimeStateError",
+        "read_async": "RuntimeStateError",
+        "close": "ok",
+        "open": "RuntimeStateError",
+        "dma_ptr": "RuntimeStateError",
+        "dma_new": "RuntimeStateError",
+        "start_again": "RuntimeStateError",
+        "new_runtime": "RuntimeStateError",
+    }
+
+
+def test_second_runtime_while_running_is_refused(spdk: Any) -> None:
+    report = run("""
+rt = Runtime().start()
+second = outcome(lambda: Runtime().start())
+rt.stop()
+print(json.dumps({"second": second}))
+""")
+    assert report == {"second": "RuntimeStateError"}
+
+
+def test_stop_from_the_spdk_thread(spdk: Any) -> None:
+    report = run("""
+rt = Runtime().start()
+rt.call(rt.stop)
+rt.stop(timeout=30)
+print(json.dumps({"state": rt.state.value}))
+""")
+    assert report == {"state": "stopped"}
+
+
+@pytest.mark.parametrize("cycle", range(3))
+def test_start_io_stop_cycles(spdk: Any, cycle: int) -> None:
+    report = run(f"""
+with Runtime(config=config(MALLOC)) as rt:
+    with rt.open_bdev("M0") as dev:
+        dev.write(0, bytes([{cycle}]) * 4096)
+        data = dev.read(0, 4096)
+print(json.dumps({{"ok": data == bytes([{cycle}]) * 4096, "state": rt.state.value}}))
+""")
+    assert report == {"ok": True, "state": "stopped"}
+
+
+def test_exit_without_stop(spdk: Any) -> None:
+    result = run_python(
+        PRELUDE
+        + """
+rt = Runtime(config=config(MALLOC)).start()
+dev = rt.open_bdev("M0")
+futures = [dev.read_async(0, 512) for _ in range(100)]
+print("leaving")
+""",
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "leaving"
+
+
+def test_bad_config_is_a_start_error(spdk: Any) -> None:
+    report = run("""
+rt = Runtime(config={"subsystems": [{"subsystem": "bdev", "config": [
+    {"method": "bdev_no_such_method", "params": {}}]}]}, log_level="ERROR")
+try:
+    rt.start()
+    result = "started"
+except StartError as exc:
+    result = str(exc)
+print(json.dumps({"result": result, "state": rt.state.value}))
+""")
+    assert report["state"] == "failed"
+    assert report["result"].startswith("SPDK failed to start")
+
+
+def test_runtime_arguments_are_checked(spdk: Any, tmp_path: Any) -> None:
+    from pyspdk_sys.runtime import Runtime
+
+    bad = [
+        ({"mem_size_mb": 0}, ValueError, "mem_size_mb"),
+        ({"mem_size_mb": True}, ValueError, "mem_size_mb"),
+        ({"cpu_mask": "1"}, ValueError, "cpu_mask"),
+        ({"log_level": "LOUD"}, ValueError, "log_level"),
+        ({"hugedir": "/tmp"}, ValueError, "hugedir needs hugepages"),
+        ({"pci": True}, ValueError, "pci=True needs hugepages"),
+        ({"config": tmp_path / "missing.json"}, ValueError, "does not exist"),
+        ({"config": {"subsystems": {}}}, ValueError, "must be a list"),
+        ({"config": {"subsystems": [object()]}}, ValueError, "not JSON-serialisable"),
+        ({"name": ""}, ValueError, "name"),
+    ]
+    for kwargs, error, message in bad:
+        with pytest.raises(error, match=message):
+            Runtime(**kwargs)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        Runtime(config=broken)
