@@ -293,3 +293,15 @@ def test_nothing_left_pending(runtime: Any, dev: Any) -> None:
         future.result(timeout=30)
     assert _future_reaper(runtime).completions.pending == {}
     assert dev._users == 0
+
+
+def test_repeated_asyncio_run_leaks_nothing(runtime: Any, dev: Any) -> None:
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    asyncio.run(dev.aread(0, 512))
+    before = open_fds()
+    for _ in range(20):
+        assert len(asyncio.run(dev.aread(0, 512))) == 512
+    assert open_fds() == before
+    assert len(runtime._loop_reapers) == 1

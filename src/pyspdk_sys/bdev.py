@@ -386,12 +386,15 @@ class _LoopReaper:
         self.completions.dispatch(0, 0, _set_aio_future)
 
     def _detach(self) -> None:
-        self.loop.remove_reader(self._fd)
-        self.completions.destroy()
+        if self.completions.cq != ffi.NULL:
+            self.loop.remove_reader(self._fd)
+            self.completions.destroy()
 
     def _close(self) -> None:
         # On the SPDK host thread at teardown: the loop's own thread must drop
         # its reader before the eventfd closes.
+        if self.completions.cq == ffi.NULL:
+            return
         if self.loop.is_closed():
             self.completions.destroy()
         else:
@@ -894,7 +897,13 @@ def _future_reaper(runtime: Runtime) -> _FutureReaper:
 def _loop_reaper(loop: asyncio.AbstractEventLoop, runtime: Runtime) -> _LoopReaper:
     reapers: dict[int, _LoopReaper] = runtime.__dict__.setdefault("_loop_reapers", {})
     reaper = reapers.get(id(loop))
-    if reaper is None or reaper.loop is not loop or reaper.completions.cq == ffi.NULL:
+    if reaper is None or reaper.loop is not loop:
+        # Each asyncio.run() makes a new loop: drop what closed loops left behind.
+        for key, old in list(reapers.items()):
+            if old.loop.is_closed() and not old.completions.pending:
+                old.completions.destroy()
+                runtime.discard_hooks(old._close)
+                del reapers[key]
         reaper = _LoopReaper(loop, runtime)
         reapers[id(loop)] = reaper
     return reaper
