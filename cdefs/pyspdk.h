@@ -23,3 +23,10 @@ const char *pyspdk_fat_library_path(void);
 void pyspdk_work_notify(void);
 struct spdk_poller *pyspdk_work_poller_register(void);
 void pyspdk_work_poller_unregister(struct spdk_poller **poller);
+
+/* LocalRpc's private RPC server (_shims/rpc_server.c, pyspdk_sys/rpc.py): a
+ * poller on the app thread that serves a server from spdk_rpc_server_listen
+ * every millisecond. Register returns NULL for a NULL server or on failure;
+ * unregister sets *poller to NULL. App thread only. */
+struct spdk_poller *pyspdk_rpc_server_poller_register(struct spdk_rpc_server *server);
+void pyspdk_rpc_server_poller_unregister(struct spdk_poller **poller);
