@@ -462,3 +462,21 @@ def test_lifecycle_without_a_public_socket(spdk: Any) -> None:
     assert out["socket_path_after"] is None
     assert out["call_after"].startswith("RuntimeStateError: ")
     assert out["acall_after"].startswith("RuntimeStateError: ")
+
+
+def test_runtime_rpc_delegates_to_the_local_server(runtime: Any) -> None:
+    import asyncio
+
+    from pyspdk_sys.errors import RpcError
+    from pyspdk_sys.rpc import rpc_for
+
+    name = "DelegatedNull"
+    runtime.rpc("bdev_null_create", {"name": name, "num_blocks": 1024, "block_size": 4096})
+    try:
+        names = [b["name"] for b in asyncio.run(runtime.arpc("bdev_get_bdevs"))]
+        assert name in names
+        assert rpc_for(runtime) is rpc_for(runtime)
+    finally:
+        runtime.rpc("bdev_null_delete", {"name": name})
+    with pytest.raises(RpcError):
+        runtime.rpc("bdev_null_delete", {"name": name})

@@ -317,6 +317,25 @@ class Runtime:
                 if hook in hooks_list:
                     hooks_list.remove(hook)
 
+    def rpc(
+        self, method: str, params: Mapping[str, Any] | None = None, timeout: float = 60.0
+    ) -> Any:
+        """Call an SPDK JSON-RPC method in-process and return its result (RpcError on error).
+
+        No rpc_socket needed: see pyspdk_sys.rpc for how. Not on the SPDK thread.
+        """
+        from .rpc import rpc_for
+
+        return rpc_for(self).call(method, params, timeout)
+
+    async def arpc(
+        self, method: str, params: Mapping[str, Any] | None = None, timeout: float = 60.0
+    ) -> Any:
+        """asyncio form of rpc()."""
+        from .rpc import rpc_for
+
+        return await rpc_for(self).acall(method, params, timeout)
+
     def open_bdev(self, name: str, **options: Any) -> Any:
         """Open the block device `name` (see pyspdk_sys.bdev.BlockDevice)."""
         from .bdev import BlockDevice
