@@ -1,0 +1,365 @@
+"""The Python side of the benchmark, one SPDK runtime per process (SPDK starts once).
+
+Run by run.py, never by hand: `pyside.py io|calls|idle`, with a JSON request on
+stdin, prints one JSON line. `io` runs block I/O cells, `calls` times calls
+through pyspdk_sys.lib, ctypes and the Python layer, `idle` reads the resident
+memory of an idle runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ctypes
+import functools
+import itertools
+import json
+import os
+import random
+import sys
+import threading
+import time
+import timeit
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from harness import (
+    BDEVS,
+    IO_SIZE,
+    MEM_SIZE_MB,
+    NUM_BLOCKS,
+    bdev_config,
+    measured,
+    memory_kib,
+    package_fingerprint,
+)
+
+import pyspdk_sys
+from pyspdk_sys import ffi, lib
+from pyspdk_sys.bdev import BlockDevice
+from pyspdk_sys.runtime import Runtime
+
+CPU_MASK = "0x1"
+_OFFSETS = 8192
+
+
+def pin_off_reactor() -> list[int]:
+    """Keep this thread (and threads it starts) off the reactor's core, if a core is left."""
+    mask = int(CPU_MASK, 16)
+    reactor = {cpu for cpu in range(mask.bit_length()) if mask >> cpu & 1}
+    others = sorted(set(os.sched_getaffinity(0)) - reactor)
+    if others:
+        os.sched_setaffinity(0, others)
+    return others
+
+
+def offsets(seed: int) -> list[int]:
+    """Random block-aligned byte offsets over the device."""
+    rng = random.Random(seed)
+    return [rng.randrange(NUM_BLOCKS) * IO_SIZE for _ in range(_OFFSETS)]
+
+
+# ---------------------------------------------------------------- I/O forms
+#
+# Each form runs for `warmup` seconds, then for `seconds`, and returns the
+# operations completed in the timed part and its length.
+
+
+def _one_op(dev: BlockDevice, op: str, data: bytes) -> Callable[[int], Any]:
+    if op == "read":
+        read = dev.read
+        return lambda offset: read(offset, IO_SIZE)
+    write = dev.write
+    return lambda offset: write(offset, data)
+
+
+def form_blocking(
+    dev: BlockDevice, op: str, qd: int, seconds: float, seed: int
+) -> tuple[int, float]:
+    """One thread, one blocking call at a time."""
+    call = _one_op(dev, op, random.randbytes(IO_SIZE))
+    source = itertools.cycle(offsets(seed))
+    count = 0
+    start = time.perf_counter()
+    end = start + seconds
+    while time.perf_counter() < end:
+        call(next(source))
+        count += 1
+    return count, time.perf_counter() - start
+
+
+def form_threads(
+    dev: BlockDevice, op: str, qd: int, seconds: float, seed: int
+) -> tuple[int, float]:
+    """`qd` threads, each with one blocking call outstanding."""
+    counts = [0] * qd
+    stop = threading.Event()
+    ready = threading.Barrier(qd + 1)
+
+    def worker(index: int) -> None:
+        call = _one_op(dev, op, random.randbytes(IO_SIZE))
+        source = itertools.cycle(offsets(seed + index))
+        done = 0
+        ready.wait()
+        while not stop.is_set():
+            call(next(source))
+            done += 1
+        counts[index] = done
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(qd)]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    start = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    return sum(counts), time.perf_counter() - start
+
+
+def form_futures(
+    dev: BlockDevice, op: str, qd: int, seconds: float, seed: int
+) -> tuple[int, float]:
+    """`qd` futures in flight: wait for the first done, resubmit as many."""
+    data = random.randbytes(IO_SIZE)
+
+    def submit(offset: int) -> concurrent.futures.Future[Any]:
+        if op == "read":
+            return dev.read_async(offset, IO_SIZE)
+        return dev.write_async(offset, data)
+
+    source = itertools.cycle(offsets(seed))
+    wait = concurrent.futures.wait
+    first = concurrent.futures.FIRST_COMPLETED
+    count = 0
+    start = time.perf_counter()
+    end = start + seconds
+    pending = {submit(next(source)) for _ in range(qd)}
+    while True:
+        done, pending = wait(pending, return_when=first)
+        for future in done:
+            future.result()
+        count += len(done)
+        if time.perf_counter() >= end:
+            break
+        for _ in range(len(done)):
+            pending.add(submit(next(source)))
+    elapsed = time.perf_counter() - start
+    wait(pending)
+    return count, elapsed
+
+
+def form_asyncio(
+    dev: BlockDevice, op: str, qd: int, seconds: float, seed: int
+) -> tuple[int, float]:
+    """`qd` asyncio tasks, each awaiting one I/O at a time, gathered."""
+    data = random.randbytes(IO_SIZE)
+    sources = [itertools.cycle(offsets(seed + i)) for i in range(qd)]
+
+    async def worker(source: Iterator[int], end: float) -> int:
+        done = 0
+        if op == "read":
+            while time.perf_counter() < end:
+                await dev.aread(next(source), IO_SIZE)
+                done += 1
+        else:
+            while time.perf_counter() < end:
+                await dev.awrite(next(source), data)
+                done += 1
+        return done
+
+    async def main() -> tuple[int, float]:
+        start = time.perf_counter()
+        counts = await asyncio.gather(*(worker(s, start + seconds) for s in sources))
+        return sum(counts), time.perf_counter() - start
+
+    return _LOOP.run_until_complete(main())
+
+
+def form_batch(dev: BlockDevice, op: str, qd: int, seconds: float, seed: int) -> tuple[int, float]:
+    """BlockDevice.run_batch with `qd` operations per call, again and again."""
+    data = random.randbytes(IO_SIZE)
+    all_offsets = offsets(seed)
+    batches = []
+    for first in range(0, len(all_offsets) - qd + 1, qd):
+        chunk = all_offsets[first : first + qd]
+        if op == "read":
+            batches.append([("read", o, IO_SIZE) for o in chunk])
+        else:
+            batches.append([("write", o, data) for o in chunk])
+    source = itertools.cycle(batches)
+    run_batch = dev.run_batch
+    count = 0
+    start = time.perf_counter()
+    end = start + seconds
+    while time.perf_counter() < end:
+        run_batch(next(source))
+        count += qd
+    return count, time.perf_counter() - start
+
+
+FORMS: dict[str, Callable[[BlockDevice, str, int, float, int], tuple[int, float]]] = {
+    "blocking": form_blocking,
+    "threads": form_threads,
+    "futures": form_futures,
+    "asyncio": form_asyncio,
+    "batch": form_batch,
+}
+_LOOP = asyncio.new_event_loop()
+
+
+def _measure_cell(
+    form: Callable[[BlockDevice, str, int, float, int], tuple[int, float]],
+    dev: BlockDevice,
+    op: str,
+    qd: int,
+    warmup: float,
+    seconds: float,
+    seed: int,
+) -> tuple[tuple[int, float], float]:
+    if warmup > 0:
+        form(dev, op, qd, warmup, seed)
+    ops, elapsed = form(dev, op, qd, seconds, seed)
+    return (ops, elapsed), elapsed
+
+
+def run_io(request: dict[str, Any]) -> dict[str, Any]:
+    """Start one runtime with every bdev, run each cell once, in order."""
+    seconds = float(request["seconds"])
+    warmup = float(request["warmup"])
+    runtime = Runtime(mem_size_mb=MEM_SIZE_MB, cpu_mask=CPU_MASK, config=bdev_config(BDEVS))
+    runtime.start()
+    pinned = pin_off_reactor() if request.get("pin", True) else []
+    devices = {kind: runtime.open_bdev(name) for kind, name in BDEVS.items()}
+    results = []
+    for index, cell in enumerate(request["cells"]):
+        form = FORMS[cell["form"]]
+        dev = devices[cell["bdev"]]
+
+        measure = functools.partial(
+            _measure_cell, form, dev, cell["op"], cell["qd"], warmup, seconds, index
+        )
+        (ops, elapsed), foreign, attempts = measured(measure)
+        results.append(
+            {
+                **cell,
+                "ops": ops,
+                "seconds": elapsed,
+                "iops": ops / elapsed,
+                "foreign_cpu_s": foreign,
+                "attempts": attempts,
+            }
+        )
+    memory = memory_kib()
+    for dev in devices.values():
+        dev.close()
+    runtime.stop()
+    return {"cells": results, "memory_kib_after_io": memory, "pinned_to": pinned}
+
+
+# ---------------------------------------------------------------- call overhead
+
+
+def _time_it(timer: timeit.Timer, number: int) -> tuple[float, float]:
+    elapsed = timer.timeit(number)
+    return elapsed, elapsed
+
+
+def run_calls(request: dict[str, Any]) -> dict[str, Any]:
+    """ns per call, for each way of calling, `repeats` times interleaved."""
+    number = int(request["number"])
+    repeats = int(request["repeats"])
+    runtime = Runtime(
+        mem_size_mb=MEM_SIZE_MB, cpu_mask=CPU_MASK, config=bdev_config(["null"])
+    ).start()
+    if request.get("pin", True):
+        pin_off_reactor()
+    name = BDEVS["null"].encode()
+    bdev = runtime.call(lambda: lib.spdk_bdev_get_by_name(name))
+    if bdev == ffi.NULL:
+        raise SystemExit(f"no bdev {name!r}")
+    dev = runtime.open_bdev(BDEVS["null"])
+
+    cdll = ctypes.CDLL(pyspdk_sys.LIBRARY_PATH)
+    c_block_size = cdll.spdk_bdev_get_block_size
+    c_block_size.argtypes = [ctypes.c_void_p]
+    c_block_size.restype = ctypes.c_uint32
+    c_ticks = cdll.spdk_get_ticks
+    c_ticks.argtypes = []
+    c_ticks.restype = ctypes.c_uint64
+    c_bdev = ctypes.c_void_p(int(ffi.cast("uintptr_t", bdev)))
+
+    expected = lib.spdk_bdev_get_block_size(bdev)
+    if c_block_size(c_bdev) != expected or dev.block_size != expected:
+        raise SystemExit("lib, ctypes and BlockDevice disagree on the block size")
+
+    names = {
+        "lib": lib,
+        "cdll": cdll,
+        "dev": dev,
+        "bdev": bdev,
+        "c_bdev": c_bdev,
+        "f_block_size": lib.spdk_bdev_get_block_size,
+        "f_ticks": lib.spdk_get_ticks,
+        "c_block_size": c_block_size,
+        "c_ticks": c_ticks,
+    }
+    # Every name is bound to a local in timeit's setup, so each statement
+    # costs the call itself plus the loop (measured alone as "empty").
+    setup = "; ".join(f"{key} = _g[{key!r}]" for key in names)
+    statements = {
+        "empty": "pass",
+        "lib_block_size": "f_block_size(bdev)",
+        "ctypes_block_size": "c_block_size(c_bdev)",
+        "lib_ticks": "f_ticks()",
+        "ctypes_ticks": "c_ticks()",
+        "accessor_block_size": "dev.block_size",
+        "lib_attr_block_size": "lib.spdk_bdev_get_block_size(bdev)",
+        "ctypes_attr_block_size": "cdll.spdk_bdev_get_block_size(c_bdev)",
+    }
+    timers = {
+        key: timeit.Timer(stmt, setup=setup, globals={"_g": names})
+        for key, stmt in statements.items()
+    }
+    for timer in timers.values():
+        timer.timeit(number // 10)
+    samples: dict[str, list[float]] = {key: [] for key in statements}
+    disturbed_samples = 0
+    for _ in range(repeats):
+        for key, timer in timers.items():
+            elapsed, _foreign, attempts = measured(functools.partial(_time_it, timer, number))
+            disturbed_samples += attempts - 1
+            samples[key].append(elapsed / number * 1e9)
+    dev.close()
+    runtime.stop()
+    return {"ns_per_call": samples, "number": number, "retries": disturbed_samples}
+
+
+# ---------------------------------------------------------------- idle memory
+
+
+def run_idle(request: dict[str, Any]) -> dict[str, Any]:
+    """Resident memory of an idle runtime (default mem_size, no_huge)."""
+    config = bdev_config(request["bdevs"]) if request["bdevs"] else None
+    runtime = Runtime(mem_size_mb=MEM_SIZE_MB, cpu_mask=CPU_MASK, config=config).start()
+    time.sleep(float(request["settle"]))
+    memory = memory_kib()
+    runtime.stop()
+    return memory
+
+
+def main() -> None:
+    """Dispatch on the sub-command; the request comes as JSON on stdin."""
+    command = sys.argv[1]
+    request = json.loads(sys.stdin.read() or "{}")
+    handlers = {"io": run_io, "calls": run_calls, "idle": run_idle}
+    fingerprint = package_fingerprint()  # of the code this process has just imported
+    result = handlers[command](request)
+    result["fingerprint"] = fingerprint
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

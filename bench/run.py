@@ -1,0 +1,310 @@
+"""pyspdk-sys benchmarks: one command runs them all, against references measured alongside.
+
+    python3 bench/run.py            # 5 rounds, about 9 minutes on 2 cores
+    python3 bench/run.py --quick    # 3 short rounds, under 3 minutes
+
+Prints the tables, writes bench/results/results.json (every sample), and, unless
+--no-save, bench/RESULTS.md and bench/iops_vs_qd.png. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import report
+from bdevperf_ref import BdevperfError, run_reference
+from harness import (
+    BDEVS,
+    BENCH_DIR,
+    SWEEP_QDS,
+    TABLE_QDS,
+    THREADS,
+    CpuMeter,
+    cpu_model,
+    find_bdevperf,
+    package_fingerprint,
+    run_worker,
+    source_state,
+)
+
+QUICK_SWEEP_QDS = (1, 4, 8, 32, 128)
+WRITE_QDS = (1, THREADS, 32)
+"""randwrite depths: the table's, plus the 8-thread blocking form's."""
+
+
+def io_cells(sweep: tuple[int, ...]) -> list[dict[str, Any]]:
+    """Every Python block I/O measurement of one round, in the order it runs."""
+    cells: list[dict[str, Any]] = []
+    for bdev in BDEVS:
+        for op, depths in (("read", sweep), ("write", TABLE_QDS)):
+            cells.append({"bdev": bdev, "op": op, "form": "blocking", "qd": 1})
+            cells.append({"bdev": bdev, "op": op, "form": "threads", "qd": THREADS})
+            for form in ("futures", "asyncio", "batch"):
+                cells.extend({"bdev": bdev, "op": op, "form": form, "qd": qd} for qd in depths)
+    return cells
+
+
+def reference_tests(sweep: tuple[int, ...]) -> list[tuple[str, int]]:
+    """bdevperf tests of one round for one bdev: the read sweep and the write depths."""
+    return [("randread", qd) for qd in sweep] + [("randwrite", qd) for qd in WRITE_QDS]
+
+
+def time_command(code: str) -> float:
+    """Wall time of `python -c code` as a whole process, in ms."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return (time.perf_counter() - start) * 1000
+
+
+def measure_imports(runs: int) -> dict[str, list[float]]:
+    """Whole-process wall time of three commands, interleaved, `runs` times each."""
+    commands = {"pass": "pass", "cffi": "import cffi", "pyspdk_sys": "import pyspdk_sys"}
+    for code in commands.values():
+        time_command(code)  # warm the page cache
+    samples: dict[str, list[float]] = {key: [] for key in commands}
+    for _ in range(runs):
+        for key, code in commands.items():
+            samples[key].append(time_command(code))
+    return samples
+
+
+def import_breakdown() -> list[dict[str, Any]]:
+    """`python -X importtime -c 'import pyspdk_sys'`: the slowest modules (cumulative us)."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import pyspdk_sys"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = []
+    for line in proc.stderr.splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        self_us, cumulative_us, name = (part.strip() for part in line[12:].split("|"))
+        rows.append(
+            {"module": name.strip(), "self_us": int(self_us), "cumulative_us": int(cumulative_us)}
+        )
+    rows.sort(key=lambda row: row["self_us"], reverse=True)
+    return rows[:8]
+
+
+def log(message: str) -> None:
+    """Progress, on stderr."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="3 short rounds and a shorter QD sweep"
+    )
+    parser.add_argument("--rounds", type=int, help="rounds (default 5, --quick 3)")
+    parser.add_argument(
+        "--seconds", type=float, help="timed seconds per Python I/O cell (default 0.8, --quick 0.4)"
+    )
+    parser.add_argument(
+        "--bdevperf",
+        help="bdevperf to compare with (else $PYSPDK_BDEVPERF, else pkg-config spdk_fat toolsdir)",
+    )
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="leave Python threads free to run on the reactor's core",
+    )
+    parser.add_argument(
+        "--import-runs", type=int, help="runs of each import command (default 20, --quick 10)"
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=BENCH_DIR / "results" / "results.json",
+        help="where to write every sample",
+    )
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        help="measure nothing: render the tables, RESULTS.md and the plot from a results.json",
+    )
+    parser.add_argument(
+        "--no-save",
+        action="store_true",
+        help="do not rewrite bench/RESULTS.md and bench/iops_vs_qd.png",
+    )
+    args = parser.parse_args()
+    args.rounds = args.rounds or (3 if args.quick else 5)
+    args.seconds = args.seconds or (0.4 if args.quick else 0.8)
+    args.import_runs = args.import_runs or (10 if args.quick else 20)
+    if args.rounds < 1 or args.seconds <= 0 or args.import_runs < 1:
+        parser.error("--rounds, --seconds and --import-runs must be positive")
+    return args
+
+
+def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every round, the imports, and what the run was: (raw samples, metadata)."""
+    began = time.perf_counter()
+    sweep = QUICK_SWEEP_QDS if args.quick else SWEEP_QDS
+    cells = io_cells(sweep)
+    warmup = args.seconds / 4
+    bdevperf, origin = find_bdevperf(args.bdevperf)
+    if bdevperf:
+        log(f"bdevperf: {bdevperf} (from {origin})")
+    else:
+        log(f"bdevperf MISSING: {origin}. Ratios against bdevperf are skipped.")
+    ref_tests = reference_tests(sweep)
+    raw: dict[str, Any] = {
+        "io": [],
+        "bdevperf": [],
+        "calls": [],
+        "idle_no_bdev": [],
+        "idle_null": [],
+        "memory_after_io": [],
+        "bdevperf_memory_idle": [],
+        "bdevperf_memory_running": [],
+        "pinned_to": None,
+        "foreign_cpu": [],
+    }
+    fingerprints = {package_fingerprint()}
+    whole_run = CpuMeter()
+    quiet = CpuMeter()
+    time.sleep(1.0)
+    if quiet.foreign_seconds() > 0.2:
+        log(
+            f"WARNING: other processes are using {quiet.foreign_seconds():.1f} CPU-s per second "
+            "on this machine; the figures will be disturbed"
+        )
+    for round_no in range(1, args.rounds + 1):
+        meter = CpuMeter()
+        round_began = time.perf_counter()
+        estimate = len(cells) * (args.seconds + warmup)
+        log(
+            f"round {round_no}/{args.rounds}: Python block I/O, {len(cells)} cells "
+            f"(~{estimate:.0f} s)"
+        )
+        request = {
+            "seconds": args.seconds,
+            "warmup": warmup,
+            "pin": not args.no_pin,
+            "cells": cells,
+        }
+        reply = run_worker(["io"], request, timeout=estimate * 3 + 120)
+        fingerprints.add(reply["fingerprint"])
+        raw["io"].extend({**cell, "round": round_no} for cell in reply["cells"])
+        raw["memory_after_io"].append(reply["memory_kib_after_io"])
+        raw["pinned_to"] = reply["pinned_to"]
+        if bdevperf:
+            for kind in BDEVS:
+                log(
+                    f"round {round_no}/{args.rounds}: bdevperf on {kind}, {len(ref_tests)} tests "
+                    f"(~{len(ref_tests) + 3} s)"
+                )
+                try:
+                    ref = run_reference(bdevperf, kind, ref_tests, 1, sample_memory=kind == "null")
+                except BdevperfError as exc:
+                    log(f"bdevperf failed, ratios against it are skipped: {exc}")
+                    bdevperf, origin = None, f"it failed: {exc}"
+                    break
+                raw["bdevperf"].extend({**test, "round": round_no} for test in ref["tests"])
+                if kind == "null":
+                    raw["bdevperf_memory_idle"].append(ref["memory_idle"])
+                    raw["bdevperf_memory_running"].append(ref["memory_running"])
+        log(f"round {round_no}/{args.rounds}: call overhead and idle memory")
+        number = 300_000 if args.quick else 1_000_000
+        calls = run_worker(
+            ["calls"], {"number": number, "repeats": 2, "pin": not args.no_pin}, timeout=300
+        )
+        fingerprints.add(calls["fingerprint"])
+        raw["calls"].append(calls)
+        raw["idle_no_bdev"].append(run_worker(["idle"], {"bdevs": [], "settle": 0.5}, timeout=120))
+        raw["idle_null"].append(
+            run_worker(["idle"], {"bdevs": ["null"], "settle": 0.5}, timeout=120)
+        )
+        foreign = meter.foreign_seconds()
+        round_wall = time.perf_counter() - round_began
+        raw["foreign_cpu"].append(
+            {"round": round_no, "wall_s": round_wall, "foreign_cpu_s": foreign}
+        )
+        if foreign > 0.1 * round_wall:
+            log(
+                f"WARNING: other processes used {foreign:.1f} CPU-s during this "
+                f"{round_wall:.0f} s round: its figures are disturbed (the median of all "
+                "rounds tolerates one or two such rounds)"
+            )
+    log(f"imports: {args.import_runs} runs of each command")
+    raw["imports"] = measure_imports(args.import_runs)
+    raw["import_breakdown"] = import_breakdown()
+
+    fingerprints.add(package_fingerprint())
+    if len(fingerprints) > 1:
+        log(
+            "WARNING: pyspdk_sys was reinstalled while the benchmark ran "
+            f"(fingerprints {sorted(fingerprints)}): its rounds measured different code"
+        )
+    wall = time.perf_counter() - began
+    meta = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu_model": cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "command": "python3 bench/run.py" + (" --quick" if args.quick else ""),
+        "argv": sys.argv[1:],
+        "rounds": args.rounds,
+        "seconds_per_cell": args.seconds,
+        "warmup_per_cell": warmup,
+        "bdevperf": bdevperf,
+        "bdevperf_origin": origin,
+        "pinned_to": raw["pinned_to"],
+        "sweep_qds": list(sweep),
+        "wall_seconds": wall,
+        "foreign_cpu_seconds": whole_run.foreign_seconds(),
+        "package_fingerprints": sorted(fingerprints),
+        "source": source_state(),
+    }
+    meta.update(report.versions())
+    return raw, meta
+
+
+def publish(raw: dict[str, Any], meta: dict[str, Any], args: argparse.Namespace) -> None:
+    """Print the tables; write results.json (unless it is the input), RESULTS.md, the plot."""
+    summary = report.summarise(raw, meta)
+    tables = report.render(summary)
+    print(tables)
+    if args.from_json is None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"meta": meta, "summary": summary, "raw": raw}, indent=1))
+        log(f"wrote {args.json}")
+    if not args.no_save:
+        (BENCH_DIR / "RESULTS.md").write_text(report.markdown(summary, tables))
+        log(f"wrote {BENCH_DIR / 'RESULTS.md'}")
+        plotted = report.plot(summary, BENCH_DIR / "iops_vs_qd.png")
+        log(
+            f"wrote {BENCH_DIR / 'iops_vs_qd.png'}"
+            if plotted
+            else "matplotlib missing: no plot (pip install matplotlib)"
+        )
+
+
+def main() -> int:
+    args = parse_args()
+    if args.from_json is not None:
+        saved = json.loads(args.from_json.read_text())
+        publish(saved["raw"], saved["meta"], args)
+        return 0
+    raw, meta = measure(args)
+    publish(raw, meta, args)
+    log(f"wall time {meta['wall_seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
