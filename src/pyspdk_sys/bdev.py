@@ -180,6 +180,8 @@ class _BufferPool:
     def get(self, size: int) -> Any:
         size_class = self.size_class(size)
         with self._lock:
+            if self.closed:
+                raise RuntimeStateError("the device's DMA buffers are gone: it is closed")
             free = self._free.get(size_class)
             if free:
                 return free.pop()
@@ -263,33 +265,51 @@ class _Request:
             self.release()
 
     def error(self, status: int) -> IoError:
-        where = f"{self.name} of {self.length} bytes at offset {self.offset} on {self.device.name}"
-        if status == 1:
-            io = self.io
-            code = errno.EIO if io.aio_status == 0 else -io.aio_status
-            return IoError(
-                code,
-                f"{where} failed (NVMe status type {io.nvme_sct}, code {io.nvme_sc})",
-                device=self.device.name,
-                op=self.name,
-                offset=self.offset,
-                length=self.length,
-                nvme_sct=io.nvme_sct,
-                nvme_sc=io.nvme_sc,
-            )
-        code = -status
-        reason = {
-            errno.ECANCELED: "was cancelled: the device closed before SPDK took it",
-            errno.ENODEV: "failed: the device was removed",
-        }.get(code, f"was refused by SPDK: {os.strerror(code)}")
+        return _io_error(self.device.name, self.name, self.offset, self.length, self.io, status)
+
+
+def _io_error(device: str, op: str, offset: int, length: int, io: Any, status: int) -> IoError:
+    """The IoError for a request that ended with `status` (see struct pyspdk_io)."""
+    where = f"{op} of {length} bytes at offset {offset} on {device}"
+    if status == 1:
+        code = errno.EIO if io.aio_status == 0 else -io.aio_status
         return IoError(
             code,
-            f"{where} {reason}",
-            device=self.device.name,
-            op=self.name,
-            offset=self.offset,
-            length=self.length,
+            f"{where} failed (NVMe status type {io.nvme_sct}, code {io.nvme_sc})",
+            device=device,
+            op=op,
+            offset=offset,
+            length=length,
+            nvme_sct=io.nvme_sct,
+            nvme_sc=io.nvme_sc,
         )
+    code = -status
+    reason = {
+        errno.ECANCELED: "was cancelled: the device closed before SPDK took it",
+        errno.ENODEV: "failed: the device was removed",
+    }.get(code, f"was refused by SPDK: {os.strerror(code)}")
+    return IoError(code, f"{where} {reason}", device=device, op=op, offset=offset, length=length)
+
+
+class _Slot:
+    """A thread's reusable request for the blocking path: its struct and DMA buffer.
+
+    The hot blocking calls (read, read_into, write of plain bytes) reuse one per
+    thread and device, instead of building a _Request.
+    """
+
+    __slots__ = ("buf", "capacity", "io", "pool")
+
+    def __init__(self, pool: _BufferPool, capacity: int) -> None:
+        self.pool = pool
+        self.capacity = capacity
+        self.buf = pool.get(capacity)
+        self.io = ffi.new("struct pyspdk_io *")
+
+    def release(self) -> None:
+        if self.buf is not None:
+            self.pool.put(self.buf, self.capacity)
+            self.buf = None
 
 
 # ------------------------------------------------------------------ completions
@@ -444,7 +464,9 @@ class BlockDevice:
         self._idle = threading.Condition(self._lock)
         self._users = 0
         self._closed = False
-        self._abandoned: list[_Request] = []
+        self._abandoned: list[_Request | _Slot] = []
+        self._local = threading.local()
+        self._slots: list[_Slot] = []
         self.info, self._dev = runtime.call(self._open_on_spdk_thread, encoded)
         self.block_size = self.info.block_size
         self.num_blocks = self.info.num_blocks
@@ -512,6 +534,9 @@ class BlockDevice:
         """Once the device is closed every request is over: free the memory."""
         self._closed = True
         self._sweep_abandoned()
+        for slot in self._slots:
+            slot.release()
+        self._slots.clear()
         self._pool.free_all()
         if self._dev is not None:
             lib.pyspdk_dev_free(self._dev)
@@ -530,7 +555,7 @@ class BlockDevice:
                 self._idle.notify_all()
 
     def _sweep_abandoned(self) -> None:
-        still = []
+        still: list[_Request | _Slot] = []
         for request in self._abandoned:
             if lib.pyspdk_io_is_done(request.io):
                 request.release()
@@ -696,16 +721,77 @@ class BlockDevice:
             return RuntimeStateError(f"{self.name} is closed")
         return request.error(rc)
 
+    def _slot(self, length: int) -> _Slot:
+        slot: _Slot | None = getattr(self._local, "slot", None)
+        if slot is None or slot.capacity < length:
+            fresh = _Slot(self._pool, _BufferPool.size_class(length))
+            with self._lock:
+                if slot is not None:
+                    self._slots.remove(slot)
+                    slot.release()
+                self._slots.append(fresh)
+            self._local.slot = slot = fresh
+        return slot
+
+    def _run_slot(self, op: int, name: str, offset: int, length: int, source: Any = None) -> _Slot:
+        """The blocking path for one contiguous range: checks, copies `source` in, waits."""
+        block_size = self.block_size
+        if (
+            type(offset) is not int
+            or type(length) is not int
+            or offset < 0
+            or length <= 0
+            or offset % block_size
+            or length % block_size
+            or offset + length > self.size
+        ):
+            self._span(offset, length)  # raises the precise error
+        self._enter()
+        slot = self._slot(length)
+        io = slot.io
+        io.op = op
+        io.offset_blocks = offset // block_size
+        io.num_blocks = length // block_size
+        io.buf = slot.buf
+        if source is not None:
+            ffi.memmove(slot.buf, source, length)
+        rc = lib.pyspdk_io_run(self._dev, io, self._spin_ns, self._timeout_ns)
+        if rc == -errno.ETIMEDOUT:
+            # SPDK still owns the slot's buffer: retire it until the I/O is over.
+            with self._lock:
+                self._slots.remove(slot)
+                self._abandoned.append(slot)
+            self._local.slot = None
+            raise TimeoutError(f"{name} at offset {offset} on {self.name} timed out")
+        self._leave()
+        if rc != 0:
+            if rc == -errno.EBADF:
+                raise RuntimeStateError(f"{self.name} is closed")
+            raise _io_error(self.name, name, offset, length, io, rc)
+        if io.status != 0:
+            raise _io_error(self.name, name, offset, length, io, io.status)
+        return slot
+
     def read(self, offset: int, length: int) -> bytes:
         """Read `length` bytes at byte `offset`."""
-        return self._run(self._read_request(offset, length))
+        slot = self._run_slot(lib.PYSPDK_IO_READ, "read", offset, length)
+        return ffi.buffer(slot.buf, length)[:]
 
     def read_into(self, offset: int, buffer: Any) -> int:
         """Read len(buffer) bytes at `offset` into a writable buffer or DmaBuffer."""
+        if type(buffer) is bytearray:
+            length = len(buffer)
+            slot = self._run_slot(lib.PYSPDK_IO_READ, "read", offset, length)
+            ffi.memmove(buffer, slot.buf, length)
+            return length
         return self._run(self._read_into_request(offset, buffer))
 
     def write(self, offset: int, data: Any) -> None:
         """Write a bytes-like object or DmaBuffer at byte `offset`."""
+        if type(data) is bytes or type(data) is bytearray:
+            self._need_write("write")
+            self._run_slot(lib.PYSPDK_IO_WRITE, "write", offset, len(data), data)
+            return
         self._run(self._write_request(offset, data))
 
     def readv(self, offset: int, buffers: Sequence[Any]) -> int:

@@ -89,6 +89,7 @@ static struct {
 	struct pyspdk_dev *devs;     /* open devices, app thread only */
 	struct spdk_poller *poller;
 	int pending;                 /* some device has queued requests */
+	int spinners;                /* blocking waiters spinning now */
 } g_pyspdk_io;
 
 static void pyspdk_io_pump(struct pyspdk_dev *dev);
@@ -453,13 +454,22 @@ pyspdk_io_wait(struct pyspdk_io *io, int64_t spin_ns, int64_t timeout_ns)
 	struct timespec deadline, spin_end, rel;
 	int64_t left;
 
+	/* Spin while the completion is likely near. With other waiters spinning
+	 * too, yield instead: on a busy core the thread holding the GIL needs the
+	 * CPU more than this one needs to see its completion a microsecond early. */
 	pyspdk_deadline(&spin_end, spin_ns > 0 ? spin_ns : 0);
+	__atomic_add_fetch(&g_pyspdk_io.spinners, 1, __ATOMIC_RELAXED);
 	while (!pyspdk_io_is_done(io)) {
 		if (pyspdk_ns_left(&spin_end) <= 0) {
 			break;
 		}
-		pyspdk_cpu_relax();
+		if (__atomic_load_n(&g_pyspdk_io.spinners, __ATOMIC_RELAXED) > 1) {
+			sched_yield();
+		} else {
+			pyspdk_cpu_relax();
+		}
 	}
+	__atomic_sub_fetch(&g_pyspdk_io.spinners, 1, __ATOMIC_RELAXED);
 	if (timeout_ns >= 0) {
 		pyspdk_deadline(&deadline, timeout_ns);
 	}
@@ -637,3 +647,4 @@ pyspdk_io_open_count(void)
 	}
 	return n;
 }
+
