@@ -56,3 +56,16 @@ void pyspdk_cq_destroy(struct pyspdk_cq *cq);
 int pyspdk_cq_fd(struct pyspdk_cq *cq);
 int pyspdk_cq_reap(struct pyspdk_cq *cq, struct pyspdk_io **out, int max, int64_t spin_ns,
 		   int64_t timeout_ns);
+
+/* Jobs: many same-sized I/Os in one call (offsets in bytes, converted in
+ * place; I/O i uses base + i * io_bytes; statuses[i] as struct pyspdk_io's
+ * status). The caller owns every array until pyspdk_job_is_over. */
+struct pyspdk_job;
+struct pyspdk_job_slot;
+int pyspdk_job_post(struct pyspdk_dev *dev, struct pyspdk_job *job, int op, uint64_t *offsets,
+		    uint64_t count, uint64_t io_bytes, void *base, int32_t *statuses,
+		    struct pyspdk_job_slot *slots, uint32_t depth, uint64_t *bad);
+int pyspdk_job_wait(struct pyspdk_job *job, int64_t spin_ns, int64_t timeout_ns);
+bool pyspdk_job_is_over(struct pyspdk_job *job);
+size_t pyspdk_job_size(void);
+size_t pyspdk_job_slot_size(void);

@@ -10,6 +10,7 @@ Arguments are checked here, before anything reaches SPDK.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import errno
 import itertools
@@ -246,6 +247,9 @@ class _Request:
             ffi.memmove(ptr, buffer, length)
         return ptr
 
+    def is_over(self) -> bool:
+        return bool(lib.pyspdk_io_is_done(self.io))
+
     def release(self) -> None:
         pool = self.device._pool
         for ptr, length in self.pooled:
@@ -266,6 +270,17 @@ class _Request:
 
     def error(self, status: int) -> IoError:
         return _io_error(self.device.name, self.name, self.offset, self.length, self.io, status)
+
+
+class _NoDetail:
+    """Stands in for a request struct when SPDK gave no status detail."""
+
+    aio_status = 0
+    nvme_sct = 0
+    nvme_sc = 0
+
+
+_NO_DETAIL = _NoDetail()
 
 
 def _io_error(device: str, op: str, offset: int, length: int, io: Any, status: int) -> IoError:
@@ -306,10 +321,40 @@ class _Slot:
         self.buf = pool.get(capacity)
         self.io = ffi.new("struct pyspdk_io *")
 
+    def is_over(self) -> bool:
+        return bool(lib.pyspdk_io_is_done(self.io))
+
     def release(self) -> None:
         if self.buf is not None:
             self.pool.put(self.buf, self.capacity)
             self.buf = None
+
+
+class _Job:
+    """Memory of one read_many/write_many call, alive until the engine is done with it."""
+
+    __slots__ = ("bad", "job", "keep", "offsets", "pooled", "slots", "statuses")
+
+    def __init__(self, offsets: array.array, depth: int) -> None:  # type: ignore[type-arg]
+        count = len(offsets)
+        self.offsets = offsets
+        self.keep: list[Any] = []
+        self.keep.append(ffi.new("char[]", lib.pyspdk_job_size()))
+        self.job = ffi.cast("struct pyspdk_job *", self.keep[-1])
+        self.keep.append(ffi.new("char[]", lib.pyspdk_job_slot_size() * depth))
+        self.slots = ffi.cast("struct pyspdk_job_slot *", self.keep[-1])
+        self.statuses = ffi.new("int32_t[]", count)
+        self.bad = ffi.new("uint64_t *")
+        self.pooled: tuple[_BufferPool, Any, int] | None = None
+
+    def is_over(self) -> bool:
+        return bool(lib.pyspdk_job_is_over(self.job))
+
+    def release(self) -> None:
+        if self.pooled is not None:
+            pool, ptr, size = self.pooled
+            pool.put(ptr, size)
+            self.pooled = None
 
 
 # ------------------------------------------------------------------ completions
@@ -464,7 +509,7 @@ class BlockDevice:
         self._idle = threading.Condition(self._lock)
         self._users = 0
         self._closed = False
-        self._abandoned: list[_Request | _Slot] = []
+        self._abandoned: list[_Request | _Slot | _Job] = []
         self._local = threading.local()
         self._slots: list[_Slot] = []
         self.info, self._dev = runtime.call(self._open_on_spdk_thread, encoded)
@@ -555,9 +600,9 @@ class BlockDevice:
                 self._idle.notify_all()
 
     def _sweep_abandoned(self) -> None:
-        still: list[_Request | _Slot] = []
+        still: list[_Request | _Slot | _Job] = []
         for request in self._abandoned:
-            if lib.pyspdk_io_is_done(request.io):
+            if request.is_over():
                 request.release()
                 self._leave()
             else:
@@ -872,6 +917,134 @@ class BlockDevice:
 
     async def aflush(self, offset: int = 0, length: int | None = None) -> None:
         await self._awaitable(self._flush_request(offset, length))
+
+    # ---------------------------------------------------------- many I/Os in one call
+
+    def read_many(
+        self,
+        offsets: Iterable[int],
+        length: int,
+        into: Any = None,
+        *,
+        depth: int | None = None,
+    ) -> Any:
+        """Read `length` bytes at each offset; I/O i fills bytes [i*length, (i+1)*length).
+
+        The throughput path: one call hands SPDK the whole list, which runs
+        with `depth` I/Os in flight (default: the device's queue_depth) and
+        the next started from each completion, on the SPDK thread. `into` is
+        a DmaBuffer (zero-copy), a writable buffer, or None for a new bytes
+        object; it must hold len(offsets) * length bytes. A failed I/O raises
+        IoError once all are over, with `failed`: the indices of every
+        failure; the others' data is in place.
+        """
+        return self._many(lib.PYSPDK_IO_READ, "read_many", offsets, length, into, depth)
+
+    def write_many(
+        self, offsets: Iterable[int], length: int, data: Any, *, depth: int | None = None
+    ) -> None:
+        """Write bytes [i*length, (i+1)*length) of `data` at offsets[i], as read_many reads."""
+        self._need_write("write")
+        self._many(lib.PYSPDK_IO_WRITE, "write_many", offsets, length, data, depth)
+
+    def _many(
+        self,
+        op: int,
+        name: str,
+        offsets: Iterable[int],
+        length: int,
+        buffer: Any,
+        depth: int | None,
+    ) -> Any:
+        if isinstance(length, bool) or not isinstance(length, int):
+            raise TypeError(f"length must be an int, not {type(length).__name__}")
+        if length <= 0 or length % self.block_size:
+            raise ValueError(
+                f"length {length} is not a positive multiple of the block size {self.block_size}"
+            )
+        try:
+            table = array.array("Q", offsets)
+        except OverflowError:
+            raise ValueError("offsets must not be negative") from None
+        except TypeError:
+            raise TypeError("offsets must be an iterable of ints") from None
+        count = len(table)
+        total = count * length
+        writing = op == lib.PYSPDK_IO_WRITE
+        view = None
+        if buffer is not None or writing:
+            view = self._view(buffer, writable=not writing)
+            if self._nbytes(view) < total:
+                raise ValueError(
+                    f"the buffer holds {self._nbytes(view)} bytes; {count} I/Os of {length} "
+                    f"need {total}"
+                )
+        if count == 0:
+            return buffer if buffer is not None else b""
+        if depth is None:
+            depth = self.queue_depth
+        elif isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= 65536:
+            raise ValueError(f"depth must be an int from 1 to 65536, not {depth!r}")
+        job = _Job(table, min(depth, count))
+        if isinstance(view, DmaBuffer):
+            job.keep.append(view)
+            base = view.ptr
+        else:
+            base = self._pool.get(total)
+            job.pooled = (self._pool, base, total)
+            if writing:
+                ffi.memmove(base, ffi.from_buffer(view), total)
+        self._enter()
+        rc = lib.pyspdk_job_post(
+            self._dev,
+            job.job,
+            op,
+            ffi.from_buffer("uint64_t[]", table),
+            count,
+            length,
+            base,
+            job.statuses,
+            job.slots,
+            min(depth, count),
+            job.bad,
+        )
+        if rc != 0:
+            self._leave()
+            job.release()
+            if rc == -errno.EINVAL:
+                index = job.bad[0]
+                raise ValueError(
+                    f"offsets[{index}] = {table[index]}: not a multiple of the block size "
+                    f"{self.block_size}, or {length} bytes there run past the end of "
+                    f"{self.name} ({self.size} bytes)"
+                )
+            if rc == -errno.EBADF:
+                raise RuntimeStateError(f"{self.name} is closed")
+            raise _io_error(self.name, name, 0, total, None, rc)
+        if lib.pyspdk_job_wait(job.job, self._spin_ns, self._timeout_ns) != 0:
+            with self._lock:
+                self._abandoned.append(job)
+            raise TimeoutError(f"{name} of {count} I/Os on {self.name} timed out")
+        self._leave()
+        try:
+            statuses = array.array("i")
+            statuses.frombytes(ffi.buffer(job.statuses))
+            if statuses.count(0) != count:
+                failed = [i for i, status in enumerate(statuses) if status]
+                first = failed[0]
+                offset = table[first] * self.block_size  # the engine converted it to blocks
+                error = _io_error(self.name, name, offset, length, _NO_DETAIL, statuses[first])
+                error.failed = failed  # type: ignore[attr-defined]
+                raise error
+            if writing:
+                return None
+            if view is None:
+                return ffi.buffer(base, total)[:]
+            if not isinstance(view, DmaBuffer):
+                ffi.memmove(ffi.from_buffer(view), base, total)
+            return buffer
+        finally:
+            job.release()
 
     # ---------------------------------------------------------- batches
 
