@@ -305,3 +305,70 @@ def test_repeated_asyncio_run_leaks_nothing(runtime: Any, dev: Any) -> None:
         assert len(asyncio.run(dev.aread(0, 512))) == 512
     assert open_fds() == before
     assert len(runtime._loop_reapers) == 1
+
+
+def test_read_many_write_many(runtime: Any, dev: Any) -> None:
+    from pyspdk_sys.bdev import DmaBuffer
+
+    offsets = [i * 8192 for i in range(200)]
+    data = os.urandom(200 * 4096)
+    dev.write_many(offsets, 4096, data, depth=16)
+    assert dev.read_many(offsets, 4096) == data
+    for i in (0, 57, 199):
+        assert dev.read(offsets[i], 4096) == data[i * 4096 : (i + 1) * 4096]
+    into = bytearray(200 * 4096)
+    assert dev.read_many(reversed(offsets), 4096, into, depth=1) is into
+    assert into[:4096] == data[-4096:]
+    with DmaBuffer(runtime, 200 * 4096) as buffer:
+        dev.read_many(offsets, 4096, buffer)
+        assert bytes(buffer.view) == data
+        buffer.view[:] = bytes(200 * 4096)
+        dev.write_many(offsets, 4096, buffer)
+    assert dev.read(offsets[3], 4096) == bytes(4096)
+    assert dev.read_many([], 4096) == b""
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda d: d.read_many([0, 4096, 100], 512), ValueError, r"offsets\[2\] = 100"),
+        (lambda d: d.read_many([(16 << 20) - 512], 1024), ValueError, r"offsets\[0\]"),
+        (lambda d: d.read_many([-512], 512), ValueError, "must not be negative"),
+        (lambda d: d.read_many(["0"], 512), TypeError, "iterable of ints"),
+        (lambda d: d.read_many([0], 1000), ValueError, "multiple of the block size"),
+        (lambda d: d.read_many([0, 512], 512, bytearray(512)), ValueError, "need 1024"),
+        (lambda d: d.read_many([0], 512, b"x" * 512), TypeError, "must be writable"),
+        (lambda d: d.write_many([0, 512], 512, b"x" * 512), ValueError, "need 1024"),
+        (lambda d: d.read_many([0], 512, depth=0), ValueError, "depth"),
+    ],
+)
+def test_many_checks(dev: Any, call: Any, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        call(dev)
+    assert len(dev.read_many([0, 512], 512)) == 1024  # still fine
+
+
+def test_write_many_read_only(runtime: Any, malloc: str) -> None:
+    with runtime.open_bdev(malloc, writable=False) as ro, pytest.raises(PermissionError):
+        ro.write_many([0], 512, b"x" * 512)
+
+
+def test_read_many_reports_every_failure(error_dev: tuple[Any, str], rpc: Any) -> None:
+    from pyspdk_sys.errors import IoError
+
+    device, name = error_dev
+    device.write_many(
+        [i * 512 for i in range(64)], 512, b"".join(bytes([i]) * 512 for i in range(64))
+    )
+    rpc(
+        "bdev_error_inject_error",
+        {"name": name, "io_type": "read", "error_type": "failure", "num": 3},
+    )
+    into = bytearray(64 * 512)
+    with pytest.raises(IoError) as caught:
+        device.read_many([i * 512 for i in range(64)], 512, into, depth=8)
+    assert caught.value.errno == errno.EIO
+    assert len(caught.value.failed) == 3
+    good = [i for i in range(64) if i not in caught.value.failed]
+    assert all(into[i * 512 : (i + 1) * 512] == bytes([i]) * 512 for i in good)
+    assert len(device.read_many([0], 512)) == 512  # usable afterwards

@@ -193,3 +193,28 @@ def test_batched(device: Any) -> None:
 
     run_writers(body)
     final_check(device, last)
+
+
+def test_many(device: Any) -> None:
+    batch = 128
+    rounds = rounds_for(2 * batch)
+    last: dict[int, tuple[int, int]] = {}
+    lock = threading.Lock()
+
+    def body(writer: int) -> None:
+        for seq in range(rounds):
+            offsets = [
+                private_offset(writer, (seq * 31 + i) % PRIVATE_SLOTS) for i in range(batch - 8)
+            ]
+            offsets += [shared_offset((seq * 11 + writer + i) % SHARED_SLOTS) for i in range(8)]
+            device.write_many(offsets, RECORD, b"".join(record(writer, seq, o) for o in offsets))
+            data = device.read_many(offsets, RECORD)
+            for index, offset in enumerate(offsets):
+                private = offset >= shared_offset(SHARED_SLOTS)
+                chunk = data[index * RECORD : (index + 1) * RECORD]
+                check(chunk, offset, (writer, seq) if private else None)
+            with lock:
+                last.update({o: (writer, seq) for o in offsets if o >= shared_offset(SHARED_SLOTS)})
+
+    run_writers(body)
+    final_check(device, last)

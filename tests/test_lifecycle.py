@@ -202,3 +202,27 @@ def test_runtime_arguments_are_checked(spdk: Any, tmp_path: Any) -> None:
     broken.write_text("{")
     with pytest.raises(ValueError, match="not valid JSON"):
         Runtime(config=broken)
+
+
+def test_stop_during_read_many(spdk: Any) -> None:
+    report = run("""
+rt = Runtime(config=config(MALLOC, DELAY)).start()
+dev = rt.open_bdev("Slow", queue_depth=16)
+outcome_box = []
+def job():
+    try:
+        dev.read_many([i * 512 for i in range(2000)], 512, depth=16)
+        outcome_box.append("ok")
+    except IoError as exc:
+        outcome_box.append((errno.errorcode[exc.errno], len(exc.failed)))
+t = threading.Thread(target=job)
+t.start()
+time.sleep(0.2)
+rt.stop()
+t.join(timeout=30)
+print(json.dumps({"alive": t.is_alive(), "outcome": outcome_box}))
+""")
+    assert report["alive"] is False
+    ((code, failed),) = report["outcome"]
+    assert code == "ECANCELED"
+    assert 1000 < failed < 2000  # the rest was cancelled, what SPDK held completed

@@ -936,7 +936,7 @@ class BlockDevice:
         a DmaBuffer (zero-copy), a writable buffer, or None for a new bytes
         object; it must hold len(offsets) * length bytes. A failed I/O raises
         IoError once all are over, with `failed`: the indices of every
-        failure; the others' data is in place.
+        failure; the others' data is in `into` (when one was given).
         """
         return self._many(lib.PYSPDK_IO_READ, "read_many", offsets, length, into, depth)
 
@@ -1027,6 +1027,8 @@ class BlockDevice:
             raise TimeoutError(f"{name} of {count} I/Os on {self.name} timed out")
         self._leave()
         try:
+            if not writing and view is not None and not isinstance(view, DmaBuffer):
+                ffi.memmove(ffi.from_buffer(view), base, total)
             statuses = array.array("i")
             statuses.frombytes(ffi.buffer(job.statuses))
             if statuses.count(0) != count:
@@ -1038,11 +1040,7 @@ class BlockDevice:
                 raise error
             if writing:
                 return None
-            if view is None:
-                return ffi.buffer(base, total)[:]
-            if not isinstance(view, DmaBuffer):
-                ffi.memmove(ffi.from_buffer(view), base, total)
-            return buffer
+            return ffi.buffer(base, total)[:] if view is None else buffer
         finally:
             job.release()
 
