@@ -8,6 +8,7 @@ memory of an idle runtime.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import concurrent.futures
 import ctypes
@@ -36,7 +37,7 @@ from harness import (
 
 import pyspdk_sys
 from pyspdk_sys import ffi, lib
-from pyspdk_sys.bdev import BlockDevice
+from pyspdk_sys.bdev import BlockDevice, DmaBuffer
 from pyspdk_sys.runtime import Runtime
 
 CPU_MASK = "0x1"
@@ -199,12 +200,42 @@ def form_batch(dev: BlockDevice, op: str, qd: int, seconds: float, seed: int) ->
     return count, time.perf_counter() - start
 
 
+_MANY_CALL = 1024  # I/Os per read_many/write_many call
+_MANY_POOL = 1 << 17  # random offsets drawn from, so the data is not cache-hot
+
+
+def form_many(dev: BlockDevice, op: str, qd: int, seconds: float, seed: int) -> tuple[int, float]:
+    """read_many/write_many: 1024 random I/Os per call, `qd` of them in flight.
+
+    The throughput path: offsets are fresh on every call and spread over the
+    whole device, as bdevperf's are; the data goes to one reused DMA buffer.
+    """
+    rng = random.Random(seed)
+    pool = array.array("Q", (rng.randrange(NUM_BLOCKS) * IO_SIZE for _ in range(_MANY_POOL)))
+    buffer = DmaBuffer(dev.runtime, _MANY_CALL * IO_SIZE)
+    buffer.view[:] = random.randbytes(_MANY_CALL * IO_SIZE)
+    run = dev.read_many if op == "read" else dev.write_many
+    count = 0
+    first = 0
+    start = time.perf_counter()
+    end = start + seconds
+    try:
+        while time.perf_counter() < end:
+            run(pool[first : first + _MANY_CALL], IO_SIZE, buffer, depth=qd)
+            count += _MANY_CALL
+            first = (first + _MANY_CALL) % _MANY_POOL
+        return count, time.perf_counter() - start
+    finally:
+        buffer.close()
+
+
 FORMS: dict[str, Callable[[BlockDevice, str, int, float, int], tuple[int, float]]] = {
     "blocking": form_blocking,
     "threads": form_threads,
     "futures": form_futures,
     "asyncio": form_asyncio,
     "batch": form_batch,
+    "many": form_many,
 }
 _LOOP = asyncio.new_event_loop()
 

@@ -17,6 +17,7 @@ FORM_LABELS = {
     "futures": "futures",
     "asyncio": "asyncio",
     "batch": "batched (run_batch)",
+    "many": "batched (read_many/write_many)",
 }
 OPS = {"read": "randread", "write": "randwrite"}
 CALL_LABELS = {
@@ -172,8 +173,8 @@ def summarise(raw: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         ),
     ]
     for form, bdev, target in (
-        ("batch", "malloc", 0.80),
-        ("batch", "null", 0.50),
+        ("many", "malloc", 0.80),
+        ("many", "null", 0.50),
         ("futures", "malloc", 0.25),
         ("asyncio", "malloc", 0.25),
     ):
@@ -369,7 +370,7 @@ def _sweep_tables(summary: dict[str, Any]) -> str:
     out = []
     qds = summary["meta"]["sweep_qds"]
     out.append("\n### randread 4 KiB: IOPS by queue depth (% of bdevperf at that QD)\n")
-    forms = ("futures", "asyncio", "batch")
+    forms = ("futures", "asyncio", "batch", "many")
     for bdev in ("malloc", "null"):
         cells = {
             (e["form"], e["qd"]): e
@@ -496,7 +497,12 @@ def plot(summary: dict[str, Any], path: Path) -> bool:
         return False
     meta = summary["meta"]
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=False)
-    styles = {"futures": "tab:blue", "asyncio": "tab:orange", "batch": "tab:green"}
+    styles = {
+        "futures": "tab:blue",
+        "asyncio": "tab:orange",
+        "batch": "tab:green",
+        "many": "tab:red",
+    }
     for ax, bdev in zip(axes, ("malloc", "null"), strict=True):
         reads = [e for e in summary["io"] if e["bdev"] == bdev and e["op"] == "read"]
         for form, colour in styles.items():

@@ -48,7 +48,7 @@ def io_cells(sweep: tuple[int, ...]) -> list[dict[str, Any]]:
         for op, depths in (("read", sweep), ("write", TABLE_QDS)):
             cells.append({"bdev": bdev, "op": op, "form": "blocking", "qd": 1})
             cells.append({"bdev": bdev, "op": op, "form": "threads", "qd": THREADS})
-            for form in ("futures", "asyncio", "batch"):
+            for form in ("futures", "asyncio", "batch", "many"):
                 cells.extend({"bdev": bdev, "op": op, "form": form, "qd": qd} for qd in depths)
     return cells
 
