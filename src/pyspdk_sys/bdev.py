@@ -330,6 +330,64 @@ class _Slot:
             self.buf = None
 
 
+class _AsyncSlot:
+    """A reusable request for futures and asyncio reads and writes of one range.
+
+    Same interface as _Request for the completion side; it goes back to its
+    device's free list when finished instead of being rebuilt for every I/O.
+    """
+
+    __slots__ = ("buf", "capacity", "device", "io", "length", "name", "offset", "submit")
+
+    def __init__(self, device: BlockDevice) -> None:
+        self.device = device
+        self.io = ffi.new("struct pyspdk_io *")
+        self.submit = ffi.new("struct pyspdk_io *[1]", [self.io])
+        self.buf: Any = None
+        self.capacity = 0
+        self.name = "read"
+        self.offset = 0
+        self.length = 0
+
+    def prepare(self, op: int, name: str, offset: int, length: int) -> None:
+        if self.capacity < length:
+            pool = self.device._pool
+            if self.buf is not None:
+                pool.put(self.buf, self.capacity)
+                self.buf = None
+            self.capacity = _BufferPool.size_class(length)
+            self.buf = pool.get(self.capacity)
+        block_size = self.device.block_size
+        io = self.io
+        io.op = op
+        io.offset_blocks = offset // block_size
+        io.num_blocks = length // block_size
+        io.buf = self.buf
+        self.name = name
+        self.offset = offset
+        self.length = length
+
+    def finish(self) -> Any:
+        io = self.io
+        try:
+            if io.status != 0:
+                raise _io_error(
+                    self.device.name, self.name, self.offset, self.length, io, io.status
+                )
+            return ffi.buffer(self.buf, self.length)[:] if self.name == "read" else None
+        finally:
+            self.device._afree.append(self)
+
+    def release(self) -> None:
+        self.device._afree.append(self)
+
+    def free(self) -> None:
+        if self.buf is not None:
+            self.device._pool.put(self.buf, self.capacity)
+            self.buf = None
+            self.capacity = 0
+
+
 class _Job:
     """Memory of one read_many/write_many call, alive until the engine is done with it."""
 
@@ -512,6 +570,8 @@ class BlockDevice:
         self._abandoned: list[_Request | _Slot | _Job] = []
         self._local = threading.local()
         self._slots: list[_Slot] = []
+        self._aslots: list[_AsyncSlot] = []
+        self._afree: list[_AsyncSlot] = []
         self.info, self._dev = runtime.call(self._open_on_spdk_thread, encoded)
         self.block_size = self.info.block_size
         self.num_blocks = self.info.num_blocks
@@ -582,6 +642,10 @@ class BlockDevice:
         for slot in self._slots:
             slot.release()
         self._slots.clear()
+        for aslot in self._aslots:
+            aslot.free()
+        self._aslots.clear()
+        self._afree.clear()
         self._pool.free_all()
         if self._dev is not None:
             lib.pyspdk_dev_free(self._dev)
@@ -882,6 +946,64 @@ class BlockDevice:
             request.release()
             raise self._refused(request, rc)
 
+    def _async_slot(self, op: int, name: str, offset: int, length: int, source: Any) -> _AsyncSlot:
+        """Check a range, take a free async slot and fill it (copying `source` in)."""
+        if self._closed:
+            raise RuntimeStateError(f"{self.name} is closed")
+        block_size = self.block_size
+        if (
+            type(offset) is not int
+            or type(length) is not int
+            or offset < 0
+            or length <= 0
+            or offset % block_size
+            or length % block_size
+            or offset + length > self.size
+        ):
+            self._span(offset, length)  # raises the precise error
+        free = self._afree
+        if free:
+            slot = free.pop()
+        else:
+            slot = _AsyncSlot(self)
+            with self._lock:
+                self._aslots.append(slot)
+        try:
+            slot.prepare(op, name, offset, length)
+        except BaseException:
+            free.append(slot)
+            raise
+        if source is not None:
+            ffi.memmove(slot.buf, source, length)
+        return slot
+
+    def _submit_slot(self, slot: _AsyncSlot, completions: _Completions, future: Any) -> None:
+        self._enter()
+        completions.track(slot, future)  # type: ignore[arg-type]
+        rc = lib.pyspdk_dev_submit(self._dev, slot.submit, 1)
+        if rc != 0:
+            completions.pending.pop(int(slot.io.tag), None)
+            self._leave()
+            slot.release()
+            if rc == -errno.EBADF:
+                raise RuntimeStateError(f"{self.name} is closed")
+            raise _io_error(self.name, slot.name, slot.offset, slot.length, slot.io, rc)
+
+    def _range_future(self, op: int, name: str, offset: int, length: int, source: Any) -> Future:  # type: ignore[type-arg]
+        future = SpdkFuture()
+        slot = self._async_slot(op, name, offset, length, source)
+        self._submit_slot(slot, _future_reaper(self.runtime).completions, future)
+        return future
+
+    def _range_awaitable(
+        self, op: int, name: str, offset: int, length: int, source: Any
+    ) -> asyncio.Future:  # type: ignore[type-arg]
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        slot = self._async_slot(op, name, offset, length, source)
+        self._submit_slot(slot, _loop_reaper(loop, self.runtime).completions, future)
+        return future
+
     def _future(self, request: _Request) -> Future:  # type: ignore[type-arg]
         future = SpdkFuture()
         self._submit_tracked(request, _future_reaper(self.runtime).completions, future)
@@ -889,13 +1011,16 @@ class BlockDevice:
 
     def read_async(self, offset: int, length: int) -> Future:  # type: ignore[type-arg]
         """Like read(), returning a concurrent.futures.Future of the bytes."""
-        return self._future(self._read_request(offset, length))
+        return self._range_future(lib.PYSPDK_IO_READ, "read", offset, length, None)
 
     def read_into_async(self, offset: int, buffer: Any) -> Future:  # type: ignore[type-arg]
         return self._future(self._read_into_request(offset, buffer))
 
     def write_async(self, offset: int, data: Any) -> Future:  # type: ignore[type-arg]
         """Like write(), returning a concurrent.futures.Future of None."""
+        if type(data) is bytes or type(data) is bytearray:
+            self._need_write("write")
+            return self._range_future(lib.PYSPDK_IO_WRITE, "write", offset, len(data), data)
         return self._future(self._write_request(offset, data))
 
     def _awaitable(self, request: _Request) -> asyncio.Future:  # type: ignore[type-arg]
@@ -906,13 +1031,17 @@ class BlockDevice:
 
     async def aread(self, offset: int, length: int) -> bytes:
         """asyncio form of read()."""
-        return await self._awaitable(self._read_request(offset, length))
+        return await self._range_awaitable(lib.PYSPDK_IO_READ, "read", offset, length, None)
 
     async def aread_into(self, offset: int, buffer: Any) -> int:
         return await self._awaitable(self._read_into_request(offset, buffer))
 
     async def awrite(self, offset: int, data: Any) -> None:
         """asyncio form of write()."""
+        if type(data) is bytes or type(data) is bytearray:
+            self._need_write("write")
+            await self._range_awaitable(lib.PYSPDK_IO_WRITE, "write", offset, len(data), data)
+            return
         await self._awaitable(self._write_request(offset, data))
 
     async def aflush(self, offset: int = 0, length: int | None = None) -> None:
