@@ -372,3 +372,50 @@ def test_read_many_reports_every_failure(error_dev: tuple[Any, str], rpc: Any) -
     good = [i for i in range(64) if i not in caught.value.failed]
     assert all(into[i * 512 : (i + 1) * 512] == bytes([i]) * 512 for i in good)
     assert len(device.read_many([0], 512)) == 512  # usable afterwards
+
+
+def test_create_helpers_and_delete(runtime: Any, tmp_path: Any) -> None:
+    from pyspdk_sys import bdev
+
+    assert bdev.create_malloc(runtime, "HelperMalloc", 1 << 20, 4096) == "HelperMalloc"
+    assert bdev.create_null(runtime, "HelperNull", 1 << 20) == "HelperNull"
+    assert bdev.create_error(runtime, "HelperMalloc") == "EE_HelperMalloc"
+    names = {b.name: b for b in bdev.list_bdevs(runtime)}
+    assert names["HelperMalloc"].num_blocks == 256
+    assert names["HelperNull"].block_size == 512
+    assert names["EE_HelperMalloc"].product_name == "Error Injection Disk"
+    for name in ("EE_HelperMalloc", "HelperMalloc", "HelperNull"):
+        bdev.delete_bdev(runtime, name)
+    assert not {"EE_HelperMalloc", "HelperMalloc", "HelperNull"} & {
+        b.name for b in bdev.list_bdevs(runtime)
+    }
+    with pytest.raises(ValueError, match="not a multiple"):
+        bdev.create_malloc(runtime, "Bad", 1000, 512)
+    with pytest.raises(ValueError, match="size must be a positive int"):
+        bdev.create_null(runtime, "Bad", 0)
+    with pytest.raises(FileNotFoundError):
+        bdev.create_aio(runtime, "Bad", tmp_path / "missing")
+    from pyspdk_sys.errors import DeviceNotFoundError
+
+    with pytest.raises(DeviceNotFoundError):
+        bdev.delete_bdev(runtime, "HelperMalloc")
+
+
+def test_aio_on_a_file(runtime: Any, tmp_path: Any) -> None:
+    from pyspdk_sys import bdev
+
+    backing = tmp_path / "disk.img"
+    backing.write_bytes(b"\0" * (4 << 20))
+    name = bdev.create_aio(runtime, "AioFile", backing)
+    try:
+        with runtime.open_bdev(name) as device:
+            assert device.size == 4 << 20
+            payload = os.urandom(64 * 1024)
+            device.write(1 << 20, payload)
+            device.flush()
+            assert device.read(1 << 20, len(payload)) == payload
+        with open(backing, "rb") as raw:
+            raw.seek(1 << 20)
+            assert raw.read(len(payload)) == payload  # it really reached the file
+    finally:
+        bdev.delete_bdev(runtime, name)

@@ -194,6 +194,7 @@ def test_runtime_arguments_are_checked(spdk: Any, tmp_path: Any) -> None:
         ({"config": {"subsystems": {}}}, ValueError, "must be a list"),
         ({"config": {"subsystems": [object()]}}, ValueError, "not JSON-serialisable"),
         ({"name": ""}, ValueError, "name"),
+        ({"name": 5}, ValueError, "name"),
     ]
     for kwargs, error, message in bad:
         with pytest.raises(error, match=message):
@@ -226,3 +227,26 @@ print(json.dumps({"alive": t.is_alive(), "outcome": outcome_box}))
     ((code, failed),) = report["outcome"]
     assert code == "ECANCELED"
     assert 1000 < failed < 2000  # the rest was cancelled, what SPDK held completed
+
+
+def test_spdk_running_out_of_bdev_io_is_retried_not_reported(spdk: Any) -> None:
+    # A bdev_io pool far smaller than the I/O in flight: SPDK answers -ENOMEM
+    # and the engine waits with spdk_bdev_queue_io_wait.
+    report = run("""
+small = {"method": "bdev_set_options",
+         "params": {"bdev_io_pool_size": 64, "bdev_io_cache_size": 4}}
+rt = Runtime(config=config(small, MALLOC)).start()
+options = [c for s in rt.rpc("framework_get_config", {"name": "bdev"})
+           for c in [s] if c["method"] == "bdev_set_options"]
+dev = rt.open_bdev("M0", queue_depth=1024)
+data = bytes(range(256)) * 2 * 2000
+dev.write_many([i * 512 for i in range(2000)], 512, data, depth=1024)
+many_ok = dev.read_many([i * 512 for i in range(2000)], 512, depth=1024) == data
+futures = [dev.read_async(i * 512, 512) for i in range(2000)]
+futures_ok = all(f.result(timeout=60) == data[i * 512:(i + 1) * 512]
+                 for i, f in enumerate(futures))
+rt.stop()
+print(json.dumps({"pool": options[0]["params"]["bdev_io_pool_size"],
+                  "many_ok": many_ok, "futures_ok": futures_ok}))
+""")
+    assert report == {"pool": 64, "many_ok": True, "futures_ok": True}

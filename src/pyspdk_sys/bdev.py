@@ -1165,7 +1165,7 @@ class BlockDevice:
                 first = failed[0]
                 offset = table[first] * self.block_size  # the engine converted it to blocks
                 error = _io_error(self.name, name, offset, length, _NO_DETAIL, statuses[first])
-                error.failed = failed  # type: ignore[attr-defined]
+                error.failed = failed
                 raise error
             if writing:
                 return None
@@ -1301,6 +1301,80 @@ def _thread_completions() -> _Completions:
         completions = _Completions()
         _THREAD_STATE.completions = completions
     return completions
+
+
+# ------------------------------------------------------------------ creating devices
+#
+# Thin, checked wrappers over the modules' RPC methods; any other module is
+# one runtime.rpc() call away.
+
+
+def _positive(label: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{label} must be a positive int, not {value!r}")
+    return value
+
+
+def create_malloc(runtime: Runtime, name: str, size: int, block_size: int = 512) -> str:
+    """A RAM disk of `size` bytes (taken from SPDK's mem_size_mb); returns its name."""
+    _check_name(name)
+    _positive("block_size", block_size)
+    if _positive("size", size) % block_size:
+        raise ValueError(f"size {size} is not a multiple of block_size {block_size}")
+    params = {"name": name, "num_blocks": size // block_size, "block_size": block_size}
+    return runtime.rpc("bdev_malloc_create", params)
+
+
+def create_null(runtime: Runtime, name: str, size: int, block_size: int = 512) -> str:
+    """A device that drops writes and reads back nothing in particular; returns its name."""
+    _check_name(name)
+    _positive("block_size", block_size)
+    if _positive("size", size) % block_size:
+        raise ValueError(f"size {size} is not a multiple of block_size {block_size}")
+    params = {"name": name, "num_blocks": size // block_size, "block_size": block_size}
+    return runtime.rpc("bdev_null_create", params)
+
+
+def create_aio(
+    runtime: Runtime, name: str, filename: str | os.PathLike[str], block_size: int = 512
+) -> str:
+    """A device over a file or block device, through Linux AIO; returns its name."""
+    _check_name(name)
+    path = os.fspath(filename)
+    if not os.path.exists(path):
+        raise FileNotFoundError(errno.ENOENT, "no such file for an aio bdev", path)
+    _positive("block_size", block_size)
+    params = {"name": name, "filename": os.path.abspath(path), "block_size": block_size}
+    return runtime.rpc("bdev_aio_create", params)
+
+
+def create_error(runtime: Runtime, base: str) -> str:
+    """An error-injection device over `base`, named EE_<base>; returns that name.
+
+    Inject failures with runtime.rpc("bdev_error_inject_error", {...}).
+    """
+    _check_name(base)
+    runtime.rpc("bdev_error_create", {"base_name": base})
+    return f"EE_{base}"
+
+
+_DELETE_METHODS = {
+    "Malloc disk": ("bdev_malloc_delete", "name"),
+    "Null disk": ("bdev_null_delete", "name"),
+    "AIO disk": ("bdev_aio_delete", "name"),
+    "Error Injection Disk": ("bdev_error_delete", "name"),
+}
+
+
+def delete_bdev(runtime: Runtime, name: str) -> None:
+    """Delete a device made by one of the create_* helpers (others: their module's RPC)."""
+    info = bdev_info(runtime, name)
+    method = _DELETE_METHODS.get(info.product_name)
+    if method is None:
+        raise ValueError(
+            f"{name} is a {info.product_name!r} device: delete it with its module's RPC method"
+        )
+    runtime.rpc(method[0], {method[1]: name})
 
 
 def open_bdev(runtime: Runtime, name: str, **options: Any) -> BlockDevice:

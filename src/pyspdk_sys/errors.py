@@ -39,7 +39,8 @@ class IoError(SpdkError, OSError):
 
     `errno` is EIO for a failed I/O (with the NVMe status SPDK reports,
     `nvme_sct`/`nvme_sc`), ECANCELED when the device closed before the I/O
-    reached SPDK, ENODEV when the device was removed.
+    reached SPDK, ENODEV when the device was removed. For read_many and
+    write_many, `failed` lists the index of every I/O that failed.
     """
 
     def __init__(
@@ -61,3 +62,4 @@ class IoError(SpdkError, OSError):
         self.length = length
         self.nvme_sct = nvme_sct
         self.nvme_sc = nvme_sc
+        self.failed: list[int] = []

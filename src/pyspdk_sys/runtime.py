@@ -166,7 +166,7 @@ class Runtime:
             raise ValueError("hugedir needs hugepages=True")
         if hugedir is not None and not Path(hugedir).is_dir():
             raise ValueError(f"hugedir {hugedir!r} is not a directory")
-        if not name or "\0" in name:
+        if not isinstance(name, str) or not name or "\0" in name:
             raise ValueError("name must be a non-empty string without NUL")
         self.mem_size_mb = mem_size_mb
         self.hugepages = hugepages
@@ -416,6 +416,7 @@ class Runtime:
                 future.set_exception(RuntimeStateError("the SPDK runtime stopped before this ran"))
         if _callbacks.work_owner is self:
             _callbacks.work_owner = None
+        self._handle = None  # the start callback's handle: SPDK holds it no longer
         self.app_thread = ffi.NULL
         self._keepalive.clear()
         if self._config_file is not None:
