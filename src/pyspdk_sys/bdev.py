@@ -694,6 +694,20 @@ class BlockDevice:
                 f"({self.size} bytes)"
             )
 
+    def _check_range(self, offset: int, length: int) -> None:
+        """_span's checks in one expression for the hot paths; _span words the error."""
+        block_size = self.block_size
+        if (
+            type(offset) is not int
+            or type(length) is not int
+            or offset < 0
+            or length <= 0
+            or offset % block_size
+            or length % block_size
+            or offset + length > self.size
+        ):
+            self._span(offset, length)
+
     def _need_write(self, what: str) -> None:
         if not self.writable:
             raise PermissionError(errno.EBADF, f"{self.name} is open read-only: cannot {what}")
@@ -844,17 +858,8 @@ class BlockDevice:
 
     def _run_slot(self, op: int, name: str, offset: int, length: int, source: Any = None) -> _Slot:
         """The blocking path for one contiguous range: checks, copies `source` in, waits."""
+        self._check_range(offset, length)
         block_size = self.block_size
-        if (
-            type(offset) is not int
-            or type(length) is not int
-            or offset < 0
-            or length <= 0
-            or offset % block_size
-            or length % block_size
-            or offset + length > self.size
-        ):
-            self._span(offset, length)  # raises the precise error
         self._enter()
         slot = self._slot(length)
         io = slot.io
@@ -950,17 +955,7 @@ class BlockDevice:
         """Check a range, take a free async slot and fill it (copying `source` in)."""
         if self._closed:
             raise RuntimeStateError(f"{self.name} is closed")
-        block_size = self.block_size
-        if (
-            type(offset) is not int
-            or type(length) is not int
-            or offset < 0
-            or length <= 0
-            or offset % block_size
-            or length % block_size
-            or offset + length > self.size
-        ):
-            self._span(offset, length)  # raises the precise error
+        self._check_range(offset, length)
         free = self._afree
         if free:
             slot = free.pop()

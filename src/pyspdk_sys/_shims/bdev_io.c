@@ -463,13 +463,34 @@ pyspdk_ns_left(const struct timespec *deadline)
 	       (deadline->tv_nsec - now.tv_nsec);
 }
 
+/* Sleep on *word while it holds `value`, at most until `deadline` (NULL: no
+ * limit). 0 after a wake-up (or a spurious one), -ETIMEDOUT once past it. */
+static int
+pyspdk_futex_sleep(uint32_t *word, uint32_t value, const struct timespec *deadline)
+{
+	struct timespec rel;
+	int64_t left;
+
+	if (!deadline) {
+		pyspdk_futex(word, FUTEX_WAIT, value, NULL);
+		return 0;
+	}
+	left = pyspdk_ns_left(deadline);
+	if (left <= 0) {
+		return -ETIMEDOUT;
+	}
+	rel.tv_sec = left / 1000000000;
+	rel.tv_nsec = left % 1000000000;
+	pyspdk_futex(word, FUTEX_WAIT, value, &rel);
+	return 0;
+}
+
 /* Wait for a request without a completion queue: spin for spin_ns, then sleep.
  * timeout_ns < 0 waits for ever. 0 when done, -ETIMEDOUT otherwise. */
 static int
 pyspdk_io_wait(struct pyspdk_io *io, int64_t spin_ns, int64_t timeout_ns)
 {
-	struct timespec deadline, spin_end, rel;
-	int64_t left;
+	struct timespec deadline, spin_end;
 
 	/* Spin while the completion is likely near. With other waiters spinning
 	 * too, yield instead: on a busy core the thread holding the GIL needs the
@@ -501,16 +522,9 @@ pyspdk_io_wait(struct pyspdk_io *io, int64_t spin_ns, int64_t timeout_ns)
 		if (expected == PYSPDK_IO_DONE) {
 			return 0;
 		}
-		if (timeout_ns >= 0) {
-			left = pyspdk_ns_left(&deadline);
-			if (left <= 0) {
-				return -ETIMEDOUT;
-			}
-			rel.tv_sec = left / 1000000000;
-			rel.tv_nsec = left % 1000000000;
-			pyspdk_futex(&io->state, FUTEX_WAIT, PYSPDK_IO_SLEEPING, &rel);
-		} else {
-			pyspdk_futex(&io->state, FUTEX_WAIT, PYSPDK_IO_SLEEPING, NULL);
+		if (pyspdk_futex_sleep(&io->state, PYSPDK_IO_SLEEPING,
+				       timeout_ns >= 0 ? &deadline : NULL) != 0) {
+			return -ETIMEDOUT;
 		}
 	}
 }
@@ -614,19 +628,14 @@ pyspdk_dev_close(struct pyspdk_dev *dev)
 static int
 pyspdk_dev_wait_closed(struct pyspdk_dev *dev, int64_t timeout_ns)
 {
-	struct timespec deadline, rel;
-	int64_t left;
+	struct timespec deadline;
 	uint32_t state;
 
 	pyspdk_deadline(&deadline, timeout_ns);
 	while ((state = __atomic_load_n(&dev->state, __ATOMIC_ACQUIRE)) != PYSPDK_DEV_CLOSED) {
-		left = pyspdk_ns_left(&deadline);
-		if (left <= 0) {
+		if (pyspdk_futex_sleep(&dev->state, state, &deadline) != 0) {
 			return -ETIMEDOUT;
 		}
-		rel.tv_sec = left / 1000000000;
-		rel.tv_nsec = left % 1000000000;
-		pyspdk_futex(&dev->state, FUTEX_WAIT, state, &rel);
 	}
 	return 0;
 }
@@ -921,8 +930,7 @@ pyspdk_job_post(struct pyspdk_dev *dev, struct pyspdk_job *job, int op, uint64_t
 static int
 pyspdk_job_wait(struct pyspdk_job *job, int64_t spin_ns, int64_t timeout_ns)
 {
-	struct timespec spin_end, deadline, rel;
-	int64_t left;
+	struct timespec spin_end, deadline;
 
 	pyspdk_deadline(&spin_end, spin_ns > 0 ? spin_ns : 0);
 	while (!__atomic_load_n(&job->over, __ATOMIC_ACQUIRE) && pyspdk_ns_left(&spin_end) > 0) {
@@ -932,16 +940,8 @@ pyspdk_job_wait(struct pyspdk_job *job, int64_t spin_ns, int64_t timeout_ns)
 		pyspdk_deadline(&deadline, timeout_ns);
 	}
 	while (!__atomic_load_n(&job->over, __ATOMIC_ACQUIRE)) {
-		if (timeout_ns >= 0) {
-			left = pyspdk_ns_left(&deadline);
-			if (left <= 0) {
-				return -ETIMEDOUT;
-			}
-			rel.tv_sec = left / 1000000000;
-			rel.tv_nsec = left % 1000000000;
-			pyspdk_futex(&job->over, FUTEX_WAIT, 0, &rel);
-		} else {
-			pyspdk_futex(&job->over, FUTEX_WAIT, 0, NULL);
+		if (pyspdk_futex_sleep(&job->over, 0, timeout_ns >= 0 ? &deadline : NULL) != 0) {
+			return -ETIMEDOUT;
 		}
 	}
 	return 0;
