@@ -286,12 +286,12 @@ def test_async_run(runtime: Any) -> None:
 
 
 def test_nothing_left_pending(runtime: Any, dev: Any) -> None:
-    from pyspdk_sys.bdev import _future_reaper
+    from pyspdk_sys.bdev import future_reaper
 
     futures = [dev.read_async(i * 512, 512) for i in range(500)]
     for future in futures:
         future.result(timeout=30)
-    assert _future_reaper(runtime).completions.pending == {}
+    assert future_reaper(runtime).completions.pending == {}
     assert dev._users == 0
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import array
 import asyncio
 import errno
-import itertools
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -22,8 +21,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._binding import ffi, lib
+from ._completions import Completions, future_reaper, loop_reaper, thread_completions
+from .dma import MIN_ALIGN, BufferPool, DmaBuffer, require_running
 from .errors import DeviceNotFoundError, IoError, RuntimeStateError
-from .runtime import Runtime, SpdkFuture, State
+from .runtime import Runtime, SpdkFuture
+
+__all__ = [
+    "BdevInfo",
+    "BlockDevice",
+    "DmaBuffer",
+    "bdev_info",
+    "create_aio",
+    "create_error",
+    "create_malloc",
+    "create_null",
+    "delete_bdev",
+    "list_bdevs",
+    "open_bdev",
+]
 
 _IO_TYPES = {
     "read": lib.SPDK_BDEV_IO_TYPE_READ,
@@ -39,8 +54,6 @@ _IO_TYPES = {
     "nvme_admin": lib.SPDK_BDEV_IO_TYPE_NVME_ADMIN,
     "nvme_io": lib.SPDK_BDEV_IO_TYPE_NVME_IO,
 }
-_MIN_ALIGN = 4096
-_REAP_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -114,104 +127,6 @@ def bdev_info(runtime: Runtime, name: str) -> BdevInfo:
         return _describe(bdev)
 
     return runtime.call(lookup)
-
-
-# ------------------------------------------------------------------ memory
-
-
-class DmaBuffer:
-    """DMA-capable memory for zero-copy I/O: pass it where a buffer is expected.
-
-    `view` is a writable memoryview of it. Free it with close() (or let the
-    runtime free it when SPDK stops); it must not be in use by an I/O then.
-    """
-
-    def __init__(self, runtime: Runtime, size: int, align: int = _MIN_ALIGN) -> None:
-        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-            raise ValueError(f"size must be a positive int, not {size!r}")
-        if not isinstance(align, int) or align <= 0 or align & (align - 1):
-            raise ValueError(f"align must be a power of two, not {align!r}")
-        _require_running(runtime)
-        ptr = lib.spdk_dma_zmalloc(size, align, ffi.NULL)
-        if ptr == ffi.NULL:
-            raise MemoryError(f"SPDK has no {size} bytes of DMA memory left (raise mem_size_mb)")
-        self._ptr: Any = ptr
-        self.size = size
-        self.align = align
-        self.view = memoryview(ffi.buffer(ptr, size))
-        self._runtime = runtime
-        runtime.add_teardown_hook(self._free)
-
-    @property
-    def ptr(self) -> Any:
-        if self._ptr is None:
-            raise RuntimeStateError("this DmaBuffer has been freed")
-        return self._ptr
-
-    def close(self) -> None:
-        """Free the memory now."""
-        self._free()
-
-    def _free(self) -> None:
-        if self._ptr is not None:
-            self.view.release()
-            lib.spdk_dma_free(self._ptr)
-            self._ptr = None
-
-    def __enter__(self) -> DmaBuffer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class _BufferPool:
-    """DMA buffers by power-of-two size class, reused across I/Os and threads."""
-
-    def __init__(self, align: int) -> None:
-        self.align = align
-        self._free: dict[int, list[Any]] = {}
-        self._lock = threading.Lock()
-        self.closed = False
-
-    @staticmethod
-    def size_class(size: int) -> int:
-        return max(_MIN_ALIGN, 1 << (size - 1).bit_length())
-
-    def get(self, size: int) -> Any:
-        size_class = self.size_class(size)
-        with self._lock:
-            if self.closed:
-                raise RuntimeStateError("the device's DMA buffers are gone: it is closed")
-            free = self._free.get(size_class)
-            if free:
-                return free.pop()
-        ptr = lib.spdk_dma_malloc(size_class, self.align, ffi.NULL)
-        if ptr == ffi.NULL:
-            raise MemoryError(
-                f"SPDK has no {size_class} bytes of DMA memory left (raise mem_size_mb)"
-            )
-        return ptr
-
-    def put(self, ptr: Any, size: int) -> None:
-        with self._lock:
-            if not self.closed:
-                self._free.setdefault(self.size_class(size), []).append(ptr)
-                return
-        lib.spdk_dma_free(ptr)
-
-    def free_all(self) -> None:
-        with self._lock:
-            self.closed = True
-            buffers = [ptr for free in self._free.values() for ptr in free]
-            self._free.clear()
-        for ptr in buffers:
-            lib.spdk_dma_free(ptr)
-
-
-def _require_running(runtime: Runtime) -> None:
-    if runtime.state is not State.RUNNING:
-        raise RuntimeStateError(f"the SPDK runtime is {runtime.state.value}")
 
 
 # ------------------------------------------------------------------ requests
@@ -315,7 +230,7 @@ class _Slot:
 
     __slots__ = ("buf", "capacity", "io", "pool")
 
-    def __init__(self, pool: _BufferPool, capacity: int) -> None:
+    def __init__(self, pool: BufferPool, capacity: int) -> None:
         self.pool = pool
         self.capacity = capacity
         self.buf = pool.get(capacity)
@@ -355,7 +270,7 @@ class _AsyncSlot:
             if self.buf is not None:
                 pool.put(self.buf, self.capacity)
                 self.buf = None
-            self.capacity = _BufferPool.size_class(length)
+            self.capacity = BufferPool.size_class(length)
             self.buf = pool.get(self.capacity)
         block_size = self.device.block_size
         io = self.io
@@ -403,7 +318,7 @@ class _Job:
         self.slots = ffi.cast("struct pyspdk_job_slot *", self.keep[-1])
         self.statuses = ffi.new("int32_t[]", count)
         self.bad = ffi.new("uint64_t *")
-        self.pooled: tuple[_BufferPool, Any, int] | None = None
+        self.pooled: tuple[BufferPool, Any, int] | None = None
 
     def is_over(self) -> bool:
         return bool(lib.pyspdk_job_is_over(self.job))
@@ -413,115 +328,6 @@ class _Job:
             pool, ptr, size = self.pooled
             pool.put(ptr, size)
             self.pooled = None
-
-
-# ------------------------------------------------------------------ completions
-
-
-class _Completions:
-    """A completion queue and the futures of the requests that will arrive on it."""
-
-    def __init__(self) -> None:
-        self.cq = lib.pyspdk_cq_create()
-        if self.cq == ffi.NULL:
-            raise OSError(errno.EMFILE, "cannot create a completion queue (eventfd)")
-        self.pending: dict[int, tuple[_Request, Any]] = {}
-        self._tags = itertools.count(1)
-        self._out = ffi.new("struct pyspdk_io *[]", _REAP_BATCH)
-
-    def track(self, request: _Request, future: Any) -> None:
-        tag = next(self._tags)
-        request.io.tag = tag
-        request.io.cq = self.cq
-        self.pending[tag] = (request, future)
-
-    def dispatch(
-        self,
-        spin_ns: int,
-        timeout_ns: int,
-        deliver: Callable[[Any, Any, BaseException | None], None],
-    ) -> int:
-        n = lib.pyspdk_cq_reap(self.cq, self._out, _REAP_BATCH, spin_ns, timeout_ns)
-        for i in range(max(n, 0)):
-            request, future = self.pending.pop(self._out[i].tag)
-            request.device._leave()
-            try:
-                deliver(future, request.finish(), None)
-            except BaseException as exc:
-                deliver(future, None, exc)
-        return n
-
-    def destroy(self) -> None:
-        lib.pyspdk_cq_destroy(self.cq)
-        self.cq = ffi.NULL
-
-
-def _set_future(future: Future, result: Any, exc: BaseException | None) -> None:  # type: ignore[type-arg]
-    if future.set_running_or_notify_cancel():
-        if exc is None:
-            future.set_result(result)
-        else:
-            future.set_exception(exc)
-
-
-def _set_aio_future(future: asyncio.Future, result: Any, exc: BaseException | None) -> None:  # type: ignore[type-arg]
-    if not future.done():
-        if exc is None:
-            future.set_result(result)
-        else:
-            future.set_exception(exc)
-
-
-class _FutureReaper:
-    """One thread per runtime resolving concurrent.futures as completions arrive."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.completions = _Completions()
-        self._lock = threading.Lock()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="pyspdk-completions", daemon=True)
-        self._thread.start()
-        runtime.add_teardown_hook(self.stop)
-
-    def _run(self) -> None:
-        completions = self.completions
-        while not (self._stopping and not completions.pending):
-            completions.dispatch(20_000, 50_000_000, _set_future)
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._thread.join(timeout=10)
-        if not self._thread.is_alive():
-            self.completions.destroy()
-
-
-class _LoopReaper:
-    """Completions of one asyncio loop, read on the loop's own thread (eventfd reader)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, runtime: Runtime) -> None:
-        self.completions = _Completions()
-        self.loop = loop
-        self._fd = lib.pyspdk_cq_fd(self.completions.cq)
-        loop.add_reader(self._fd, self._readable)
-        runtime.add_teardown_hook(self._close)
-
-    def _readable(self) -> None:
-        self.completions.dispatch(0, 0, _set_aio_future)
-
-    def _detach(self) -> None:
-        if self.completions.cq != ffi.NULL:
-            self.loop.remove_reader(self._fd)
-            self.completions.destroy()
-
-    def _close(self) -> None:
-        # On the SPDK host thread at teardown: the loop's own thread must drop
-        # its reader before the eventfd closes.
-        if self.completions.cq == ffi.NULL:
-            return
-        if self.loop.is_closed():
-            self.completions.destroy()
-        else:
-            self.loop.call_soon_threadsafe(self._detach)
 
 
 # ------------------------------------------------------------------ devices
@@ -556,7 +362,7 @@ class BlockDevice:
             raise ValueError(f"spin_us must be >= 0, not {spin_us!r}")
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout must be positive or None, not {timeout!r}")
-        _require_running(runtime)
+        require_running(runtime)
         self.runtime = runtime
         self.name = name
         self.writable = bool(writable)
@@ -576,7 +382,7 @@ class BlockDevice:
         self.block_size = self.info.block_size
         self.num_blocks = self.info.num_blocks
         self.size = self.info.size
-        self._pool = _BufferPool(max(_MIN_ALIGN, self.info.buf_align))
+        self._pool = BufferPool(max(MIN_ALIGN, self.info.buf_align))
         _engine_started(runtime)
         runtime.add_stop_hook(self._close_on_spdk_thread)
         runtime.add_teardown_hook(self._teardown)
@@ -847,7 +653,7 @@ class BlockDevice:
     def _slot(self, length: int) -> _Slot:
         slot: _Slot | None = getattr(self._local, "slot", None)
         if slot is None or slot.capacity < length:
-            fresh = _Slot(self._pool, _BufferPool.size_class(length))
+            fresh = _Slot(self._pool, BufferPool.size_class(length))
             with self._lock:
                 if slot is not None:
                     self._slots.remove(slot)
@@ -941,7 +747,7 @@ class BlockDevice:
 
     # ---------------------------------------------------------- futures and asyncio
 
-    def _submit_tracked(self, request: _Request, completions: _Completions, future: Any) -> None:
+    def _submit_tracked(self, request: _Request, completions: Completions, future: Any) -> None:
         self._enter()
         completions.track(request, future)
         rc = lib.pyspdk_dev_submit(self._dev, ffi.new("struct pyspdk_io *[1]", [request.io]), 1)
@@ -972,9 +778,9 @@ class BlockDevice:
             ffi.memmove(slot.buf, source, length)
         return slot
 
-    def _submit_slot(self, slot: _AsyncSlot, completions: _Completions, future: Any) -> None:
+    def _submit_slot(self, slot: _AsyncSlot, completions: Completions, future: Any) -> None:
         self._enter()
-        completions.track(slot, future)  # type: ignore[arg-type]
+        completions.track(slot, future)
         rc = lib.pyspdk_dev_submit(self._dev, slot.submit, 1)
         if rc != 0:
             completions.pending.pop(int(slot.io.tag), None)
@@ -987,7 +793,7 @@ class BlockDevice:
     def _range_future(self, op: int, name: str, offset: int, length: int, source: Any) -> Future:  # type: ignore[type-arg]
         future = SpdkFuture()
         slot = self._async_slot(op, name, offset, length, source)
-        self._submit_slot(slot, _future_reaper(self.runtime).completions, future)
+        self._submit_slot(slot, future_reaper(self.runtime).completions, future)
         return future
 
     def _range_awaitable(
@@ -996,12 +802,12 @@ class BlockDevice:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         slot = self._async_slot(op, name, offset, length, source)
-        self._submit_slot(slot, _loop_reaper(loop, self.runtime).completions, future)
+        self._submit_slot(slot, loop_reaper(loop, self.runtime).completions, future)
         return future
 
     def _future(self, request: _Request) -> Future:  # type: ignore[type-arg]
         future = SpdkFuture()
-        self._submit_tracked(request, _future_reaper(self.runtime).completions, future)
+        self._submit_tracked(request, future_reaper(self.runtime).completions, future)
         return future
 
     def read_async(self, offset: int, length: int) -> Future:  # type: ignore[type-arg]
@@ -1021,7 +827,7 @@ class BlockDevice:
     def _awaitable(self, request: _Request) -> asyncio.Future:  # type: ignore[type-arg]
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._submit_tracked(request, _loop_reaper(loop, self.runtime).completions, future)
+        self._submit_tracked(request, loop_reaper(loop, self.runtime).completions, future)
         return future
 
     async def aread(self, offset: int, length: int) -> bytes:
@@ -1214,7 +1020,7 @@ class BlockDevice:
         requests = [self._batch_request(op) for op in ops]
         if not requests:
             return []
-        completions = _thread_completions()
+        completions = thread_completions()
         results: list[Any] = [None] * len(requests)
         for index, request in enumerate(requests):
             completions.track(request, index)
@@ -1247,10 +1053,7 @@ class BlockDevice:
         return results
 
 
-# ------------------------------------------------------------------ per-runtime state
-
-_REAPERS_LOCK = threading.Lock()
-_THREAD_STATE = threading.local()
+_ENGINE_LOCK = threading.Lock()
 
 
 def _engine_started(runtime: Runtime) -> None:
@@ -1258,44 +1061,10 @@ def _engine_started(runtime: Runtime) -> None:
 
     Registered before any device's own stop hook, so it runs after them all.
     """
-    with _REAPERS_LOCK:
+    with _ENGINE_LOCK:
         if not getattr(runtime, "_io_engine_hooked", False):
             runtime.add_stop_hook(lib.pyspdk_io_engine_stop)
             runtime._io_engine_hooked = True  # type: ignore[attr-defined]
-
-
-def _future_reaper(runtime: Runtime) -> _FutureReaper:
-    reaper = getattr(runtime, "_future_reaper", None)
-    if reaper is None:
-        with _REAPERS_LOCK:
-            reaper = getattr(runtime, "_future_reaper", None)
-            if reaper is None:
-                reaper = _FutureReaper(runtime)
-                runtime._future_reaper = reaper  # type: ignore[attr-defined]
-    return reaper
-
-
-def _loop_reaper(loop: asyncio.AbstractEventLoop, runtime: Runtime) -> _LoopReaper:
-    reapers: dict[int, _LoopReaper] = runtime.__dict__.setdefault("_loop_reapers", {})
-    reaper = reapers.get(id(loop))
-    if reaper is None or reaper.loop is not loop:
-        # Each asyncio.run() makes a new loop: drop what closed loops left behind.
-        for key, old in list(reapers.items()):
-            if old.loop.is_closed() and not old.completions.pending:
-                old.completions.destroy()
-                runtime.discard_hooks(old._close)
-                del reapers[key]
-        reaper = _LoopReaper(loop, runtime)
-        reapers[id(loop)] = reaper
-    return reaper
-
-
-def _thread_completions() -> _Completions:
-    completions = getattr(_THREAD_STATE, "completions", None)
-    if completions is None or completions.cq == ffi.NULL:
-        completions = _Completions()
-        _THREAD_STATE.completions = completions
-    return completions
 
 
 # ------------------------------------------------------------------ creating devices

@@ -1,0 +1,111 @@
+"""DMA-capable memory: what SPDK's devices read into and write from.
+
+DmaBuffer is the caller's, for zero-copy I/O; BufferPool is a device's own
+store of buffers that plain bytes-like objects are copied through.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from ._binding import ffi, lib
+from .errors import RuntimeStateError
+from .runtime import Runtime, State
+
+MIN_ALIGN = 4096
+
+
+class DmaBuffer:
+    """DMA-capable memory for zero-copy I/O: pass it where a buffer is expected.
+
+    `view` is a writable memoryview of it. Free it with close() (or let the
+    runtime free it when SPDK stops); it must not be in use by an I/O then.
+    """
+
+    def __init__(self, runtime: Runtime, size: int, align: int = MIN_ALIGN) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            raise ValueError(f"size must be a positive int, not {size!r}")
+        if not isinstance(align, int) or align <= 0 or align & (align - 1):
+            raise ValueError(f"align must be a power of two, not {align!r}")
+        require_running(runtime)
+        ptr = lib.spdk_dma_zmalloc(size, align, ffi.NULL)
+        if ptr == ffi.NULL:
+            raise MemoryError(f"SPDK has no {size} bytes of DMA memory left (raise mem_size_mb)")
+        self._ptr: Any = ptr
+        self.size = size
+        self.align = align
+        self.view = memoryview(ffi.buffer(ptr, size))
+        self._runtime = runtime
+        runtime.add_teardown_hook(self._free)
+
+    @property
+    def ptr(self) -> Any:
+        if self._ptr is None:
+            raise RuntimeStateError("this DmaBuffer has been freed")
+        return self._ptr
+
+    def close(self) -> None:
+        """Free the memory now."""
+        self._free()
+
+    def _free(self) -> None:
+        if self._ptr is not None:
+            self.view.release()
+            lib.spdk_dma_free(self._ptr)
+            self._ptr = None
+
+    def __enter__(self) -> DmaBuffer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class BufferPool:
+    """DMA buffers by power-of-two size class, reused across I/Os and threads."""
+
+    def __init__(self, align: int) -> None:
+        self.align = align
+        self._free: dict[int, list[Any]] = {}
+        self._lock = threading.Lock()
+        self.closed = False
+
+    @staticmethod
+    def size_class(size: int) -> int:
+        return max(MIN_ALIGN, 1 << (size - 1).bit_length())
+
+    def get(self, size: int) -> Any:
+        size_class = self.size_class(size)
+        with self._lock:
+            if self.closed:
+                raise RuntimeStateError("the device's DMA buffers are gone: it is closed")
+            free = self._free.get(size_class)
+            if free:
+                return free.pop()
+        ptr = lib.spdk_dma_malloc(size_class, self.align, ffi.NULL)
+        if ptr == ffi.NULL:
+            raise MemoryError(
+                f"SPDK has no {size_class} bytes of DMA memory left (raise mem_size_mb)"
+            )
+        return ptr
+
+    def put(self, ptr: Any, size: int) -> None:
+        with self._lock:
+            if not self.closed:
+                self._free.setdefault(self.size_class(size), []).append(ptr)
+                return
+        lib.spdk_dma_free(ptr)
+
+    def free_all(self) -> None:
+        with self._lock:
+            self.closed = True
+            buffers = [ptr for free in self._free.values() for ptr in free]
+            self._free.clear()
+        for ptr in buffers:
+            lib.spdk_dma_free(ptr)
+
+
+def require_running(runtime: Runtime) -> None:
+    if runtime.state is not State.RUNNING:
+        raise RuntimeStateError(f"the SPDK runtime is {runtime.state.value}")
