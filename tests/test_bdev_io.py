@@ -419,3 +419,30 @@ def test_aio_on_a_file(runtime: Any, tmp_path: Any) -> None:
             assert raw.read(len(payload)) == payload  # it really reached the file
     finally:
         bdev.delete_bdev(runtime, name)
+
+
+def test_dma_buffer_in_use_cannot_be_freed(runtime: Any, rpc: Any, malloc: str) -> None:
+    from pyspdk_sys.bdev import DmaBuffer
+    from pyspdk_sys.errors import RuntimeStateError
+
+    slow = f"Slow{malloc}"
+    latency = {f"{k}_{rw}_latency": 100_000 for k in ("avg", "p99") for rw in ("read", "write")}
+    rpc("bdev_delay_create", {"base_bdev_name": malloc, "name": slow, **latency})
+    try:
+        with runtime.open_bdev(slow) as device:
+            hooks = len(runtime._teardown_hooks)
+            buffer = DmaBuffer(runtime, 4096)
+            future = device.read_into_async(0, buffer)
+            with pytest.raises(RuntimeStateError, match="in use by 1 I/O"):
+                buffer.close()
+            assert future.result(timeout=10) == 4096
+            many = device.read_many([0], 4096, buffer)
+            assert many is buffer
+            view = buffer.view[:16]
+            with pytest.raises(RuntimeStateError, match="memoryviews"):
+                buffer.close()
+            view.release()
+            buffer.close()
+            assert len(runtime._teardown_hooks) == hooks
+    finally:
+        rpc("bdev_delay_delete", {"name": slow})

@@ -135,7 +135,18 @@ def bdev_info(runtime: Runtime, name: str) -> BdevInfo:
 class _Request:
     """One I/O: its C struct, its buffers, and how to turn the outcome into a result."""
 
-    __slots__ = ("copies", "device", "io", "keep", "length", "name", "offset", "pooled", "result")
+    __slots__ = (
+        "copies",
+        "device",
+        "held",
+        "io",
+        "keep",
+        "length",
+        "name",
+        "offset",
+        "pooled",
+        "result",
+    )
 
     def __init__(self, device: BlockDevice, name: str, op: int, offset: int, length: int) -> None:
         self.device = device
@@ -149,13 +160,15 @@ class _Request:
         self.pooled: list[tuple[Any, int]] = []
         self.copies: list[tuple[Any, Any, int]] = []  # (target, source pointer, length)
         self.keep: list[Any] = []
+        self.held: list[DmaBuffer] = []
         self.result: Callable[[], Any] = lambda: None
 
     def dma_for(self, buffer: Any, length: int, copy_in: bool) -> Any:
         """A DMA pointer standing for `buffer` (a DmaBuffer, or pooled memory)."""
         if isinstance(buffer, DmaBuffer):
-            self.keep.append(buffer)
-            return buffer.ptr
+            ptr = buffer.acquire()
+            self.held.append(buffer)
+            return ptr
         ptr = self.device._pool.get(length)
         self.pooled.append((ptr, length))
         if copy_in:
@@ -170,6 +183,9 @@ class _Request:
         for ptr, length in self.pooled:
             pool.put(ptr, length)
         self.pooled.clear()
+        for buffer in self.held:
+            buffer.release()
+        self.held.clear()
 
     def finish(self) -> Any:
         """After completion: the result, or the IoError; buffers go back to the pool."""
@@ -306,7 +322,7 @@ class _AsyncSlot:
 class _Job:
     """Memory of one read_many/write_many call, alive until the engine is done with it."""
 
-    __slots__ = ("bad", "job", "keep", "offsets", "pooled", "slots", "statuses")
+    __slots__ = ("bad", "held", "job", "keep", "offsets", "pooled", "slots", "statuses")
 
     def __init__(self, offsets: array.array, depth: int) -> None:  # type: ignore[type-arg]
         count = len(offsets)
@@ -319,11 +335,15 @@ class _Job:
         self.statuses = ffi.new("int32_t[]", count)
         self.bad = ffi.new("uint64_t *")
         self.pooled: tuple[BufferPool, Any, int] | None = None
+        self.held: DmaBuffer | None = None
 
     def is_over(self) -> bool:
         return bool(lib.pyspdk_job_is_over(self.job))
 
     def release(self) -> None:
+        if self.held is not None:
+            self.held.release()
+            self.held = None
         if self.pooled is not None:
             pool, ptr, size = self.pooled
             pool.put(ptr, size)
@@ -917,8 +937,8 @@ class BlockDevice:
             raise ValueError(f"depth must be an int from 1 to 65536, not {depth!r}")
         job = _Job(table, min(depth, count))
         if isinstance(view, DmaBuffer):
-            job.keep.append(view)
-            base = view.ptr
+            base = view.acquire()
+            job.held = view
         else:
             base = self._pool.get(total)
             job.pooled = (self._pool, base, total)

@@ -6,6 +6,7 @@ store of buffers that plain bytes-like objects are copied through.
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any
 
@@ -20,7 +21,7 @@ class DmaBuffer:
     """DMA-capable memory for zero-copy I/O: pass it where a buffer is expected.
 
     `view` is a writable memoryview of it. Free it with close() (or let the
-    runtime free it when SPDK stops); it must not be in use by an I/O then.
+    runtime free it when SPDK stops); close() refuses while an I/O uses it.
     """
 
     def __init__(self, runtime: Runtime, size: int, align: int = MIN_ALIGN) -> None:
@@ -35,8 +36,11 @@ class DmaBuffer:
         self._ptr: Any = ptr
         self.size = size
         self.align = align
-        self.view = memoryview(ffi.buffer(ptr, size))
+        self._cbuffer = ffi.buffer(ptr, size)
+        self.view = memoryview(self._cbuffer)
         self._runtime = runtime
+        self._users = 0
+        self._lock = threading.Lock()
         runtime.add_teardown_hook(self._free)
 
     @property
@@ -45,15 +49,45 @@ class DmaBuffer:
             raise RuntimeStateError("this DmaBuffer has been freed")
         return self._ptr
 
+    def acquire(self) -> Any:
+        """For a request: the pointer, held until release()."""
+        with self._lock:
+            if self._ptr is None:
+                raise RuntimeStateError("this DmaBuffer has been freed")
+            self._users += 1
+            return self._ptr
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+
     def close(self) -> None:
         """Free the memory now."""
+        with self._lock:
+            if self._users:
+                raise RuntimeStateError(f"this DmaBuffer is in use by {self._users} I/O(s)")
         self._free()
+        self._runtime.discard_hooks(self._free)
 
     def _free(self) -> None:
-        if self._ptr is not None:
+        if self._ptr is None:
+            return
+        try:
             self.view.release()
-            lib.spdk_dma_free(self._ptr)
-            self._ptr = None
+        except BufferError:
+            alive = True
+        else:
+            # Every live memoryview of the memory (slices too) keeps a reference
+            # to the cffi buffer object; only ours and getrefcount's may remain.
+            alive = sys.getrefcount(self._cbuffer) > 2
+        if alive:
+            self.view = memoryview(self._cbuffer)
+            raise RuntimeStateError(
+                "memoryviews of this DmaBuffer are still alive: release them first"
+            )
+        lib.spdk_dma_free(self._ptr)
+        self._ptr = None
+        self._cbuffer = None
 
     def __enter__(self) -> DmaBuffer:
         return self
