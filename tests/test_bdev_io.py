@@ -446,3 +446,19 @@ def test_dma_buffer_in_use_cannot_be_freed(runtime: Any, rpc: Any, malloc: str) 
             assert len(runtime._teardown_hooks) == hooks
     finally:
         rpc("bdev_delay_delete", {"name": slow})
+
+
+def test_device_deleted_while_open(runtime: Any, rpc: Any) -> None:
+    from pyspdk_sys.errors import IoError
+
+    rpc("bdev_malloc_create", {"name": "GoingAway", "num_blocks": 1024, "block_size": 512})
+    device = runtime.open_bdev("GoingAway")
+    device.write(0, b"x" * 512)
+    rpc("bdev_malloc_delete", {"name": "GoingAway"})  # SPDK_BDEV_EVENT_REMOVE to our descriptor
+    with pytest.raises(IoError) as caught:
+        device.read(0, 512)
+    assert caught.value.errno == errno.ENODEV
+    with pytest.raises(IoError, match="removed"):
+        device.read_async(0, 512)
+    device.close()
+    assert "GoingAway" not in {b["name"] for b in rpc("bdev_get_bdevs")}
