@@ -1099,24 +1099,23 @@ def _positive(label: str, value: int) -> int:
     return value
 
 
-def create_malloc(runtime: Runtime, name: str, size: int, block_size: int = 512) -> str:
-    """A RAM disk of `size` bytes (taken from SPDK's mem_size_mb); returns its name."""
+def _create_sized(runtime: Runtime, method: str, name: str, size: int, block_size: int) -> str:
     _check_name(name)
     _positive("block_size", block_size)
     if _positive("size", size) % block_size:
         raise ValueError(f"size {size} is not a multiple of block_size {block_size}")
     params = {"name": name, "num_blocks": size // block_size, "block_size": block_size}
-    return runtime.rpc("bdev_malloc_create", params)
+    return runtime.rpc(method, params)
+
+
+def create_malloc(runtime: Runtime, name: str, size: int, block_size: int = 512) -> str:
+    """A RAM disk of `size` bytes (taken from SPDK's mem_size_mb); returns its name."""
+    return _create_sized(runtime, "bdev_malloc_create", name, size, block_size)
 
 
 def create_null(runtime: Runtime, name: str, size: int, block_size: int = 512) -> str:
     """A device that drops writes and reads back nothing in particular; returns its name."""
-    _check_name(name)
-    _positive("block_size", block_size)
-    if _positive("size", size) % block_size:
-        raise ValueError(f"size {size} is not a multiple of block_size {block_size}")
-    params = {"name": name, "num_blocks": size // block_size, "block_size": block_size}
-    return runtime.rpc("bdev_null_create", params)
+    return _create_sized(runtime, "bdev_null_create", name, size, block_size)
 
 
 def create_aio(

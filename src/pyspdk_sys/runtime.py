@@ -343,11 +343,7 @@ class Runtime:
         return BlockDevice(self, name, **options)
 
     def _run_teardown_hooks(self) -> None:
-        for hook in reversed(self._teardown_hooks):
-            try:
-                hook()
-            except Exception:
-                _callbacks.log.exception("pyspdk_sys: teardown hook failed")
+        _run_hooks(self._teardown_hooks, "teardown")
 
     # ------------------------------------------------------------ SPDK thread side
 
@@ -391,11 +387,7 @@ class Runtime:
                 future.set_result(result)
 
     def _shutdown_on_spdk_thread(self) -> None:
-        for hook in reversed(self._stop_hooks):
-            try:
-                hook()
-            except Exception:
-                _callbacks.log.exception("pyspdk_sys: stop hook failed")
+        _run_hooks(self._stop_hooks, "stop")
         if self._poller is not None:
             poller = ffi.new("struct spdk_poller **", self._poller)
             lib.pyspdk_work_poller_unregister(poller)
@@ -468,6 +460,15 @@ class Runtime:
             json.dump(self._config, out)
         self._config_file = path
         return path
+
+
+def _run_hooks(hooks: list[Callable[[], None]], kind: str) -> None:
+    """Run hooks, newest first; one that fails is logged and the rest still run."""
+    for hook in reversed(hooks):
+        try:
+            hook()
+        except Exception:
+            _callbacks.log.exception(f"pyspdk_sys: {kind} hook failed")
 
 
 def _check_socket_path(path: str | os.PathLike[str] | None) -> str | None:
