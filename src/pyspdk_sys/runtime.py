@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 from . import _callbacks
 from ._binding import ffi, lib
+from ._sockets import check_rpc_socket
 from .errors import RuntimeStateError, StartError
 
 T = TypeVar("T")
@@ -49,7 +50,6 @@ _LOG_LEVELS = {
     "DEBUG": lib.SPDK_LOG_DEBUG,
 }
 _CPU_MASK = re.compile(r"0x[0-9a-fA-F]+|\[[0-9,\-\s]+\]")
-_SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1
 
 
 class State(enum.Enum):
@@ -173,7 +173,7 @@ class Runtime:
         self.hugedir = hugedir
         self.pci = pci
         self.cpu_mask = cpu_mask
-        self.rpc_socket = _check_socket_path(rpc_socket)
+        self.rpc_socket = None if rpc_socket is None else check_rpc_socket(rpc_socket)
         self.log_level = log_level
         self.name = name
         self._config = _check_config(config)
@@ -469,43 +469,6 @@ def _run_hooks(hooks: list[Callable[[], None]], kind: str) -> None:
             hook()
         except Exception:
             _callbacks.log.exception(f"pyspdk_sys: {kind} hook failed")
-
-
-def _check_socket_path(path: str | os.PathLike[str] | None) -> str | None:
-    if path is None:
-        return None
-    text = os.fspath(path)
-    if not text or "\0" in text:
-        raise ValueError(f"rpc_socket must be a non-empty path, not {text!r}")
-    if len(text.encode()) > _SUN_PATH_MAX:
-        raise ValueError(f"rpc_socket path is longer than {_SUN_PATH_MAX} bytes: {text!r}")
-    parent = Path(text).parent
-    if not parent.is_dir():
-        raise ValueError(f"rpc_socket's directory {str(parent)!r} does not exist")
-    if Path(text).exists() or Path(text + ".lock").exists():
-        lock = Path(text + ".lock")
-        if _socket_in_use(lock):
-            raise ValueError(f"rpc_socket {text!r} is in use by another SPDK process")
-    return text
-
-
-def _socket_in_use(lock: Path) -> bool:
-    """Whether another process holds SPDK's lock file next to the socket."""
-    import fcntl
-
-    try:
-        fd = os.open(lock, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
 
 
 def _check_config(config: Mapping[str, Any] | str | os.PathLike[str] | None) -> Any:

@@ -1,0 +1,108 @@
+"""RPC socket paths: never let SPDK delete or replace a file that is not a stale SPDK socket.
+
+SPDK's RPC server takes `<path>.lock` with flock, then unlinks whatever is at
+`<path>` before it binds, and unlinks both when it stops. So a path naming a
+regular file, or another program's live socket, would be destroyed. Every
+path the package hands SPDK as a socket goes through check_rpc_socket first.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+import stat
+from pathlib import Path
+
+SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1
+
+
+def lock_is_held(lock: str | os.PathLike[str]) -> bool:
+    """Whether some process holds SPDK's flock on `lock` (a missing file: no)."""
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def socket_accepts(path: str) -> bool:
+    """Whether a program listens on the Unix socket at `path`."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except OSError as exc:
+        return exc.errno not in (errno.ECONNREFUSED, errno.ENOENT)
+    else:
+        return True
+    finally:
+        probe.close()
+
+
+def check_rpc_socket(path: str | os.PathLike[str], what: str = "rpc_socket") -> str:
+    """The path as text, if SPDK may listen there; ValueError naming the problem if not.
+
+    Accepted: nothing at the path, or a stale SPDK socket (no process holds its
+    lock and nothing listens). Refused: a non-socket file, a live socket of any
+    program, a lock file held by another process or that is not an empty file.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{what} must be a path, not {type(path).__name__}")
+    text = os.fspath(path)
+    if not isinstance(text, str) or not text or "\0" in text:
+        raise ValueError(f"{what} must be a non-empty path without NUL, not {text!r}")
+    if len(text.encode()) > SUN_PATH_MAX:
+        raise ValueError(f"{what} path is longer than {SUN_PATH_MAX} bytes: {text!r}")
+    parent = Path(text).parent
+    if not parent.is_dir():
+        raise ValueError(f"{what}'s directory {str(parent)!r} does not exist")
+    lock = text + ".lock"
+    if lock_is_held(lock):
+        raise ValueError(f"{what} {text!r} is in use by another SPDK process (its lock is held)")
+    try:
+        mode = os.lstat(text).st_mode
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(mode):
+            raise ValueError(
+                f"{what} {text!r} exists and is not a socket: SPDK would delete it; "
+                "choose another path"
+            )
+        if socket_accepts(text):
+            raise ValueError(f"{what} {text!r} is a live socket of another program")
+    try:
+        info = os.lstat(lock)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISREG(info.st_mode) or info.st_size != 0:
+            raise ValueError(
+                f"{lock!r} exists and is not an SPDK lock file (an empty regular file): "
+                "SPDK would take it over and delete it; choose another path"
+            )
+    return text
+
+
+def remove_stale_socket(path: str) -> bool:
+    """Remove a stale SPDK socket and its lock; False (nothing removed) when in use or not SPDK's."""
+    try:
+        check_rpc_socket(path)
+    except ValueError:
+        return False
+    for leftover in (path, path + ".lock"):
+        try:
+            os.unlink(leftover)
+        except FileNotFoundError:
+            pass
+    return True
