@@ -8,6 +8,7 @@ path the package hands SPDK as a socket goes through check_rpc_socket first.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -95,14 +96,12 @@ def check_rpc_socket(path: str | os.PathLike[str], what: str = "rpc_socket") -> 
 
 
 def remove_stale_socket(path: str) -> bool:
-    """Remove a stale SPDK socket and its lock; False (nothing removed) when in use or not SPDK's."""
+    """Remove a stale SPDK socket and its lock; False, removing nothing, if in use or foreign."""
     try:
         check_rpc_socket(path)
     except ValueError:
         return False
     for leftover in (path, path + ".lock"):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(leftover)
-        except FileNotFoundError:
-            pass
     return True
