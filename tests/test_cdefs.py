@@ -41,6 +41,17 @@ def test_each_prefix_of_the_order_parses(count: int) -> None:
         ffi.cdef((build.CDEFS_DIR / name).read_text())
 
 
+def test_shims_listed_and_their_declarations_parse_in_order() -> None:
+    on_disk = sorted(path.stem for path in build.SHIMS_DIR.glob("*.c"))
+    assert sorted(build.SHIMS) == on_disk
+    ffi = cffi.FFI()
+    for name in AREA_FILES[:-1]:
+        ffi.cdef((build.CDEFS_DIR / name).read_text())
+    for _name, text in build.shim_declarations():
+        ffi.cdef(text)
+    ffi.cdef((build.CDEFS_DIR / AREA_FILES[-1]).read_text())
+
+
 def test_each_file_names_the_header_it_mirrors() -> None:
     for name, headers in build.AREAS:
         first_line = (build.CDEFS_DIR / name).read_text().splitlines()[0]

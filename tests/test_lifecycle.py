@@ -185,7 +185,7 @@ def test_runtime_arguments_are_checked(spdk: Any, tmp_path: Any) -> None:
 
     bad = [
         ({"mem_size_mb": 0}, ValueError, "mem_size_mb"),
-        ({"mem_size_mb": True}, ValueError, "mem_size_mb"),
+        ({"mem_size_mb": True}, TypeError, "mem_size_mb"),
         ({"cpu_mask": "1"}, ValueError, "cpu_mask"),
         ({"log_level": "LOUD"}, ValueError, "log_level"),
         ({"hugedir": "/tmp"}, ValueError, "hugedir needs hugepages"),
@@ -195,6 +195,7 @@ def test_runtime_arguments_are_checked(spdk: Any, tmp_path: Any) -> None:
         ({"config": {"subsystems": [object()]}}, ValueError, "not JSON-serialisable"),
         ({"name": ""}, ValueError, "name"),
         ({"name": 5}, ValueError, "name"),
+        ({"hugepages": 1}, TypeError, "hugepages"),
     ]
     for kwargs, error, message in bad:
         with pytest.raises(error, match=message):

@@ -44,20 +44,45 @@ AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("trace.h", ("spdk/trace.h",)),
     ("vhost.h", ("spdk/vhost.h",)),
     ("ublk.h", ("spdk/ublk.h",)),
-    # The fat library's own additions and this module's C shims.
+    # The fat library's own additions and the runtime's C shims.
     ("pyspdk.h", ()),
-    ("pyspdk_io.h", ()),
     # extern "Python" trampolines come last: they use every type above.
     ("callbacks.h", ()),
 )
 
+# The C shims compiled into the module, in dependency order. A shim with
+# declarations keeps them beside it (_shims/<name>.h); they are joined after
+# every SPDK area and before callbacks.h.
+SHIMS: tuple[str, ...] = (
+    "version",
+    "runtime",
+    "rpc_server",
+    "wait",
+    "bdev_io",
+    "cq",
+    "bdev_jobs",
+    "dma",
+)
+
+
+def shim_declarations() -> list[tuple[str, str]]:
+    """(file name, text) of every shim's declarations, in SHIMS order."""
+    found = []
+    for name in SHIMS:
+        path = SHIMS_DIR / f"{name}.h"
+        if path.exists():
+            found.append((path.name, path.read_text()))
+    return found
+
 
 def read_cdefs() -> str:
     """The declarations of every area, joined in order."""
+    files = [(f"cdefs/{name}", (CDEFS_DIR / name).read_text()) for name, _ in AREAS]
+    shims = [(f"_shims/{name}", text) for name, text in shim_declarations()]
     parts = []
-    for name, _headers in AREAS:
-        parts.append(f"/* ---- cdefs/{name} ---- */\n")
-        parts.append((CDEFS_DIR / name).read_text())
+    for label, text in [*files[:-1], *shims, files[-1]]:
+        parts.append(f"/* ---- {label} ---- */\n")
+        parts.append(text)
     return "\n".join(parts)
 
 
@@ -71,7 +96,7 @@ def preamble() -> str:
         'these SPDK headers are another release"\n'
         "#endif\n"
     )
-    shims = [path.read_text() for path in sorted(SHIMS_DIR.glob("*.c"))]
+    shims = [(SHIMS_DIR / f"{name}.c").read_text() for name in SHIMS]
     return "\n".join([*includes, pin, *shims])
 
 

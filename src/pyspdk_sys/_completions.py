@@ -1,10 +1,15 @@
-"""Completion queues, and who reads them: the thread behind futures, the asyncio loop.
+"""Completion queues, and who reads them: the thread behind futures, the asyncio loop, a batch.
 
 The engine pushes finished requests onto a queue (C, signalled by an
-eventfd). For futures one thread per runtime reaps it; for asyncio each
-event loop reads its own queue on its own thread; batches reap a queue of
-the calling thread's. A request here is anything with `io`, `device` and
-`finish()`.
+eventfd). Each queue has one reader and one way to deliver: one thread per
+runtime resolves concurrent futures; each asyncio loop reads its own queue on
+its own thread; each batch call owns a queue of its own, so a batch that was
+interrupted can never hand its completions to a later one.
+
+A request here is its own owner (bdev/_requests.py): finish() turns the
+outcome into a result and gives back its buffers, exactly once. The device
+forgets a request (leave()) only after finish(), so close() cannot free
+memory a result is still being read from.
 """
 
 from __future__ import annotations
@@ -18,56 +23,96 @@ from concurrent.futures import Future
 from typing import Any, Protocol
 
 from ._binding import ffi, lib
+from .errors import RuntimeStateError
 from .runtime import Runtime
 
 _REAP_BATCH = 256
+WAIT_SLICE_NS: int = lib.PYSPDK_WAIT_SLICE_NS
 
 
-class Request(Protocol):
+class Owner(Protocol):
     """What the completion side needs of a request."""
 
     io: Any
-    device: Any
 
     def finish(self) -> Any: ...
 
+    def release(self) -> None: ...
+
+    def leave(self) -> None: ...
+
+
+Deliver = Callable[[Any, Any, "BaseException | None"], None]
+
 
 class Completions:
-    """A completion queue and the futures of the requests that will arrive on it."""
+    """A completion queue, the requests that will arrive on it, and where results go."""
 
-    def __init__(self) -> None:
+    def __init__(self, deliver: Deliver) -> None:
         self.cq = lib.pyspdk_cq_create()
         if self.cq == ffi.NULL:
             raise OSError(errno.EMFILE, "cannot create a completion queue (eventfd)")
-        self.pending: dict[int, tuple[Request, Any]] = {}
+        self.deliver = deliver
+        self.pending: dict[int, tuple[Owner, Any]] = {}
         self._tags = itertools.count(1)
         self._out = ffi.new("struct pyspdk_io *[]", _REAP_BATCH)
 
-    def track(self, request: Request, future: Any) -> None:
+    def track(self, owner: Owner, token: Any) -> None:
+        """Before submission: owner's completion will be delivered with `token`."""
         tag = next(self._tags)
-        request.io.tag = tag
-        request.io.cq = self.cq
-        self.pending[tag] = (request, future)
+        owner.io.tag = tag
+        owner.io.cq = self.cq
+        self.pending[tag] = (owner, token)
 
-    def dispatch(
-        self,
-        spin_ns: int,
-        timeout_ns: int,
-        deliver: Callable[[Any, Any, BaseException | None], None],
-    ) -> int:
+    def untrack(self, owner: Owner) -> None:
+        """The submission was refused: the request will never arrive."""
+        self.pending.pop(int(owner.io.tag), None)
+
+    def dispatch(self, spin_ns: int, timeout_ns: int) -> int:
+        """Reap what has arrived (waiting at most timeout_ns) and deliver it; how many."""
         n = lib.pyspdk_cq_reap(self.cq, self._out, _REAP_BATCH, spin_ns, timeout_ns)
         for i in range(max(n, 0)):
-            request, future = self.pending.pop(self._out[i].tag)
-            request.device._leave()
+            entry = self.pending.pop(self._out[i].tag, None)
+            if entry is None:
+                continue  # its submitter was interrupted and took it back
+            owner, token = entry
             try:
-                deliver(future, request.finish(), None)
-            except BaseException as exc:
-                deliver(future, None, exc)
+                result, exc = owner.finish(), None
+            except BaseException as error:
+                result, exc = None, error
+            owner.leave()
+            self.deliver(token, result, exc)
         return n
 
+    def drain_abandoned(self) -> bool:
+        """Release what has arrived without delivering it; True once nothing is pending.
+
+        For a queue whose reader has gone (an interrupted batch, a closed
+        loop): its requests still own buffers until SPDK hands them back.
+        """
+        while self.pending:
+            n = lib.pyspdk_cq_reap(self.cq, self._out, _REAP_BATCH, 0, 0)
+            if n <= 0:
+                break
+            for i in range(n):
+                entry = self.pending.pop(self._out[i].tag, None)
+                if entry is not None:
+                    entry[0].release()
+        if self.pending:
+            return False
+        self.destroy()
+        return True
+
+    def is_over(self) -> bool:
+        return self.drain_abandoned() if self.cq != ffi.NULL else True
+
+    def release(self) -> None:
+        self.drain_abandoned()
+
     def destroy(self) -> None:
-        lib.pyspdk_cq_destroy(self.cq)
-        self.cq = ffi.NULL
+        if self.cq != ffi.NULL:
+            lib.pyspdk_cq_destroy(self.cq)
+            self.cq = ffi.NULL
 
 
 def _set_future(future: Future, result: Any, exc: BaseException | None) -> None:  # type: ignore[type-arg]
@@ -86,12 +131,11 @@ def _set_aio_future(future: asyncio.Future, result: Any, exc: BaseException | No
             future.set_exception(exc)
 
 
-class _FutureReaper:
+class FutureReaper:
     """One thread per runtime resolving concurrent.futures as completions arrive."""
 
     def __init__(self, runtime: Runtime) -> None:
-        self.completions = Completions()
-        self._lock = threading.Lock()
+        self.completions = Completions(_set_future)
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="pyspdk-completions", daemon=True)
         self._thread.start()
@@ -100,7 +144,7 @@ class _FutureReaper:
     def _run(self) -> None:
         completions = self.completions
         while not (self._stopping and not completions.pending):
-            completions.dispatch(20_000, 50_000_000, _set_future)
+            completions.dispatch(20_000, WAIT_SLICE_NS)
 
     def stop(self) -> None:
         self._stopping = True
@@ -109,68 +153,84 @@ class _FutureReaper:
             self.completions.destroy()
 
 
-class _LoopReaper:
-    """Completions of one asyncio loop, read on the loop's own thread (eventfd reader)."""
+class LoopReaper:
+    """Completions of one asyncio loop, read on the loop's own thread (an eventfd reader)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, runtime: Runtime) -> None:
-        self.completions = Completions()
+        self.completions = Completions(_set_aio_future)
         self.loop = loop
+        self.thread = threading.get_ident()
+        self.dead = False
         self._fd = lib.pyspdk_cq_fd(self.completions.cq)
         loop.add_reader(self._fd, self._readable)
-        runtime.add_teardown_hook(self._close)
 
     def _readable(self) -> None:
-        self.completions.dispatch(0, 0, _set_aio_future)
+        if self.dead:
+            self._fail_all()
+            return
+        self.completions.dispatch(0, 0)
+
+    def _fail_all(self) -> None:
+        """SPDK stopped and its memory is gone: fail what is pending, touch no buffer."""
+        pending = list(self.completions.pending.values())
+        self.completions.pending.clear()
+        for _owner, future in pending:
+            _set_aio_future(future, None, RuntimeStateError("the SPDK runtime stopped"))
+        self._detach()
 
     def _detach(self) -> None:
         if self.completions.cq != ffi.NULL:
             self.loop.remove_reader(self._fd)
             self.completions.destroy()
 
-    def _close(self) -> None:
-        # On the SPDK host thread at teardown: the loop's own thread must drop
-        # its reader before the eventfd closes.
-        if self.completions.cq == ffi.NULL:
-            return
-        if self.loop.is_closed():
-            self.completions.destroy()
-        else:
-            self.loop.call_soon_threadsafe(self._detach)
+
+class LoopReapers:
+    """A runtime's readers, one per asyncio loop that did I/O."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._lock = threading.Lock()
+        self._by_loop: dict[int, LoopReaper] = {}
+        runtime.add_teardown_hook(self._teardown)
+
+    def for_loop(self, loop: asyncio.AbstractEventLoop) -> LoopReaper:
+        reaper = self._by_loop.get(id(loop))
+        if reaper is not None and reaper.loop is loop:
+            return reaper
+        with self._lock:
+            # Each asyncio.run() makes a new loop: release what closed ones left.
+            for key, old in list(self._by_loop.items()):
+                if old.loop.is_closed() and old.completions.drain_abandoned():
+                    del self._by_loop[key]
+            reaper = LoopReaper(loop, self._runtime)
+            self._by_loop[id(loop)] = reaper
+        return reaper
+
+    def on_this_thread(self) -> list[LoopReaper]:
+        """Readers whose loop runs on the calling thread (close() drains them itself)."""
+        me = threading.get_ident()
+        return [r for r in list(self._by_loop.values()) if r.thread == me and not r.dead]
+
+    def _teardown(self) -> None:
+        # On the SPDK host thread, reactors stopped: every request is over.
+        for reaper in list(self._by_loop.values()):
+            if reaper.loop.is_closed():
+                reaper.completions.drain_abandoned()
+                continue
+            reaper.dead = True
+            try:
+                reaper.loop.call_soon_threadsafe(reaper._fail_all)
+            except RuntimeError:  # closed meanwhile
+                reaper.completions.drain_abandoned()
 
 
-_REAPERS_LOCK = threading.Lock()
-_THREAD_STATE = threading.local()
+def future_reaper(runtime: Runtime) -> FutureReaper:
+    return runtime.service(FutureReaper, FutureReaper)
 
 
-def future_reaper(runtime: Runtime) -> _FutureReaper:
-    reaper = getattr(runtime, "future_reaper", None)
-    if reaper is None:
-        with _REAPERS_LOCK:
-            reaper = getattr(runtime, "future_reaper", None)
-            if reaper is None:
-                reaper = _FutureReaper(runtime)
-                runtime.future_reaper = reaper  # type: ignore[attr-defined]
-    return reaper
+def loop_reaper(loop: asyncio.AbstractEventLoop, runtime: Runtime) -> LoopReaper:
+    return runtime.service(LoopReapers, LoopReapers).for_loop(loop)
 
 
-def loop_reaper(loop: asyncio.AbstractEventLoop, runtime: Runtime) -> _LoopReaper:
-    reapers: dict[int, _LoopReaper] = runtime.__dict__.setdefault("_loop_reapers", {})
-    reaper = reapers.get(id(loop))
-    if reaper is None or reaper.loop is not loop:
-        # Each asyncio.run() makes a new loop: drop what closed loops left behind.
-        for key, old in list(reapers.items()):
-            if old.loop.is_closed() and not old.completions.pending:
-                old.completions.destroy()
-                runtime.discard_hooks(old._close)
-                del reapers[key]
-        reaper = _LoopReaper(loop, runtime)
-        reapers[id(loop)] = reaper
-    return reaper
-
-
-def thread_completions() -> Completions:
-    completions = getattr(_THREAD_STATE, "completions", None)
-    if completions is None or completions.cq == ffi.NULL:
-        completions = Completions()
-        _THREAD_STATE.completions = completions
-    return completions
+def loop_reapers(runtime: Runtime) -> LoopReapers:
+    return runtime.service(LoopReapers, LoopReapers)

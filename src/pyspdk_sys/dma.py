@@ -10,11 +10,16 @@ import sys
 import threading
 from typing import Any
 
+from . import _fork
 from ._binding import ffi, lib
+from ._checks import INT64_MAX, check_int, check_power_of_two
 from .errors import RuntimeStateError
 from .runtime import Runtime, State
 
 MIN_ALIGN = 4096
+# DPDK's allocator takes the alignment as an unsigned int; past a 2 MiB page
+# an alignment buys nothing, and 1 << 32 would silently become 0.
+MAX_ALIGN = 1 << 21
 
 
 class DmaBuffer:
@@ -25,10 +30,8 @@ class DmaBuffer:
     """
 
     def __init__(self, runtime: Runtime, size: int, align: int = MIN_ALIGN) -> None:
-        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-            raise ValueError(f"size must be a positive int, not {size!r}")
-        if not isinstance(align, int) or align <= 0 or align & (align - 1):
-            raise ValueError(f"align must be a power of two, not {align!r}")
+        check_int("size", size, 1, INT64_MAX)
+        check_power_of_two("align", align, 1, MAX_ALIGN)
         require_running(runtime)
         ptr = lib.spdk_dma_zmalloc(size, align, ffi.NULL)
         if ptr == ffi.NULL:
@@ -41,19 +44,31 @@ class DmaBuffer:
         self._runtime = runtime
         self._users = 0
         self._lock = threading.Lock()
+        self._forked = False
         runtime.add_teardown_hook(self._free)
+        _fork.track(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._forked = True
+        self._ptr = None  # the parent's memory: never free or hand it out here
+
+    def _gone(self) -> RuntimeStateError:
+        if self._forked:
+            return RuntimeStateError(_fork.forked_message("this DmaBuffer"))
+        return RuntimeStateError("this DmaBuffer has been freed")
 
     @property
     def ptr(self) -> Any:
         if self._ptr is None:
-            raise RuntimeStateError("this DmaBuffer has been freed")
+            raise self._gone()
         return self._ptr
 
     def acquire(self) -> Any:
         """For a request: the pointer, held until release()."""
         with self._lock:
             if self._ptr is None:
-                raise RuntimeStateError("this DmaBuffer has been freed")
+                raise self._gone()
             self._users += 1
             return self._ptr
 
@@ -63,6 +78,8 @@ class DmaBuffer:
 
     def close(self) -> None:
         """Free the memory now."""
+        if self._forked:
+            return
         with self._lock:
             if self._users:
                 raise RuntimeStateError(f"this DmaBuffer is in use by {self._users} I/O(s)")
@@ -131,6 +148,12 @@ class BufferPool:
                 return
         lib.spdk_dma_free(ptr)
 
+    def forked(self) -> None:
+        """In a forked child: the buffers are the parent's; refuse, never free."""
+        self._lock = threading.Lock()
+        self.closed = True
+        self._free.clear()
+
     def free_all(self) -> None:
         with self._lock:
             self.closed = True
@@ -141,5 +164,13 @@ class BufferPool:
 
 
 def require_running(runtime: Runtime) -> None:
+    if not isinstance(runtime, Runtime):
+        raise TypeError(f"expected a Runtime, not {type(runtime).__name__}")
     if runtime.state is not State.RUNNING:
         raise RuntimeStateError(f"the SPDK runtime is {runtime.state.value}")
+
+
+def dma_allocated_bytes(runtime: Runtime) -> int:
+    """Bytes allocated in SPDK's DMA heaps now: what a leak would raise."""
+    require_running(runtime)
+    return int(runtime.call(lib.pyspdk_dma_allocated_bytes))

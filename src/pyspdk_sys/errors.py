@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno as _errno
+import os as _os
+
 
 class SpdkError(Exception):
     """Base class of every error this package raises about SPDK."""
@@ -63,3 +66,64 @@ class IoError(SpdkError, OSError):
         self.nvme_sct = nvme_sct
         self.nvme_sc = nvme_sc
         self.failed: list[int] = []
+
+
+# ------------------------------------------------------------------ the one map
+#
+# Every negative errno the C layer returns, and every failed I/O status, is
+# turned into an exception here and nowhere else.
+
+_REFUSALS: dict[int, type[Exception]] = {
+    _errno.EINVAL: ValueError,
+    _errno.ENOMEM: MemoryError,
+    _errno.EPERM: PermissionError,
+    _errno.EACCES: PermissionError,
+    _errno.ENOENT: DeviceNotFoundError,
+    _errno.ENODEV: DeviceNotFoundError,
+    _errno.ETIMEDOUT: TimeoutError,
+}
+
+
+def error_from_rc(rc: int, what: str) -> Exception:
+    """The exception for a C call that returned rc < 0: `what` says what was attempted."""
+    code = -rc
+    if code in (_errno.EBADF, _errno.EBUSY):
+        return RuntimeStateError(f"{what}: {_os.strerror(code)}")
+    kind = _REFUSALS.get(code, OSError)
+    message = f"{what}: {_os.strerror(code)}"
+    if issubclass(kind, OSError):
+        return kind(code, message)
+    return kind(message)
+
+
+def io_error(
+    device: str,
+    op: str,
+    offset: int,
+    length: int,
+    status: int,
+    *,
+    aio_status: int = 0,
+    nvme_sct: int = 0,
+    nvme_sc: int = 0,
+) -> IoError:
+    """The IoError for an I/O that ended with `status` (struct pyspdk_io's: 1 or -errno)."""
+    where = f"{op} of {length} bytes at offset {offset} on {device}"
+    if status == 1:
+        code = _errno.EIO if aio_status == 0 else -aio_status
+        return IoError(
+            code,
+            f"{where} failed (NVMe status type {nvme_sct}, code {nvme_sc})",
+            device=device,
+            op=op,
+            offset=offset,
+            length=length,
+            nvme_sct=nvme_sct,
+            nvme_sc=nvme_sc,
+        )
+    code = -status
+    reason = {
+        _errno.ECANCELED: "was cancelled: the device closed before SPDK took it",
+        _errno.ENODEV: "failed: the device was removed",
+    }.get(code, f"was refused by SPDK: {_os.strerror(code)}")
+    return IoError(code, f"{where} {reason}", device=device, op=op, offset=offset, length=length)

@@ -55,7 +55,6 @@ _SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1
 _SOCKET_NAME = "rpc.sock"
 _POOL_MAX = 8
 _RECV_CHUNK = 256 * 1024
-_FOR_LOCK = threading.Lock()
 
 
 class LocalRpc:
@@ -306,14 +305,7 @@ def rpc_for(runtime: Runtime) -> LocalRpc:
     """The one LocalRpc of `runtime`, created on first use (what Runtime.rpc uses)."""
     if not isinstance(runtime, Runtime):
         raise TypeError(f"rpc_for needs a Runtime, not {type(runtime).__name__}")
-    local = getattr(runtime, "_local_rpc", None)
-    if local is None:
-        with _FOR_LOCK:
-            local = getattr(runtime, "_local_rpc", None)
-            if local is None:
-                local = LocalRpc(runtime)
-                runtime._local_rpc = local  # type: ignore[attr-defined]
-    return local
+    return runtime.service(LocalRpc, LocalRpc)
 
 
 # ------------------------------------------------------------------ requests

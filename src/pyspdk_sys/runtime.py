@@ -35,12 +35,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import _callbacks
+from . import _callbacks, _fork
 from ._binding import ffi, lib
+from ._checks import check_int, check_timeout
 from ._sockets import check_rpc_socket
 from .errors import RuntimeStateError, StartError
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 _LOG_LEVELS = {
     "ERROR": lib.SPDK_LOG_ERROR,
@@ -61,6 +63,7 @@ class State(enum.Enum):
     STOPPING = "stopping"
     STOPPED = "stopped"
     FAILED = "failed"
+    FORKED = "inherited by a forked child"
 
 
 class SpdkFuture(concurrent.futures.Future):  # type: ignore[type-arg]
@@ -80,6 +83,15 @@ def _refuse_wait_on_spdk_thread(future: concurrent.futures.Future) -> None:  # t
         raise RuntimeStateError(
             "waiting for a future on the SPDK thread would deadlock it: chain work with "
             "add_done_callback or submit() instead"
+        )
+
+
+def refuse_wait_on_spdk_thread(what: str) -> None:
+    """RuntimeStateError if the caller is the SPDK thread: `what` would wait on itself."""
+    if threading.get_ident() == _HOST.ident:
+        raise RuntimeStateError(
+            f"{what} waits for the SPDK thread, and this is the SPDK thread: it would "
+            "deadlock. Call it from another thread, or use the future/asyncio form."
         )
 
 
@@ -153,8 +165,9 @@ class Runtime:
         name: str = "pyspdk",
         pci: bool = False,
     ) -> None:
-        if isinstance(mem_size_mb, bool) or not isinstance(mem_size_mb, int) or mem_size_mb <= 0:
-            raise ValueError(f"mem_size_mb must be a positive int (MiB), not {mem_size_mb!r}")
+        check_int("mem_size_mb", mem_size_mb, 1, 1 << 30)
+        if not isinstance(hugepages, bool) or not isinstance(pci, bool):
+            raise TypeError("hugepages and pci must be bools")
         if not isinstance(cpu_mask, str) or not _CPU_MASK.fullmatch(cpu_mask):
             raise ValueError(f"cpu_mask must look like '0x3' or '[0,1]', not {cpu_mask!r}")
         if log_level not in _LOG_LEVELS:
@@ -192,7 +205,13 @@ class Runtime:
         self._config_file: str | None = None
         self._stop_hooks: list[Callable[[], None]] = []
         self._teardown_hooks: list[Callable[[], None]] = []
+        # Per-runtime services (the completion thread, each loop's reader, the
+        # in-process RPC client, the I/O engine), made on first use by the
+        # modules that own them: see service().
+        self._services: dict[type[Any], Any] = {}
+        self._services_lock = threading.Lock()
         self.app_thread: Any = ffi.NULL
+        _fork.track(self)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -205,6 +224,9 @@ class Runtime:
     def start(self, timeout: float = 120.0) -> Runtime:
         """Start SPDK and return once every subsystem is up (or raise StartError)."""
         global _ACTIVE
+        timeout = check_timeout("timeout", timeout) or 120.0
+        if _fork.forked:
+            raise RuntimeStateError(_fork.forked_message("SPDK's environment"))
         with _ACTIVE_LOCK:
             if self.state is not State.NEW:
                 raise RuntimeStateError(f"this Runtime is {self.state.value}; create a new one")
@@ -244,9 +266,10 @@ class Runtime:
         Work queued before stop() runs first; work queued after it is refused.
         Called on the SPDK thread, it starts the shutdown and returns at once.
         """
+        check_timeout("timeout", timeout)
         with self._lock:
             state = self.state
-            if state in (State.NEW, State.STOPPED, State.FAILED):
+            if state in (State.NEW, State.STOPPED, State.FAILED, State.FORKED):
                 return
             if state is State.RUNNING:
                 self.state = State.STOPPING
@@ -274,6 +297,8 @@ class Runtime:
         future = SpdkFuture()
         with self._lock:
             if self.state is not State.RUNNING:
+                if self.state is State.FORKED:
+                    raise RuntimeStateError(_fork.forked_message("this Runtime"))
                 raise RuntimeStateError(
                     f"the SPDK runtime is {self.state.value}: it takes no work now"
                 )
@@ -293,6 +318,27 @@ class Runtime:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Awaitable form of call(), for asyncio programs."""
         return await asyncio.wrap_future(self.submit(fn, *args))
+
+    def service(self, kind: type[S], make: Callable[[Runtime], S]) -> S:
+        """The runtime's one `kind` service, made by make(self) on first use.
+
+        Modules above the runtime keep their per-runtime state here instead of
+        setting attributes on it: each service is a class they own.
+        """
+        found = self._services.get(kind)
+        if found is None:
+            with self._services_lock:
+                found = self._services.get(kind)
+                if found is None:
+                    found = make(self)
+                    self._services[kind] = found
+        return found  # type: ignore[no-any-return]
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._services_lock = threading.Lock()
+        if self.state is not State.NEW:
+            self.state = State.FORKED
 
     def on_spdk_thread(self) -> bool:
         """Whether the caller is running on the SPDK app thread."""
@@ -324,7 +370,7 @@ class Runtime:
 
         No rpc_socket needed: see pyspdk_sys.rpc for how. Not on the SPDK thread.
         """
-        from .rpc import rpc_for
+        from .rpc import rpc_for  # facade: rpc.py sits above the runtime
 
         return rpc_for(self).call(method, params, timeout)
 
@@ -338,7 +384,7 @@ class Runtime:
 
     def open_bdev(self, name: str, **options: Any) -> Any:
         """Open the block device `name` (see pyspdk_sys.bdev.BlockDevice)."""
-        from .bdev import BlockDevice
+        from .bdev import BlockDevice  # facade: devices sit above the runtime
 
         return BlockDevice(self, name, **options)
 

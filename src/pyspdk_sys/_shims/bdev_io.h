@@ -1,6 +1,6 @@
-/* pyspdk-sys's block I/O engine (src/pyspdk_sys/_shims/bdev_io.c): Python
- * threads queue requests, a poller on the SPDK app thread submits them with
- * the bdev API, completions finish in C without the GIL. */
+/* _shims/bdev_io.c: the block I/O engine. Python threads queue requests, a
+ * poller on the SPDK app thread submits them with the bdev API, completions
+ * finish in C without the GIL. */
 
 #define PYSPDK_IO_READ ...
 #define PYSPDK_IO_WRITE ...
@@ -18,7 +18,8 @@
 struct pyspdk_cq;
 struct pyspdk_dev;
 
-/* One request. The caller owns it, and its buffers, until it is done. */
+/* One request. While state is not PYSPDK_IO_DONE the engine holds it and its
+ * buffers; a new request must be set to PYSPDK_IO_DONE before first use. */
 struct pyspdk_io {
 	int op;
 	uint64_t offset_blocks;
@@ -43,7 +44,8 @@ void pyspdk_dev_close(struct pyspdk_dev *dev);
 void pyspdk_io_engine_stop(void);
 int pyspdk_io_open_count(void);
 
-/* Any thread. */
+/* Any thread. Waits take at most timeout_ns: -ETIMEDOUT or -EINTR mean "not
+ * yet", and the request is still the engine's. */
 int pyspdk_dev_submit(struct pyspdk_dev *dev, struct pyspdk_io **ios, int count);
 int pyspdk_io_run(struct pyspdk_dev *dev, struct pyspdk_io *io, int64_t spin_ns, int64_t timeout_ns);
 int pyspdk_io_wait(struct pyspdk_io *io, int64_t spin_ns, int64_t timeout_ns);
@@ -51,21 +53,3 @@ bool pyspdk_io_is_done(struct pyspdk_io *io);
 int pyspdk_dev_wait_closed(struct pyspdk_dev *dev, int64_t timeout_ns);
 void pyspdk_dev_free(struct pyspdk_dev *dev);
 uint32_t pyspdk_dev_inflight(struct pyspdk_dev *dev);
-struct pyspdk_cq *pyspdk_cq_create(void);
-void pyspdk_cq_destroy(struct pyspdk_cq *cq);
-int pyspdk_cq_fd(struct pyspdk_cq *cq);
-int pyspdk_cq_reap(struct pyspdk_cq *cq, struct pyspdk_io **out, int max, int64_t spin_ns,
-		   int64_t timeout_ns);
-
-/* Jobs: many same-sized I/Os in one call (offsets in bytes, converted in
- * place; I/O i uses base + i * io_bytes; statuses[i] as struct pyspdk_io's
- * status). The caller owns every array until pyspdk_job_is_over. */
-struct pyspdk_job;
-struct pyspdk_job_slot;
-int pyspdk_job_post(struct pyspdk_dev *dev, struct pyspdk_job *job, int op, uint64_t *offsets,
-		    uint64_t count, uint64_t io_bytes, void *base, int32_t *statuses,
-		    struct pyspdk_job_slot *slots, uint32_t depth, uint64_t *bad);
-int pyspdk_job_wait(struct pyspdk_job *job, int64_t spin_ns, int64_t timeout_ns);
-bool pyspdk_job_is_over(struct pyspdk_job *job);
-size_t pyspdk_job_size(void);
-size_t pyspdk_job_slot_size(void);

@@ -1,0 +1,64 @@
+"""Argument checks shared by every public entry point: run before anything reaches C.
+
+Each raises TypeError or ValueError naming the parameter and the bad value,
+so that C never sees a value it would truncate, wrap or abort on.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+INT64_MAX = (1 << 63) - 1
+MAX_SECONDS = 365 * 24 * 3600.0  # a year: far inside int64 nanoseconds
+
+
+def check_int(name: str, value: Any, low: int, high: int) -> int:
+    """An int (not a bool) within [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__} ({value!r})")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be from {low} to {high}, not {value!r}")
+    return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, not {type(value).__name__} ({value!r})")
+    return value
+
+
+def check_float(name: str, value: Any, low: float, high: float) -> float:
+    """A finite real number (int or float, not bool) within [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__} ({value!r})")
+    number = float(value)
+    if not math.isfinite(number) or not low <= number <= high:
+        raise ValueError(f"{name} must be a finite number from {low} to {high}, not {value!r}")
+    return number
+
+
+def check_timeout(name: str, value: Any) -> float | None:
+    """None (wait for ever) or a finite positive number of seconds."""
+    if value is None:
+        return None
+    seconds = check_float(name, value, 0.0, MAX_SECONDS)
+    if seconds <= 0:
+        raise ValueError(f"{name} must be positive or None, not {value!r}")
+    return seconds
+
+
+def check_power_of_two(name: str, value: Any, low: int, high: int) -> int:
+    check_int(name, value, low, high)
+    if value & (value - 1):
+        raise ValueError(f"{name} must be a power of two, not {value!r}")
+    return int(value)
+
+
+def check_name(value: Any, what: str = "a device name") -> bytes:
+    """A non-empty str without NUL, as the bytes C gets."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} is a str, not {type(value).__name__}")
+    if not value or "\0" in value:
+        raise ValueError(f"invalid {what}: {value!r}")
+    return value.encode()

@@ -1,0 +1,112 @@
+/* Completion queues (declared in cq.h): the engine pushes finished requests,
+ * signalled through an eventfd, and a Python reader takes them in batches:
+ * the thread behind futures, an asyncio loop's reader, or one batch call. */
+#include <poll.h>
+#include <sys/eventfd.h>
+
+struct pyspdk_cq {
+	pthread_mutex_t lock;
+	struct pyspdk_io *head, *tail;
+	uint32_t count;
+	bool signaled;
+	int efd;
+};
+
+/* Publish a finished request. After this its owner may reuse or free it. */
+static void
+pyspdk_cq_push(struct pyspdk_cq *cq, struct pyspdk_io *io)
+{
+	bool signal;
+	uint64_t one = 1;
+
+	io->next = NULL;
+	pthread_mutex_lock(&cq->lock);
+	if (cq->tail) {
+		cq->tail->next = io;
+	} else {
+		cq->head = io;
+	}
+	cq->tail = io;
+	__atomic_store_n(&cq->count, cq->count + 1, __ATOMIC_RELEASE);
+	signal = !cq->signaled;
+	cq->signaled = true;
+	__atomic_store_n(&io->state, PYSPDK_IO_DONE, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&cq->lock);
+	if (signal) {
+		(void)!write(cq->efd, &one, sizeof(one));
+	}
+}
+
+static struct pyspdk_cq *
+pyspdk_cq_create(void)
+{
+	struct pyspdk_cq *cq = calloc(1, sizeof(*cq));
+
+	if (!cq) {
+		return NULL;
+	}
+	cq->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (cq->efd < 0) {
+		free(cq);
+		return NULL;
+	}
+	pthread_mutex_init(&cq->lock, NULL);
+	return cq;
+}
+
+static void
+pyspdk_cq_destroy(struct pyspdk_cq *cq)
+{
+	if (cq) {
+		close(cq->efd);
+		pthread_mutex_destroy(&cq->lock);
+		free(cq);
+	}
+}
+
+static int
+pyspdk_cq_fd(struct pyspdk_cq *cq)
+{
+	return cq->efd;
+}
+
+/* Take up to max finished requests. Waits at most timeout_ns (spinning spin_ns
+ * first) for the first one; 0 does not wait. Returns how many it took (0 when
+ * none arrived in time or a signal came) or -errno. */
+static int
+pyspdk_cq_reap(struct pyspdk_cq *cq, struct pyspdk_io **out, int max, int64_t spin_ns,
+	       int64_t timeout_ns)
+{
+	struct timespec spin_end;
+	struct pollfd pfd = { .fd = cq->efd, .events = POLLIN };
+	uint64_t drained;
+	int n = 0;
+
+	if (timeout_ns > 0 && __atomic_load_n(&cq->count, __ATOMIC_ACQUIRE) == 0) {
+		pyspdk_deadline(&spin_end, spin_ns > 0 ? spin_ns : 0);
+		while (__atomic_load_n(&cq->count, __ATOMIC_ACQUIRE) == 0 &&
+		       pyspdk_ns_left(&spin_end) > 0) {
+			pyspdk_cpu_relax();
+		}
+		if (__atomic_load_n(&cq->count, __ATOMIC_ACQUIRE) == 0) {
+			int ms = (int)((timeout_ns + 999999) / 1000000);
+
+			if (poll(&pfd, 1, ms) < 0 && errno != EINTR) {
+				return -errno;
+			}
+		}
+	}
+	pthread_mutex_lock(&cq->lock);
+	while (cq->head && n < max) {
+		out[n++] = cq->head;
+		cq->head = cq->head->next;
+	}
+	if (!cq->head) {
+		cq->tail = NULL;
+		cq->signaled = false;
+		(void)!read(cq->efd, &drained, sizeof(drained));
+	}
+	__atomic_store_n(&cq->count, cq->count - n, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&cq->lock);
+	return n;
+}

@@ -1,0 +1,9 @@
+/* _shims/cq.c: completion queues. A request submitted with io->cq set is
+ * pushed there when over; pyspdk_cq_reap takes up to max of them, waiting at
+ * most timeout_ns (0: no wait). The eventfd is readable while any wait. */
+struct pyspdk_cq;
+struct pyspdk_cq *pyspdk_cq_create(void);
+void pyspdk_cq_destroy(struct pyspdk_cq *cq);
+int pyspdk_cq_fd(struct pyspdk_cq *cq);
+int pyspdk_cq_reap(struct pyspdk_cq *cq, struct pyspdk_io **out, int max, int64_t spin_ns,
+		   int64_t timeout_ns);

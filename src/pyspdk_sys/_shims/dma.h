@@ -1,0 +1,3 @@
+/* _shims/dma.c: bytes allocated in DPDK's heaps (every socket), or -1.
+ * App running only. */
+int64_t pyspdk_dma_allocated_bytes(void);

@@ -1,0 +1,3 @@
+/* _shims/wait.c: bounded waits. The Python layer waits in slices of at most
+ * PYSPDK_WAIT_SLICE_NS nanoseconds, so signals and timeouts reach it. */
+#define PYSPDK_WAIT_SLICE_NS ...

@@ -1,0 +1,263 @@
+"""The owners of I/Os: each holds one request's C struct, buffer exports, DMA memory and result.
+
+An owner is released exactly once, by whoever ends its life first: the
+caller that sees it complete, the completion reader, or the device that
+took it over when its caller was interrupted or timed out (then it is
+released once SPDK hands it back, and never before: the engine's state word,
+io.state, says whether SPDK still holds it).
+
+Caller's buffers are pinned (a memoryview export held) for the whole life of
+the request, so resizing a bytearray an I/O uses raises BufferError in the
+resizer instead of pulling memory from under the copy.
+"""
+
+from __future__ import annotations
+
+import array
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .._binding import ffi, lib
+from ..dma import BufferPool, DmaBuffer
+from ..errors import io_error
+
+if TYPE_CHECKING:
+    from .device import BlockDevice
+
+IO_DONE: int = lib.PYSPDK_IO_DONE
+
+
+def new_io() -> Any:
+    """A request struct that SPDK does not hold (state DONE)."""
+    io = ffi.new("struct pyspdk_io *")
+    io.state = IO_DONE
+    return io
+
+
+def status_error(device: BlockDevice, op: str, offset: int, length: int, io: Any) -> Exception:
+    return io_error(
+        device.name,
+        op,
+        offset,
+        length,
+        io.status,
+        aio_status=io.aio_status,
+        nvme_sct=io.nvme_sct,
+        nvme_sc=io.nvme_sc,
+    )
+
+
+class Request:
+    """One I/O of any kind, built per call (the general path)."""
+
+    __slots__ = (
+        "copies",
+        "device",
+        "held",
+        "io",
+        "keep",
+        "length",
+        "name",
+        "offset",
+        "pins",
+        "pooled",
+        "released",
+        "result",
+        "submit",
+    )
+
+    def __init__(self, device: BlockDevice, name: str, op: int, offset: int, length: int) -> None:
+        self.device = device
+        self.name = name
+        self.offset = offset
+        self.length = length
+        self.io = new_io()
+        self.io.op = op
+        self.io.offset_blocks = offset // device.block_size
+        self.io.num_blocks = length // device.block_size
+        self.submit = ffi.new("struct pyspdk_io *[1]", [self.io])
+        self.pooled: list[tuple[Any, int]] = []
+        self.copies: list[tuple[Any, Any, int]] = []  # (target, source pointer, length)
+        self.keep: list[Any] = []
+        self.held: list[DmaBuffer] = []
+        self.pins: list[memoryview] = []
+        self.released = False
+        self.result: Callable[[], Any] = lambda: None
+
+    def pin(self, view: memoryview) -> memoryview:
+        """Keep the caller's buffer exported (not resizable) until release()."""
+        self.pins.append(view)
+        return view
+
+    def dma_for(self, buffer: Any, length: int, copy_in: bool) -> Any:
+        """A DMA pointer standing for `buffer` (a DmaBuffer, or pooled memory)."""
+        if isinstance(buffer, DmaBuffer):
+            ptr = buffer.acquire()
+            self.held.append(buffer)
+            return ptr
+        ptr = self.device.pool.get(length)
+        self.pooled.append((ptr, length))
+        if copy_in:
+            ffi.memmove(ptr, buffer, length)
+        return ptr
+
+    def is_over(self) -> bool:
+        return bool(lib.pyspdk_io_is_done(self.io))
+
+    def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        pool = self.device.pool
+        for ptr, length in self.pooled:
+            pool.put(ptr, length)
+        self.pooled.clear()
+        for buffer in self.held:
+            buffer.release()
+        self.held.clear()
+        for view in self.pins:
+            view.release()
+        self.pins.clear()
+
+    def leave(self) -> None:
+        self.device._leave()
+
+    def finish(self) -> Any:
+        """After completion: the result, or the IoError; buffers given back either way."""
+        io = self.io
+        try:
+            if io.status == 0:
+                for target, ptr, length in self.copies:
+                    ffi.memmove(target, ptr, length)
+                return self.result()
+            raise status_error(self.device, self.name, self.offset, self.length, io)
+        finally:
+            self.release()
+
+
+class BlockingSlot:
+    """A thread's reusable request for the blocking path: its struct and DMA buffer.
+
+    The hot blocking calls (read, read_into, write of plain bytes) reuse one
+    per thread and device. One whose caller was interrupted is retired: the
+    device keeps it until SPDK hands it back, and the thread gets a new one.
+    """
+
+    __slots__ = ("buf", "capacity", "io", "pool")
+
+    def __init__(self, pool: BufferPool, capacity: int) -> None:
+        self.pool = pool
+        self.capacity = capacity
+        self.buf = pool.get(capacity)
+        self.io = new_io()
+
+    def is_over(self) -> bool:
+        return bool(lib.pyspdk_io_is_done(self.io))
+
+    def release(self) -> None:
+        if self.buf is not None:
+            self.pool.put(self.buf, self.capacity)
+            self.buf = None
+
+
+class AsyncSlot:
+    """A reusable request for futures and asyncio reads and writes of one range.
+
+    It goes back to its device's free list when finished or released instead
+    of being rebuilt for every I/O; its buffer is freed with the device.
+    """
+
+    __slots__ = ("buf", "capacity", "device", "io", "length", "name", "offset", "submit")
+
+    def __init__(self, device: BlockDevice) -> None:
+        self.device = device
+        self.io = new_io()
+        self.submit = ffi.new("struct pyspdk_io *[1]", [self.io])
+        self.buf: Any = None
+        self.capacity = 0
+        self.name = "read"
+        self.offset = 0
+        self.length = 0
+
+    def prepare(self, op: int, name: str, offset: int, length: int, source: Any) -> None:
+        if self.capacity < length:
+            pool = self.device.pool
+            if self.buf is not None:
+                pool.put(self.buf, self.capacity)
+                self.buf = None
+                self.capacity = 0
+            capacity = BufferPool.size_class(length)
+            self.buf = pool.get(capacity)
+            self.capacity = capacity
+        block_size = self.device.block_size
+        io = self.io
+        io.op = op
+        io.offset_blocks = offset // block_size
+        io.num_blocks = length // block_size
+        io.buf = self.buf
+        io.tag = 0
+        self.name = name
+        self.offset = offset
+        self.length = length
+        if source is not None:
+            ffi.memmove(self.buf, source, length)
+
+    def is_over(self) -> bool:
+        return bool(lib.pyspdk_io_is_done(self.io))
+
+    def finish(self) -> Any:
+        io = self.io
+        try:
+            if io.status != 0:
+                raise status_error(self.device, self.name, self.offset, self.length, io)
+            return ffi.buffer(self.buf, self.length)[:] if self.name == "read" else None
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        self.device._afree.append(self)
+
+    def leave(self) -> None:
+        self.device._leave()
+
+    def free(self) -> None:
+        if self.buf is not None:
+            self.device.pool.put(self.buf, self.capacity)
+            self.buf = None
+            self.capacity = 0
+
+
+class Job:
+    """One read_many/write_many call: the job, its slots, statuses, offsets and memory.
+
+    The engine holds all of it until the job is over (job.over); the owner
+    frees nothing before.
+    """
+
+    __slots__ = ("bad", "held", "job", "offsets", "pins", "pooled", "slots", "statuses")
+
+    def __init__(self, offsets: array.array[int], depth: int) -> None:
+        self.offsets = offsets
+        self.job = ffi.new("struct pyspdk_job *")
+        self.job.over = 1  # not posted: the owner's
+        self.slots = ffi.new("struct pyspdk_job_slot[]", depth)
+        self.statuses = ffi.new("int32_t[]", len(offsets))
+        self.bad = ffi.new("uint64_t *")
+        self.pooled: tuple[BufferPool, Any, int] | None = None
+        self.held: DmaBuffer | None = None
+        self.pins: list[memoryview] = []
+
+    def is_over(self) -> bool:
+        return bool(lib.pyspdk_job_is_over(self.job))
+
+    def release(self) -> None:
+        if self.held is not None:
+            self.held.release()
+            self.held = None
+        if self.pooled is not None:
+            pool, ptr, size = self.pooled
+            self.pooled = None
+            pool.put(ptr, size)
+        for view in self.pins:
+            view.release()
+        self.pins.clear()

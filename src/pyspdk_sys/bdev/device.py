@@ -1,0 +1,965 @@
+"""BlockDevice: an open SPDK bdev, read and written in bytes from any Python thread.
+
+Every form (blocking calls from any number of threads, futures, asyncio,
+batches and read_many/write_many) goes through one C engine
+(_shims/bdev_io.c, bdev_jobs.c): the caller queues a request, a poller on the
+SPDK thread submits it, and the completion is finished in C, so the SPDK
+thread never waits for the GIL.
+
+Each I/O has one owner (_requests.py). Blocking waits run in slices of at
+most 50 ms, so KeyboardInterrupt and timeouts reach the caller promptly; the
+interrupted I/O's owner then passes to the device, which releases it once
+SPDK hands it back. close() waits for what SPDK holds, and nothing more.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import errno
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from .. import _fork
+from .._binding import ffi, lib
+from .._checks import check_bool, check_float, check_int, check_name, check_timeout
+from .._completions import (
+    WAIT_SLICE_NS,
+    Completions,
+    future_reaper,
+    loop_reaper,
+    loop_reapers,
+)
+from ..dma import MIN_ALIGN, BufferPool, DmaBuffer, require_running
+from ..errors import DeviceNotFoundError, RuntimeStateError, error_from_rc, io_error
+from ..runtime import Runtime, SpdkFuture, refuse_wait_on_spdk_thread
+from ._requests import AsyncSlot, BlockingSlot, Job, Request, status_error
+from .manage import BdevInfo, describe
+
+__all__ = ["BlockDevice"]
+
+_NOT_YET = (-errno.ETIMEDOUT, -errno.EINTR)
+_MAX_DEPTH = 65536
+_MAX_SPIN_US = 1_000_000.0
+_CLOSED_NOTE = "is closed"
+
+
+class _Engine:
+    """Once per runtime: the engine's poller goes when the runtime stops.
+
+    Made before any device registers its own stop hook, so it runs after them.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        runtime.add_stop_hook(lib.pyspdk_io_engine_stop)
+
+
+Owner = Request | BlockingSlot | Job | Completions
+
+
+class BlockDevice:
+    """An open SPDK block device; safe to use from any number of threads at once.
+
+    Offsets and lengths are in bytes and must be multiples of the block size;
+    the *_blocks methods take block numbers. Close it (or use `with`) to
+    release the SPDK descriptor; stopping the runtime closes it too.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        name: str,
+        *,
+        writable: bool = True,
+        queue_depth: int = 128,
+        spin_us: float = 50.0,
+        timeout: float | None = None,
+    ) -> None:
+        if not isinstance(runtime, Runtime):
+            raise TypeError(f"runtime must be a Runtime, not {type(runtime).__name__}")
+        encoded = check_name(name)
+        check_bool("writable", writable)
+        check_int("queue_depth", queue_depth, 1, _MAX_DEPTH)
+        spin = check_float("spin_us", spin_us, 0.0, _MAX_SPIN_US)
+        seconds = check_timeout("timeout", timeout)
+        require_running(runtime)
+        self.runtime = runtime
+        self.name = name
+        self.writable = writable
+        self.queue_depth = queue_depth
+        self._spin_ns = int(spin * 1000)
+        self._timeout_ns = -1 if seconds is None else int(seconds * 1e9)
+        self._first_slice = (
+            WAIT_SLICE_NS if self._timeout_ns < 0 else min(WAIT_SLICE_NS, self._timeout_ns)
+        )
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._users = 0
+        self._closed = False
+        self._closed_why = _CLOSED_NOTE
+        self._abandoned: list[Owner] = []
+        self._local = threading.local()
+        self._slots: list[BlockingSlot] = []
+        self._aslots: list[AsyncSlot] = []
+        self._afree: list[AsyncSlot] = []
+        runtime.service(_Engine, _Engine)
+        self.info, self._dev = runtime.call(self._open_on_spdk_thread, encoded)
+        self.block_size = self.info.block_size
+        self.num_blocks = self.info.num_blocks
+        self.size = self.info.size
+        self.pool = BufferPool(max(MIN_ALIGN, self.info.buf_align))
+        runtime.add_stop_hook(self._close_on_spdk_thread)
+        runtime.add_teardown_hook(self._teardown)
+        _fork.track(self)
+
+    def _open_on_spdk_thread(self, encoded: bytes) -> tuple[BdevInfo, Any]:
+        bdev = lib.spdk_bdev_get_by_name(encoded)
+        if bdev == ffi.NULL:
+            raise DeviceNotFoundError(f"no block device named {self.name!r}")
+        info = describe(bdev)
+        rc = ffi.new("int *")
+        dev = lib.pyspdk_dev_open(encoded, self.writable, self.queue_depth, rc)
+        if dev == ffi.NULL:
+            if rc[0] == -errno.EPERM:
+                raise PermissionError(
+                    errno.EPERM, f"{self.name} is claimed by another module: no writer may open it"
+                )
+            raise error_from_rc(rc[0], f"cannot open {self.name}")
+        return info, dev
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._closed = True
+        self._closed_why = "was opened by SPDK in the parent process: a forked child cannot use it"
+        self.pool.forked()
+
+    # ---------------------------------------------------------- lifetime
+
+    def __enter__(self) -> BlockDevice:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Close the device: queued I/O is cancelled, I/O in SPDK's hands completes first.
+
+        Waits for what SPDK still holds (TimeoutError after `timeout`), then
+        frees the device's memory. Not on the SPDK thread: it would wait on itself.
+        """
+        seconds = check_timeout("timeout", timeout) or 30.0
+        if self._closed and _fork.forked:
+            return
+        refuse_wait_on_spdk_thread(f"closing {self.name}")
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        deadline = time.monotonic() + seconds
+        try:
+            self.runtime.call(self._close_on_spdk_thread, timeout=seconds)
+        except RuntimeStateError:
+            return  # Stopping: the stop and teardown hooks finish it.
+        while lib.pyspdk_dev_wait_closed(self._dev, WAIT_SLICE_NS) != 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{self.name}: SPDK did not hand back the I/O it holds within {seconds} s"
+                )
+        self._sweep()
+        # Callers finishing requests SPDK has handed back; an asyncio loop
+        # on this thread cannot run while we wait, so read its queue here.
+        here = loop_reapers(self.runtime).on_this_thread()
+        with self._idle:
+            while self._users:
+                for reaper in here:
+                    reaper.completions.dispatch(0, 0)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.name}: I/O callers did not finish in {seconds} s")
+                self._idle.wait(0.01 if here else 0.05)
+        self._teardown()
+        self.runtime.discard_hooks(self._close_on_spdk_thread, self._teardown)
+
+    def _close_on_spdk_thread(self) -> None:
+        self._closed = True
+        if self._dev is not None:
+            lib.pyspdk_dev_close(self._dev)
+
+    def _teardown(self) -> None:
+        """Once the device is closed and SPDK holds nothing of it: free its memory."""
+        self._closed = True
+        if self._dev is None:
+            return
+        with self._idle:
+            self._idle.wait_for(lambda: self._users == 0, 5.0)
+        self._sweep()
+        for slot in self._slots:
+            slot.release()
+        self._slots.clear()
+        for aslot in self._aslots:
+            aslot.free()
+        self._aslots.clear()
+        self._afree.clear()
+        self.pool.free_all()
+        lib.pyspdk_dev_free(self._dev)
+        self._dev = None
+
+    def _enter(self) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeStateError(f"{self.name} {self._closed_why}")
+            self._users += 1
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self._idle.notify_all()
+
+    def _abandon(self, owner: Owner) -> None:
+        """The caller gave up on `owner` while SPDK holds it: release it once SPDK is done."""
+        with self._lock:
+            self._abandoned.append(owner)
+
+    def _sweep(self) -> None:
+        """Release every abandoned owner SPDK has handed back."""
+        with self._lock:
+            abandoned, self._abandoned = self._abandoned, []
+        still = []
+        for owner in abandoned:
+            if owner.is_over():
+                owner.release()
+            else:
+                still.append(owner)
+        if still:
+            with self._lock:
+                self._abandoned.extend(still)
+
+    def _wait_more(self, wait_once: Callable[[int], int], what: str) -> int:
+        """After a first slice: wait on in slices until done, the timeout, or a signal.
+
+        Python runs its signal handlers between slices, so KeyboardInterrupt
+        surfaces here within one slice. Returns 0, or a refusal's rc.
+        """
+        remaining = None if self._timeout_ns < 0 else self._timeout_ns - self._first_slice
+        while True:
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"{what} on {self.name} timed out")
+            step = WAIT_SLICE_NS if remaining is None else min(WAIT_SLICE_NS, remaining)
+            started = time.monotonic_ns()
+            rc = wait_once(step)
+            if rc not in _NOT_YET:
+                return rc
+            if remaining is not None:
+                remaining -= time.monotonic_ns() - started
+
+    # ---------------------------------------------------------- checks and requests
+
+    def _span(self, offset: int, length: int) -> None:
+        for label, value in (("offset", offset), ("length", length)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{label} must be an int, not {type(value).__name__}")
+            if value < 0:
+                raise ValueError(f"{label} must not be negative, not {value}")
+            if value % self.block_size:
+                raise ValueError(
+                    f"{label} {value} is not a multiple of the block size "
+                    f"{self.block_size} of {self.name}"
+                )
+        if length == 0:
+            raise ValueError("length must be at least one block")
+        if offset + length > self.size:
+            raise ValueError(
+                f"{length} bytes at offset {offset} run past the end of {self.name} "
+                f"({self.size} bytes)"
+            )
+
+    def _check_range(self, offset: int, length: int) -> None:
+        """_span's checks in one expression for the hot paths; _span words the error."""
+        block_size = self.block_size
+        if (
+            type(offset) is not int
+            or type(length) is not int
+            or offset < 0
+            or length <= 0
+            or offset % block_size
+            or length % block_size
+            or offset + length > self.size
+        ):
+            self._span(offset, length)
+
+    def _need_write(self, what: str) -> None:
+        if not self.writable:
+            raise PermissionError(errno.EBADF, f"{self.name} is open read-only: cannot {what}")
+
+    def _need_type(self, io_type: str) -> None:
+        if io_type not in self.info.io_types:
+            raise NotImplementedError(
+                f"{self.name} ({self.info.product_name}) does not support {io_type}"
+            )
+
+    @staticmethod
+    def _view(buffer: Any, writable: bool) -> Any:
+        """A DmaBuffer as is, or a byte memoryview of `buffer` (which pins it)."""
+        if isinstance(buffer, DmaBuffer):
+            return buffer
+        try:
+            view = memoryview(buffer)
+        except TypeError:
+            raise TypeError(
+                f"expected a bytes-like object or DmaBuffer, not {type(buffer).__name__}"
+            ) from None
+        if writable and view.readonly:
+            view.release()
+            raise TypeError(
+                f"the buffer to read into must be writable ({type(buffer).__name__} is not)"
+            )
+        if not view.c_contiguous:
+            view.release()
+            raise ValueError("the buffer must be C-contiguous")
+        return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+    @staticmethod
+    def _nbytes(view: Any) -> int:
+        return view.size if isinstance(view, DmaBuffer) else view.nbytes
+
+    def _read_request(self, offset: int, length: int) -> Request:
+        self._span(offset, length)
+        request = Request(self, "read", lib.PYSPDK_IO_READ, offset, length)
+        ptr = request.dma_for(None, length, copy_in=False)
+        request.io.buf = ptr
+        request.result = lambda: ffi.buffer(ptr, length)[:]
+        return request
+
+    def _read_into_request(self, offset: int, buffer: Any) -> Request:
+        view = self._view(buffer, writable=True)
+        length = self._nbytes(view)
+        self._span(offset, length)
+        request = Request(self, "read", lib.PYSPDK_IO_READ, offset, length)
+        if isinstance(view, DmaBuffer):
+            request.io.buf = request.dma_for(view, length, copy_in=False)
+        else:
+            request.pin(view)
+            ptr = request.dma_for(None, length, copy_in=False)
+            request.io.buf = ptr
+            request.copies.append((view, ptr, length))
+        request.result = lambda: length
+        return request
+
+    def _write_request(self, offset: int, data: Any) -> Request:
+        self._need_write("write")
+        view = self._view(data, writable=False)
+        length = self._nbytes(view)
+        self._span(offset, length)
+        request = Request(self, "write", lib.PYSPDK_IO_WRITE, offset, length)
+        if isinstance(view, DmaBuffer):
+            request.io.buf = request.dma_for(view, length, copy_in=False)
+        else:
+            with view:
+                request.io.buf = request.dma_for(view, length, copy_in=True)
+        return request
+
+    def _vector_request(self, offset: int, buffers: Sequence[Any], write: bool) -> Request:
+        if write:
+            self._need_write("write")
+        if isinstance(buffers, (bytes, bytearray, memoryview)) or not isinstance(buffers, Sequence):
+            raise TypeError("buffers must be a sequence of bytes-like objects or DmaBuffers")
+        if not buffers:
+            raise ValueError("buffers must not be empty")
+        if len(buffers) > 1024:
+            raise ValueError(f"at most 1024 buffers in one I/O, not {len(buffers)}")
+        views = [self._view(b, writable=not write) for b in buffers]
+        lengths = [self._nbytes(v) for v in views]
+        try:
+            if 0 in lengths:
+                raise ValueError("every buffer must hold at least one byte")
+            length = sum(lengths)
+            self._span(offset, length)
+        except BaseException:
+            for view in views:
+                if isinstance(view, memoryview):
+                    view.release()
+            raise
+        op = lib.PYSPDK_IO_WRITEV if write else lib.PYSPDK_IO_READV
+        request = Request(self, "writev" if write else "readv", op, offset, length)
+        iov = ffi.new("struct iovec[]", len(views))
+        request.keep.append(iov)
+        try:
+            for i, (view, size) in enumerate(zip(views, lengths, strict=True)):
+                if isinstance(view, DmaBuffer):
+                    ptr = request.dma_for(view, size, copy_in=False)
+                else:
+                    request.pin(view)
+                    ptr = request.dma_for(view, size, copy_in=write)
+                    if not write:
+                        request.copies.append((view, ptr, size))
+                iov[i].iov_base = ptr
+                iov[i].iov_len = size
+        except BaseException:
+            request.release()
+            for view in views:
+                if isinstance(view, memoryview):
+                    view.release()
+            raise
+        request.io.iov = iov
+        request.io.iovcnt = len(views)
+        request.result = (lambda: None) if write else (lambda: length)
+        return request
+
+    def _range_request(self, name: str, op: int, offset: int, length: int | None) -> Request:
+        if length is None:
+            length = self.size - offset if type(offset) is int else 0
+        self._span(offset, length)
+        return Request(self, name, op, offset, length)
+
+    def _unmap_request(self, offset: int, length: int) -> Request:
+        self._need_write("unmap")
+        self._need_type("unmap")
+        return self._range_request("unmap", lib.PYSPDK_IO_UNMAP, offset, length)
+
+    def _write_zeroes_request(self, offset: int, length: int) -> Request:
+        self._need_write("write zeroes")
+        return self._range_request("write_zeroes", lib.PYSPDK_IO_WRITE_ZEROES, offset, length)
+
+    def _flush_request(self, offset: int = 0, length: int | None = None) -> Request:
+        self._need_type("flush")
+        return self._range_request("flush", lib.PYSPDK_IO_FLUSH, offset, length)
+
+    def _reset_request(self) -> Request:
+        self._need_type("reset")
+        return Request(self, "reset", lib.PYSPDK_IO_RESET, 0, 0)
+
+    def _refusal(self, rc: int, what: str, offset: int, length: int) -> Exception:
+        if rc == -errno.EBADF:
+            return RuntimeStateError(f"{self.name} {self._closed_why}")
+        return io_error(self.name, what, offset, length, rc)
+
+    # ---------------------------------------------------------- the blocking path
+
+    def _run(self, request: Request) -> Any:
+        """Submit one request and wait for it; its owner is released whatever happens."""
+        refuse_wait_on_spdk_thread(f"a blocking {request.name}")
+        try:
+            self._enter()
+        except BaseException:
+            request.release()
+            raise
+        io = request.io
+        try:
+            rc = lib.pyspdk_io_run(self._dev, io, self._spin_ns, self._first_slice)
+            if rc in _NOT_YET:
+                rc = self._wait_more(
+                    lambda step: lib.pyspdk_io_wait(io, 0, step),
+                    f"{request.name} at offset {request.offset}",
+                )
+            if rc != 0:
+                raise self._refusal(rc, request.name, request.offset, request.length)
+            return request.finish()
+        except BaseException:
+            if request.is_over():
+                request.release()
+            else:
+                self._abandon(request)
+            raise
+        finally:
+            self._leave()
+
+    def _slot(self, length: int) -> BlockingSlot:
+        slot: BlockingSlot | None = getattr(self._local, "slot", None)
+        if slot is None or slot.capacity < length:
+            fresh = BlockingSlot(self.pool, BufferPool.size_class(length))
+            with self._lock:
+                if slot is not None:
+                    self._slots.remove(slot)
+                    slot.release()
+                self._slots.append(fresh)
+            self._local.slot = slot = fresh
+            self._sweep()
+        return slot
+
+    def _retire(self, slot: BlockingSlot) -> None:
+        """The slot's I/O outlived its caller: the device keeps the slot until it is over."""
+        self._local.slot = None
+        with self._lock:
+            if slot in self._slots:
+                self._slots.remove(slot)
+            self._abandoned.append(slot)
+
+    def _run_slot(
+        self, op: int, name: str, offset: int, length: int, source: Any = None
+    ) -> BlockingSlot:
+        """The blocking path for one contiguous range: checks, copies `source` in, waits."""
+        self._check_range(offset, length)
+        refuse_wait_on_spdk_thread(f"a blocking {name}")
+        self._enter()
+        try:
+            slot = self._slot(length)
+            io = slot.io
+            io.op = op
+            io.offset_blocks = offset // self.block_size
+            io.num_blocks = length // self.block_size
+            io.buf = slot.buf
+            if source is not None:
+                ffi.memmove(slot.buf, source, length)
+            rc = lib.pyspdk_io_run(self._dev, io, self._spin_ns, self._first_slice)
+            if rc in _NOT_YET:
+                rc = self._wait_more(
+                    lambda step: lib.pyspdk_io_wait(io, 0, step), f"{name} at offset {offset}"
+                )
+        except BaseException:
+            slot = getattr(self._local, "slot", None)
+            if slot is not None and not slot.is_over():
+                self._retire(slot)
+            raise
+        finally:
+            self._leave()
+        if rc != 0:
+            raise self._refusal(rc, name, offset, length)
+        if io.status != 0:
+            raise status_error(self, name, offset, length, io)
+        return slot
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Read `length` bytes at byte `offset`."""
+        slot = self._run_slot(lib.PYSPDK_IO_READ, "read", offset, length)
+        return ffi.buffer(slot.buf, length)[:]
+
+    def read_into(self, offset: int, buffer: Any) -> int:
+        """Read len(buffer) bytes at `offset` into a writable buffer or DmaBuffer."""
+        if type(buffer) is bytearray:
+            # Pinned for the whole I/O: resizing it meanwhile raises BufferError.
+            with memoryview(buffer) as pinned:
+                length = len(pinned)
+                slot = self._run_slot(lib.PYSPDK_IO_READ, "read", offset, length)
+                ffi.memmove(pinned, slot.buf, length)
+            return length
+        return int(self._run(self._read_into_request(offset, buffer)))
+
+    def write(self, offset: int, data: Any) -> None:
+        """Write a bytes-like object or DmaBuffer at byte `offset`."""
+        if type(data) is bytes or type(data) is bytearray:
+            self._need_write("write")
+            self._run_slot(lib.PYSPDK_IO_WRITE, "write", offset, len(data), data)
+            return
+        self._run(self._write_request(offset, data))
+
+    def readv(self, offset: int, buffers: Sequence[Any]) -> int:
+        """Read into several buffers, one I/O (scatter)."""
+        return int(self._run(self._vector_request(offset, buffers, write=False)))
+
+    def writev(self, offset: int, buffers: Sequence[Any]) -> None:
+        """Write several buffers, one I/O (gather)."""
+        self._run(self._vector_request(offset, buffers, write=True))
+
+    def read_blocks(self, block: int, count: int) -> bytes:
+        return self.read(self._blocks("block", block), self._blocks("count", count))
+
+    def write_blocks(self, block: int, data: Any) -> None:
+        self.write(self._blocks("block", block), data)
+
+    def _blocks(self, label: str, n: int) -> int:
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"{label} must be an int block number, not {type(n).__name__}")
+        return n * self.block_size
+
+    def flush(self, offset: int = 0, length: int | None = None) -> None:
+        self._run(self._flush_request(offset, length))
+
+    def unmap(self, offset: int, length: int) -> None:
+        self._run(self._unmap_request(offset, length))
+
+    def write_zeroes(self, offset: int, length: int) -> None:
+        self._run(self._write_zeroes_request(offset, length))
+
+    def reset(self) -> None:
+        self._run(self._reset_request())
+
+    # ---------------------------------------------------------- futures and asyncio
+
+    def _submit(self, owner: Request | AsyncSlot, completions: Completions, token: Any) -> None:
+        """Hand `owner` to SPDK, its completion going to `completions` with `token`.
+
+        Called inside _enter(). On any exception the pending map decides: the
+        side that removes the entry owns the request (here, or the reader).
+        """
+        io = owner.io
+        try:
+            completions.track(owner, token)
+            rc = lib.pyspdk_dev_submit(self._dev, owner.submit, 1)
+            if rc != 0:
+                raise self._refusal(rc, owner.name, owner.offset, owner.length)
+        except BaseException:
+            if lib.pyspdk_io_is_done(io) and (
+                io.tag == 0 or completions.pending.pop(int(io.tag), None) is not None
+            ):
+                owner.release()
+                self._leave()
+            raise
+
+    def _async_slot(self, op: int, name: str, offset: int, length: int, source: Any) -> AsyncSlot:
+        """Inside _enter(): a free async slot filled for this range (source copied in)."""
+        try:
+            slot = self._afree.pop()
+        except IndexError:
+            slot = AsyncSlot(self)
+            with self._lock:
+                self._aslots.append(slot)
+        try:
+            slot.prepare(op, name, offset, length, source)
+        except BaseException:
+            self._afree.append(slot)
+            raise
+        return slot
+
+    def _range_submit(
+        self,
+        op: int,
+        name: str,
+        offset: int,
+        length: int,
+        source: Any,
+        completions: Any,
+        token: Any,
+    ) -> None:
+        self._check_range(offset, length)
+        self._enter()
+        try:
+            slot = self._async_slot(op, name, offset, length, source)
+        except BaseException:
+            self._leave()
+            raise
+        self._submit(slot, completions, token)
+
+    def _request_submit(self, request: Request, completions: Completions, token: Any) -> None:
+        try:
+            self._enter()
+        except BaseException:
+            request.release()
+            raise
+        self._submit(request, completions, token)
+
+    def read_async(self, offset: int, length: int) -> Future:  # type: ignore[type-arg]
+        """Like read(), returning a concurrent.futures.Future of the bytes."""
+        future = SpdkFuture()
+        completions = future_reaper(self.runtime).completions
+        self._range_submit(lib.PYSPDK_IO_READ, "read", offset, length, None, completions, future)
+        return future
+
+    def read_into_async(self, offset: int, buffer: Any) -> Future:  # type: ignore[type-arg]
+        future = SpdkFuture()
+        request = self._read_into_request(offset, buffer)
+        self._request_submit(request, future_reaper(self.runtime).completions, future)
+        return future
+
+    def write_async(self, offset: int, data: Any) -> Future:  # type: ignore[type-arg]
+        """Like write(), returning a concurrent.futures.Future of None."""
+        future = SpdkFuture()
+        completions = future_reaper(self.runtime).completions
+        if type(data) is bytes or type(data) is bytearray:
+            self._need_write("write")
+            self._range_submit(
+                lib.PYSPDK_IO_WRITE, "write", offset, len(data), data, completions, future
+            )
+        else:
+            self._request_submit(self._write_request(offset, data), completions, future)
+        return future
+
+    def _loop_future(self) -> tuple[asyncio.Future[Any], Completions]:
+        loop = asyncio.get_running_loop()
+        return loop.create_future(), loop_reaper(loop, self.runtime).completions
+
+    async def aread(self, offset: int, length: int) -> bytes:
+        """asyncio form of read()."""
+        future, completions = self._loop_future()
+        self._range_submit(lib.PYSPDK_IO_READ, "read", offset, length, None, completions, future)
+        result: bytes = await future
+        return result
+
+    async def aread_into(self, offset: int, buffer: Any) -> int:
+        future, completions = self._loop_future()
+        self._request_submit(self._read_into_request(offset, buffer), completions, future)
+        return int(await future)
+
+    async def awrite(self, offset: int, data: Any) -> None:
+        """asyncio form of write()."""
+        future, completions = self._loop_future()
+        if type(data) is bytes or type(data) is bytearray:
+            self._need_write("write")
+            self._range_submit(
+                lib.PYSPDK_IO_WRITE, "write", offset, len(data), data, completions, future
+            )
+        else:
+            self._request_submit(self._write_request(offset, data), completions, future)
+        await future
+
+    async def aflush(self, offset: int = 0, length: int | None = None) -> None:
+        future, completions = self._loop_future()
+        self._request_submit(self._flush_request(offset, length), completions, future)
+        await future
+
+    # ---------------------------------------------------------- many I/Os in one call
+
+    def read_many(
+        self,
+        offsets: Iterable[int],
+        length: int,
+        into: Any = None,
+        *,
+        depth: int | None = None,
+    ) -> Any:
+        """Read `length` bytes at each offset; I/O i fills bytes [i*length, (i+1)*length).
+
+        The throughput path: one call hands SPDK the whole list, which runs
+        with `depth` I/Os in flight (default: the device's queue_depth) and
+        the next started from each completion, on the SPDK thread. `into` is
+        a DmaBuffer (zero-copy), a writable buffer, or None for a new bytes
+        object; it must hold len(offsets) * length bytes. A failed I/O raises
+        IoError once all are over, with `failed`: the indices of every
+        failure; the others' data is in `into` (when one was given).
+        """
+        return self._many(lib.PYSPDK_IO_READ, "read_many", offsets, length, into, depth)
+
+    def write_many(
+        self, offsets: Iterable[int], length: int, data: Any, *, depth: int | None = None
+    ) -> None:
+        """Write bytes [i*length, (i+1)*length) of `data` at offsets[i], as read_many reads."""
+        self._need_write("write")
+        self._many(lib.PYSPDK_IO_WRITE, "write_many", offsets, length, data, depth)
+
+    def _offsets(self, offsets: Iterable[int]) -> array.array[int]:
+        if isinstance(offsets, (str, bytes, bytearray)):
+            raise TypeError("offsets must be an iterable of ints")
+        try:
+            table = array.array("Q", offsets)
+        except OverflowError:
+            raise ValueError("offsets must not be negative (nor 2**64 or more)") from None
+        except TypeError:
+            raise TypeError("offsets must be an iterable of ints") from None
+        return table
+
+    def _many(
+        self,
+        op: int,
+        name: str,
+        offsets: Iterable[int],
+        length: int,
+        buffer: Any,
+        depth: int | None,
+    ) -> Any:
+        check_int("length", length, 1, 1 << 40)
+        if length % self.block_size:
+            raise ValueError(
+                f"length {length} is not a positive multiple of the block size {self.block_size}"
+            )
+        if depth is not None:
+            check_int("depth", depth, 1, _MAX_DEPTH)
+        table = self._offsets(offsets)
+        count = len(table)
+        total = count * length
+        writing = op == lib.PYSPDK_IO_WRITE
+        view = None
+        if buffer is not None or writing:
+            view = self._view(buffer, writable=not writing)
+            if self._nbytes(view) < total:
+                size = self._nbytes(view)
+                if isinstance(view, memoryview):
+                    view.release()
+                raise ValueError(
+                    f"the buffer holds {size} bytes; {count} I/Os of {length} need {total}"
+                )
+        if count == 0:
+            if isinstance(view, memoryview):
+                view.release()
+            return buffer if buffer is not None else b""
+        refuse_wait_on_spdk_thread(name)
+        depth = min(depth or self.queue_depth, count)
+        job = Job(table, depth)
+        try:
+            self._enter()
+        except BaseException:
+            if isinstance(view, memoryview):
+                view.release()
+            raise
+        try:
+            if isinstance(view, DmaBuffer):
+                base = view.acquire()
+                job.held = view
+            else:
+                if view is not None:
+                    job.pins.append(view)
+                base = self.pool.get(total)
+                job.pooled = (self.pool, base, total)
+                if writing:
+                    ffi.memmove(base, view, total)
+            rc = lib.pyspdk_job_post(
+                self._dev,
+                job.job,
+                op,
+                ffi.from_buffer("uint64_t[]", table),
+                count,
+                length,
+                base,
+                job.statuses,
+                job.slots,
+                depth,
+                job.bad,
+            )
+            if rc == -errno.EINVAL:
+                index = job.bad[0]
+                raise ValueError(
+                    f"offsets[{index}] = {table[index]}: not a multiple of the block size "
+                    f"{self.block_size}, or {length} bytes there run past the end of "
+                    f"{self.name} ({self.size} bytes)"
+                )
+            if rc != 0:
+                raise self._refusal(rc, name, 0, total)
+            rc = lib.pyspdk_job_wait(job.job, self._spin_ns, self._first_slice)
+            if rc in _NOT_YET:
+                rc = self._wait_more(
+                    lambda step: lib.pyspdk_job_wait(job.job, 0, step),
+                    f"{name} of {count} I/Os",
+                )
+            if not writing and view is not None and not isinstance(view, DmaBuffer):
+                ffi.memmove(view, base, total)
+            statuses = array.array("i")
+            statuses.frombytes(ffi.buffer(job.statuses))
+            if statuses.count(0) != count:
+                failed = [i for i, status in enumerate(statuses) if status]
+                first = failed[0]
+                offset = table[first] * self.block_size  # the engine converted it to blocks
+                error = io_error(self.name, name, offset, length, statuses[first])
+                error.failed = failed
+                raise error
+            if writing:
+                return None
+            return ffi.buffer(base, total)[:] if view is None else buffer
+        except BaseException:
+            if not job.is_over():
+                self._abandon(job)
+                job = None  # type: ignore[assignment]
+            raise
+        finally:
+            if job is not None:
+                job.release()
+            self._leave()
+
+    # ---------------------------------------------------------- batches
+
+    def _batch_request(self, op: Sequence[Any]) -> Request:
+        if not isinstance(op, (tuple, list)) or not op or not isinstance(op[0], str):
+            raise TypeError(
+                f"a batch operation is a tuple like ('read', offset, length), not {op!r}"
+            )
+        kind, *args = op
+        makers: dict[str, Callable[..., Request]] = {
+            "read": self._read_request,
+            "read_into": self._read_into_request,
+            "write": self._write_request,
+            "readv": lambda o, b: self._vector_request(o, b, write=False),
+            "writev": lambda o, b: self._vector_request(o, b, write=True),
+            "flush": self._flush_request,
+            "unmap": self._unmap_request,
+            "write_zeroes": self._write_zeroes_request,
+        }
+        if kind not in makers:
+            raise ValueError(
+                f"unknown batch operation {kind!r}; expected one of {', '.join(makers)}"
+            )
+        try:
+            return makers[kind](*args)
+        except TypeError as exc:
+            if "positional argument" in str(exc):
+                raise TypeError(f"batch operation {op!r}: {exc}") from None
+            raise
+
+    def run_batch(
+        self, ops: Iterable[Sequence[Any]], *, return_exceptions: bool = False
+    ) -> list[Any]:
+        """Submit every operation at once, wait for all; results in order.
+
+        One call into C submits the whole batch. Operations are tuples:
+        ('read', offset, length), ('read_into', offset, buffer),
+        ('write', offset, data), ('readv'|'writev', offset, buffers),
+        ('flush', offset, length), ('unmap', offset, length),
+        ('write_zeroes', offset, length). A failed operation raises its
+        IoError once all are done, or with return_exceptions=True stands in the
+        list in place of its result. The batch's completions arrive on a
+        queue of its own: an interrupted batch never hands them to another.
+        """
+        check_bool("return_exceptions", return_exceptions)
+        refuse_wait_on_spdk_thread("run_batch")
+        requests: list[Request] = []
+        try:
+            for op in ops:
+                requests.append(self._batch_request(op))
+        except BaseException:
+            for request in requests:
+                request.release()
+            raise
+        if not requests:
+            return []
+        results: list[Any] = [None] * len(requests)
+
+        def deliver(index: int, result: Any, exc: BaseException | None) -> None:
+            results[index] = result if exc is None else exc
+
+        completions = Completions(deliver)
+        for index, request in enumerate(requests):
+            completions.track(request, index)
+        ios = ffi.new("struct pyspdk_io *[]", [r.io for r in requests])
+        with self._lock:
+            if self._closed:
+                closed = True
+            else:
+                closed = False
+                self._users += len(requests)
+        if closed:
+            for request in requests:
+                request.release()
+            completions.destroy()
+            raise RuntimeStateError(f"{self.name} {self._closed_why}")
+        submitted = False
+        try:
+            rc = lib.pyspdk_dev_submit(self._dev, ios, len(requests))
+            if rc != 0:
+                raise self._refusal(rc, "run_batch", 0, 0)
+            submitted = True
+            remaining = len(requests)
+            while remaining:
+                got = completions.dispatch(self._spin_ns, WAIT_SLICE_NS)
+                if got < 0:
+                    raise error_from_rc(got, "waiting for batch completions")
+                remaining -= got
+        except BaseException:
+            if not submitted and all(lib.pyspdk_io_is_done(r.io) for r in requests):
+                for request in requests:
+                    if completions.pending.pop(int(request.io.tag), None) is not None:
+                        request.release()
+                        self._leave()
+                completions.destroy()
+            else:
+                # SPDK holds some: the device releases them as they come back.
+                with self._lock:
+                    self._users -= len(completions.pending)
+                    if self._users == 0:
+                        self._idle.notify_all()
+                self._abandon(completions)
+            raise
+        completions.destroy()
+        if not return_exceptions:
+            for item in results:
+                if isinstance(item, BaseException):
+                    raise item
+        return results
+
+
+def open_bdev(runtime: Runtime, name: str, **options: Any) -> BlockDevice:
+    """Open the block device `name`; see BlockDevice for the options."""
+    return BlockDevice(runtime, name, **options)
