@@ -1,0 +1,405 @@
+"""Block I/O under interruption, races and hostile input: each case once crashed, hung,
+leaked or returned another request's data.
+
+Every scenario runs in a fresh interpreter, so a crash or a hang fails the
+test instead of the run. Slow I/O comes from a delay bdev over a malloc bdev.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import run_python
+
+PRELUDE = """
+import asyncio, errno, json, os, signal, sys, threading, time
+from pyspdk_sys.runtime import Runtime
+from pyspdk_sys.errors import RuntimeStateError, IoError
+from pyspdk_sys.bdev import DmaBuffer
+from pyspdk_sys.dma import dma_allocated_bytes
+
+def slow(read_us, write_us=None):
+    write_us = read_us if write_us is None else write_us
+    return {"subsystems": [{"subsystem": "bdev", "config": [
+        {"method": "bdev_malloc_create",
+         "params": {"name": "M0", "num_blocks": 32768, "block_size": 512}},
+        {"method": "bdev_delay_create",
+         "params": {"base_bdev_name": "M0", "name": "Slow",
+                    "avg_read_latency": read_us, "p99_read_latency": read_us,
+                    "avg_write_latency": write_us, "p99_write_latency": write_us}},
+    ]}]}
+
+def interrupt_in(seconds):
+    threading.Timer(seconds, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+
+def report(**values):
+    print(json.dumps(values))
+"""
+
+
+def run(body: str, timeout: float = 120) -> dict[str, Any]:
+    result = run_python(PRELUDE + body, timeout=timeout)
+    assert result.returncode == 0, f"rc {result.returncode}: {result.stderr[-3000:]}"
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_resizing_a_buffer_under_a_read_raises_in_the_resizer(spdk: Any) -> None:
+    out = run("""
+rt = Runtime(config=slow(300_000)).start()
+dev = rt.open_bdev("Slow")
+dev.write(0, b"\\x5a" * (1 << 16))
+buf = bytearray(1 << 16)
+errors = []
+def resize():
+    try:
+        buf.clear()
+    except BufferError as exc:
+        errors.append(type(exc).__name__)
+threading.Timer(0.1, resize).start()
+n = dev.read_into(0, buf)
+time.sleep(0.05)
+# The general path pins too: a memoryview slice of a bytearray.
+big = bytearray(1 << 16)
+def resize_big():
+    try:
+        big.extend(b"x" * (1 << 20))
+    except BufferError as exc:
+        errors.append(type(exc).__name__)
+threading.Timer(0.1, resize_big).start()
+dev.readv(0, [memoryview(big)[: 1 << 15], bytearray(1 << 15)])
+time.sleep(0.05)
+report(n=n, errors=errors, data_ok=bytes(buf) == b"\\x5a" * (1 << 16), size=len(buf))
+dev.close(); rt.stop()
+""")
+    assert out["n"] == 1 << 16
+    assert out["errors"] == ["BufferError", "BufferError"]
+    assert out["data_ok"] and out["size"] == 1 << 16
+
+
+def test_interrupted_batch_never_hands_its_data_to_the_next(spdk: Any) -> None:
+    out = run("""
+rt = Runtime(config=slow(1_000_000, 10)).start()
+dev = rt.open_bdev("Slow")
+dev.write(0, b"A" * 4096); dev.write(8192, b"B" * 4096)
+interrupt_in(0.3)
+started = time.monotonic()
+try:
+    dev.run_batch([("read", 0, 4096), ("read", 0, 4096)])
+    first = "completed"
+except KeyboardInterrupt:
+    first = "interrupted"
+latency = time.monotonic() - started - 0.3
+time.sleep(1.5)
+second = dev.run_batch([("read", 8192, 4096), ("read", 8192, 4096)])
+dev.close()
+report(first=first, latency=latency, second=[r[:1].decode() for r in second])
+rt.stop()
+""")
+    assert out["first"] == "interrupted"
+    assert out["latency"] < 0.15
+    assert out["second"] == ["B", "B"]
+
+
+def test_futures_racing_close_get_their_own_data_or_an_error(spdk: Any) -> None:
+    out = run("""
+sys.setswitchinterval(1e-6)
+config = {"subsystems": [{"subsystem": "bdev", "config": [
+    {"method": "bdev_malloc_create",
+     "params": {"name": "M0", "num_blocks": 32768, "block_size": 512}}]}]}
+rt = Runtime(config=config).start()
+with rt.open_bdev("M0") as dev:
+    for i in range(32):
+        dev.write(i * 4096, bytes([i + 1]) * 4096)
+start = dma_allocated_bytes(rt)
+outcomes = {"ok": 0, "wrong": 0, "error": 0}
+kinds = set()
+for _ in range(300):
+    dev = rt.open_bdev("M0")
+    futures = [dev.read_async(i * 4096, 4096) for i in range(32)]
+    dev.close()
+    for i, f in enumerate(futures):
+        try:
+            data = f.result(timeout=10)
+        except (IoError, RuntimeStateError) as exc:
+            outcomes["error"] += 1
+            kinds.add(type(exc).__name__)
+        else:
+            outcomes["ok" if data == bytes([i + 1]) * 4096 else "wrong"] += 1
+report(outcomes=outcomes, kinds=sorted(kinds), leaked=dma_allocated_bytes(rt) - start)
+rt.stop()
+""")
+    assert out["outcomes"]["wrong"] == 0
+    assert out["outcomes"]["ok"] + out["outcomes"]["error"] == 300 * 32
+    assert out["leaked"] == 0
+
+
+def test_ctrl_c_reaches_a_blocking_read_and_close_is_prompt(spdk: Any) -> None:
+    out = run("""
+rt = Runtime(config=slow(2_000_000)).start()
+dev = rt.open_bdev("Slow")
+interrupt_in(0.5)
+started = time.monotonic()
+try:
+    dev.read(0, 4096)
+    first = "completed"
+except KeyboardInterrupt:
+    first = "interrupted"
+latency = time.monotonic() - started - 0.5
+# The device stays usable: this read waits its own 2 s.
+again = len(dev.read(4096, 4096))
+started = time.monotonic()
+dev.close()
+close_time = time.monotonic() - started
+report(first=first, latency=latency, again=again, close_time=close_time)
+rt.stop()
+""")
+    assert out["first"] == "interrupted"
+    assert out["latency"] < 0.1
+    assert out["again"] == 4096
+    assert out["close_time"] < 1.0
+
+
+def test_ctrl_c_reaches_read_many_and_close(spdk: Any) -> None:
+    out = run("""
+rt = Runtime(config=slow(2_000_000)).start()
+dev = rt.open_bdev("Slow")
+start = dma_allocated_bytes(rt)
+outcomes = []
+for call in (lambda: dev.read_many([0, 512], 512), lambda: dev.write_many([0], 512, b"x" * 512),
+             lambda: dev.run_batch([("write", 0, b"y" * 512)])):
+    interrupt_in(0.2)
+    started = time.monotonic()
+    try:
+        call()
+        outcomes.append("completed")
+    except KeyboardInterrupt:
+        outcomes.append(round(time.monotonic() - started - 0.2, 3))
+interrupt_in(0.2)
+dev.read_async(0, 512)
+started = time.monotonic()
+try:
+    dev.close()
+    closed = "returned"
+except KeyboardInterrupt:
+    closed = round(time.monotonic() - started - 0.2, 3)
+time.sleep(2.5)
+rt.stop()
+report(outcomes=outcomes, closed=closed)
+""")
+    assert all(isinstance(x, float) and x < 0.1 for x in out["outcomes"]), out
+    assert isinstance(out["closed"], float) and out["closed"] < 0.1
+
+
+def test_timeout_then_close_is_prompt(spdk: Any) -> None:
+    out = run("""
+rt = Runtime(config=slow(1_500_000)).start()
+dev = rt.open_bdev("Slow", timeout=0.1)
+started = time.monotonic()
+try:
+    dev.read(0, 4096)
+    first = "completed"
+except TimeoutError:
+    first = "timeout"
+timed_out_after = time.monotonic() - started
+try:
+    dev.read_many([0, 512], 512)
+    many = "completed"
+except TimeoutError:
+    many = "timeout"
+started = time.monotonic()
+dev.close()
+report(first=first, after=timed_out_after, many=many, close_time=time.monotonic() - started)
+rt.stop()
+""")
+    assert out["first"] == "timeout" and out["many"] == "timeout"
+    assert 0.09 < out["after"] < 0.3
+    assert out["close_time"] < 2.0
+
+
+def test_waiting_calls_on_the_spdk_thread_are_refused(spdk: Any) -> None:
+    out = run(
+        """
+config = {"subsystems": [{"subsystem": "bdev", "config": [
+    {"method": "bdev_malloc_create",
+     "params": {"name": "M0", "num_blocks": 32768, "block_size": 512}}]}]}
+rt = Runtime(config=config).start()
+dev = rt.open_bdev("M0")
+calls = {
+    "read": lambda: dev.read(0, 512),
+    "read_into": lambda: dev.read_into(0, bytearray(512)),
+    "write": lambda: dev.write(0, b"x" * 512),
+    "writev": lambda: dev.writev(0, [b"x" * 512]),
+    "flush": lambda: dev.flush(),
+    "read_many": lambda: dev.read_many([0], 512),
+    "write_many": lambda: dev.write_many([0], 512, b"x" * 512),
+    "run_batch": lambda: dev.run_batch([("read", 0, 512)]),
+    "close": lambda: dev.close(),
+    "rpc": lambda: rt.rpc("spdk_get_version"),
+}
+def attempt(fn):
+    try:
+        fn()
+        return "ok"
+    except RuntimeStateError:
+        return "refused"
+    except Exception as exc:
+        return type(exc).__name__
+outcome = {name: rt.call(attempt, fn, timeout=10) for name, fn in calls.items()}
+outcome["still_usable"] = len(dev.read(0, 512))
+dev.close(); rt.stop()
+report(**outcome)
+""",
+        timeout=60,
+    )
+    assert out.pop("still_usable") == 512
+    assert set(out.values()) == {"refused"}, out
+
+
+def test_every_error_path_gives_back_its_dma_memory(spdk: Any) -> None:
+    out = run("""
+config = {"subsystems": [{"subsystem": "bdev", "config": [
+    {"method": "bdev_malloc_create",
+     "params": {"name": "M0", "num_blocks": 32768, "block_size": 512}}]}]}
+rt = Runtime(config=config).start()
+before_open = dma_allocated_bytes(rt)
+dev = rt.open_bdev("M0")
+bad = [
+    lambda: dev.run_batch([("read", 0, 4 << 20), ("bogus",)]),
+    lambda: dev.run_batch([("write", 0, b"x" * 4096), ("read", 1 << 40, 512)]),
+    lambda: dev.readv(0, [bytearray(512), b"readonly"]),
+    lambda: dev.writev(0, [b"x" * 512, b""]),
+    lambda: dev.read_many([0, 3], 512),
+    lambda: dev.write_many([0, 1 << 40], 512, bytes(1024)),
+    lambda: dev.read_many([0], 512, bytearray(10)),
+    lambda: dev.read_into(0, memoryview(bytearray(1024))[::2]),
+    lambda: dev.write(1 << 40, b"x" * 512),
+    lambda: DmaBuffer(rt, 1 << 40),
+]
+kinds = set()
+def provoke(rounds):
+    for _ in range(rounds):
+        for call in bad:
+            try:
+                call()
+            except Exception as exc:
+                kinds.add(type(exc).__name__)
+provoke(1)  # the device's buffer pool now caches each size class once
+start = dma_allocated_bytes(rt)
+provoke(50)
+leaked = dma_allocated_bytes(rt) - start
+dev.close()
+after_close = dma_allocated_bytes(rt) - before_open
+rt.stop()
+report(leaked=leaked, after_close=after_close, kinds=sorted(kinds))
+""")
+    assert out["leaked"] == 0
+    assert out["after_close"] == 0
+    assert set(out["kinds"]) <= {"ValueError", "TypeError", "MemoryError"}, out
+
+
+def test_rpc_socket_never_replaces_what_is_not_a_stale_spdk_socket(
+    spdk: Any, short_tmp: Path
+) -> None:
+    from pyspdk_sys._sockets import remove_stale_socket
+    from pyspdk_sys.runtime import Runtime
+
+    notes = short_tmp / "notes.txt"
+    notes.write_text("keep me")
+    with pytest.raises(ValueError, match="not a socket"):
+        Runtime(rpc_socket=notes)
+    assert notes.read_text() == "keep me"
+
+    live = short_tmp / "live.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(live))
+    server.listen(1)
+    try:
+        with pytest.raises(ValueError, match="live socket"):
+            Runtime(rpc_socket=live)
+        assert live.exists()
+        assert remove_stale_socket(str(live)) is False and live.exists()
+    finally:
+        server.close()
+
+    foreign_lock = short_tmp / "other.sock"
+    Path(str(foreign_lock) + ".lock").write_text("data")
+    with pytest.raises(ValueError, match="not an SPDK lock file"):
+        Runtime(rpc_socket=foreign_lock)
+
+    stale = short_tmp / "stale.sock"
+    leftover = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    leftover.bind(str(stale))
+    leftover.close()  # bound, never listening, closed: what a killed SPDK leaves
+    assert Runtime(rpc_socket=stale).rpc_socket == str(stale)
+    assert remove_stale_socket(str(stale)) is True and not stale.exists()
+
+
+def test_a_held_spdk_lock_is_refused(spdk: Any, runtime: Any) -> None:
+    from pyspdk_sys.runtime import Runtime
+
+    with pytest.raises(ValueError, match="in use by another SPDK process"):
+        Runtime(rpc_socket=runtime.rpc_socket)
+    assert os.path.exists(runtime.rpc_socket)
+
+
+def test_dma_buffer_alignment_and_size_are_checked(spdk: Any, runtime: Any) -> None:
+    from pyspdk_sys.bdev import DmaBuffer
+
+    for align, error in ((1 << 32, ValueError), (3, ValueError), (0, ValueError), (2.0, TypeError)):
+        with pytest.raises(error, match="align"):
+            DmaBuffer(runtime, 4096, align=align)
+    with pytest.raises(ValueError, match="size"):
+        DmaBuffer(runtime, 1 << 64)
+    with DmaBuffer(runtime, 4096, align=1 << 21) as buffer:
+        assert int(__import__("pyspdk_sys").ffi.cast("uintptr_t", buffer.ptr)) % (1 << 21) == 0
+
+
+def test_a_forked_child_is_refused_and_the_parent_unaffected(spdk: Any) -> None:
+    out = run("""
+config = {"subsystems": [{"subsystem": "bdev", "config": [
+    {"method": "bdev_malloc_create",
+     "params": {"name": "M0", "num_blocks": 32768, "block_size": 512}}]}]}
+rt = Runtime(config=config).start()
+dev = rt.open_bdev("M0")
+buf = DmaBuffer(rt, 4096)
+dev.write(0, b"P" * 512)
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    results = {}
+    for name, call in {
+        "rpc": lambda: rt.rpc("spdk_get_version"),
+        "submit": lambda: rt.submit(len, "x"),
+        "read": lambda: dev.read(0, 512),
+        "read_async": lambda: dev.read_async(0, 512),
+        "read_many": lambda: dev.read_many([0], 512),
+        "dma": lambda: buf.ptr,
+        "dma_read": lambda: dev.read_into(0, buf),
+        "open": lambda: rt.open_bdev("M0"),
+        "new_runtime": lambda: Runtime().start(),
+    }.items():
+        try:
+            call()
+            results[name] = "ok"
+        except RuntimeStateError as exc:
+            results[name] = "refused" if "fork" in str(exc) else "refused: " + str(exc)
+        except Exception as exc:
+            results[name] = type(exc).__name__ + ": " + str(exc)
+    os.write(w, json.dumps(results).encode())
+    os._exit(0)
+os.close(w)
+_, status = os.waitpid(pid, 0)
+child = json.loads(os.read(r, 65536))
+parent = dev.read(0, 512) == b"P" * 512 and rt.rpc("spdk_get_version") is not None
+dev.close(); buf.close(); rt.stop()
+report(child=child, status=status, parent=parent)
+""")
+    assert out["status"] == 0
+    assert out["parent"] is True
+    assert set(out["child"].values()) == {"refused"}, out["child"]
