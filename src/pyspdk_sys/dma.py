@@ -114,11 +114,19 @@ class DmaBuffer:
 
 
 class BufferPool:
-    """DMA buffers by power-of-two size class, reused across I/Os and threads."""
+    """DMA buffers by power-of-two size class, reused across I/Os and threads.
+
+    The pool records every buffer it hands out, so each is freed exactly
+    once: by put() after the pool closed, or by free_all(), whichever comes
+    first. An owner interrupted between get() and recording the buffer (a
+    KeyboardInterrupt can land anywhere) therefore leaks nothing: free_all()
+    runs once the device is closed and SPDK holds none of its buffers.
+    """
 
     def __init__(self, align: int) -> None:
         self.align = align
         self._free: dict[int, list[Any]] = {}
+        self._out: dict[int, tuple[Any, int]] = {}
         self._lock = threading.Lock()
         self.closed = False
 
@@ -133,18 +141,28 @@ class BufferPool:
                 raise RuntimeStateError("the device's DMA buffers are gone: it is closed")
             free = self._free.get(size_class)
             if free:
-                return free.pop()
+                ptr = free.pop()
+                self._out[int(ffi.cast("uintptr_t", ptr))] = (ptr, size_class)
+                return ptr
         ptr = lib.spdk_dma_malloc(size_class, self.align, ffi.NULL)
         if ptr == ffi.NULL:
             raise MemoryError(
                 f"SPDK has no {size_class} bytes of DMA memory left (raise mem_size_mb)"
             )
-        return ptr
+        with self._lock:
+            if not self.closed:
+                self._out[int(ffi.cast("uintptr_t", ptr))] = (ptr, size_class)
+                return ptr
+        lib.spdk_dma_free(ptr)
+        raise RuntimeStateError("the device's DMA buffers are gone: it is closed")
 
     def put(self, ptr: Any, size: int) -> None:
         with self._lock:
+            entry = self._out.pop(int(ffi.cast("uintptr_t", ptr)), None)
+            if entry is None:
+                return  # freed already by free_all()
             if not self.closed:
-                self._free.setdefault(self.size_class(size), []).append(ptr)
+                self._free.setdefault(entry[1], []).append(ptr)
                 return
         lib.spdk_dma_free(ptr)
 
@@ -153,12 +171,16 @@ class BufferPool:
         self._lock = threading.Lock()
         self.closed = True
         self._free.clear()
+        self._out.clear()
 
     def free_all(self) -> None:
+        """The device is closed and SPDK holds none of its buffers: free every one."""
         with self._lock:
             self.closed = True
             buffers = [ptr for free in self._free.values() for ptr in free]
+            buffers += [ptr for ptr, _size in self._out.values()]
             self._free.clear()
+            self._out.clear()
         for ptr in buffers:
             lib.spdk_dma_free(ptr)
 
