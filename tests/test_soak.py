@@ -103,7 +103,8 @@ def futures_actor(actor):
         picks = rnd.sample(range(PER_ACTOR), 16)
         try:
             writes = {i: o.begin_write(i) for i in picks[:8]}
-            fs = [(i, dev().write_async(o.offset(i), block(actor, i, g))) for i, g in writes.items()]
+            fs = [(i, dev().write_async(o.offset(i), block(actor, i, g)))
+                  for i, g in writes.items()]
             for i, f in fs:
                 try:
                     f.result(10); o.end_write(i, writes[i])
