@@ -116,9 +116,9 @@ class DmaBuffer:
 class BufferPool:
     """DMA buffers by power-of-two size class, reused across I/Os and threads.
 
-    The pool records every buffer it hands out, so each is freed exactly
-    once: by put() after the pool closed, or by free_all(), whichever comes
-    first. An owner interrupted between get() and recording the buffer (a
+    The pool records every buffer it allocates until it frees it, so each is
+    freed exactly once: by put() after the pool closed, or by free_all(),
+    whichever comes first. An owner interrupted while holding a buffer (a
     KeyboardInterrupt can land anywhere) therefore leaks nothing: free_all()
     runs once the device is closed and SPDK holds none of its buffers.
     """
@@ -126,7 +126,8 @@ class BufferPool:
     def __init__(self, align: int) -> None:
         self.align = align
         self._free: dict[int, list[Any]] = {}
-        self._out: dict[int, tuple[Any, int]] = {}
+        self._all: dict[int, Any] = {}  # every buffer allocated and not yet freed
+        self._slot = ffi.new("void *[1]")
         self._lock = threading.Lock()
         self.closed = False
 
@@ -141,29 +142,33 @@ class BufferPool:
                 raise RuntimeStateError("the device's DMA buffers are gone: it is closed")
             free = self._free.get(size_class)
             if free:
-                ptr = free.pop()
-                self._out[int(ffi.cast("uintptr_t", ptr))] = (ptr, size_class)
+                return free.pop()
+            # Allocated under the lock into a slot the pool owns: whatever
+            # interrupts us, the pointer is recorded or freed here.
+            slot = self._slot
+            slot[0] = ffi.NULL
+            try:
+                ptr = lib.pyspdk_dma_alloc_into(size_class, self.align, slot)
+                if ptr == ffi.NULL:
+                    raise MemoryError(
+                        f"SPDK has no {size_class} bytes of DMA memory left (raise mem_size_mb)"
+                    )
+                self._all[int(ffi.cast("uintptr_t", ptr))] = ptr
                 return ptr
-        ptr = lib.spdk_dma_malloc(size_class, self.align, ffi.NULL)
-        if ptr == ffi.NULL:
-            raise MemoryError(
-                f"SPDK has no {size_class} bytes of DMA memory left (raise mem_size_mb)"
-            )
-        with self._lock:
-            if not self.closed:
-                self._out[int(ffi.cast("uintptr_t", ptr))] = (ptr, size_class)
-                return ptr
-        lib.spdk_dma_free(ptr)
-        raise RuntimeStateError("the device's DMA buffers are gone: it is closed")
+            except BaseException:
+                leftover = slot[0]
+                if leftover != ffi.NULL and int(ffi.cast("uintptr_t", leftover)) not in self._all:
+                    lib.spdk_dma_free(leftover)
+                raise
 
     def put(self, ptr: Any, size: int) -> None:
+        address = int(ffi.cast("uintptr_t", ptr))
         with self._lock:
-            entry = self._out.pop(int(ffi.cast("uintptr_t", ptr)), None)
-            if entry is None:
-                return  # freed already by free_all()
             if not self.closed:
-                self._free.setdefault(entry[1], []).append(ptr)
+                self._free.setdefault(self.size_class(size), []).append(ptr)
                 return
+            if self._all.pop(address, None) is None:
+                return  # freed already by free_all()
         lib.spdk_dma_free(ptr)
 
     def forked(self) -> None:
@@ -171,16 +176,15 @@ class BufferPool:
         self._lock = threading.Lock()
         self.closed = True
         self._free.clear()
-        self._out.clear()
+        self._all.clear()
 
     def free_all(self) -> None:
-        """The device is closed and SPDK holds none of its buffers: free every one."""
+        """The device is closed and SPDK holds none of its buffers: free every one, once."""
         with self._lock:
             self.closed = True
-            buffers = [ptr for free in self._free.values() for ptr in free]
-            buffers += [ptr for ptr, _size in self._out.values()]
+            buffers = list(self._all.values())
             self._free.clear()
-            self._out.clear()
+            self._all.clear()
         for ptr in buffers:
             lib.spdk_dma_free(ptr)
 

@@ -30,3 +30,12 @@ pyspdk_dma_allocated_bytes(void)
 	}
 	return total;
 }
+
+/* Allocate DMA memory and store the pointer in *out before returning, so a
+ * Python owner interrupted right after the call still finds it. */
+static void *
+pyspdk_dma_alloc_into(size_t size, size_t align, void **out)
+{
+	*out = spdk_dma_malloc(size, align, NULL);
+	return *out;
+}
