@@ -862,9 +862,9 @@ _DIAGNOSES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     (
         "memory",
         re.compile(
-            r"Unable to allocate|Cannot allocate memory|Failed to allocate|initialization "
-            r"failed with code: -12|Cannot get hugepage|not enough memory|No free .*hugepages|"
-            r"Cannot init memory",
+            r"Unable to allocate|Could not allocate|Cannot allocate memory|Failed to allocate|"
+            r"initialization failed with code: -12|Cannot get hugepage|not enough memory|"
+            r"No free .*hugepages|Cannot init memory",
             re.IGNORECASE,
         ),
         "not enough memory: raise mem_size_mb (1024 is a safe minimum with the default "
