@@ -207,7 +207,6 @@ def _write_pool(size: int, count: int) -> None:
         raise PermissionError(
             errno.EACCES,
             f"reserving hugepages needs root: {path} is not writable by uid {os.geteuid()}",
-            str(path),
         ) from None
     except OSError as exc:
         raise HugepagesError(f"writing {count} to {path} failed: {exc.strerror}") from None
