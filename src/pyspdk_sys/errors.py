@@ -68,8 +68,9 @@ class IoError(SpdkError, OSError):
 class ProcessError(SpdkError):
     """An SPDK application running as its own process failed or cannot be reached.
 
-    `log_path` is the application's log file (None when unknown, as for an
-    attached process) and `log_tail` its last lines when the error was raised.
+    `log_path` is the application's log file when it outlives the error (None
+    for an attached process, or a private log that stop() removed) and
+    `log_tail` its last lines when the error was raised.
     """
 
     def __init__(self, message: str, *, log_path: str | None = None, log_tail: str = "") -> None:

@@ -33,8 +33,7 @@ import subprocess
 import tempfile
 import threading
 import time
-import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -239,6 +238,9 @@ class SpdkProcess:
         self._monitor = _Monitor(self)
         try:
             self.rpc("spdk_get_version", timeout=timeout)
+        except ProcessError as exc:
+            self.stop()
+            raise ProcessError(f"no SPDK application answers on {path}: {exc}") from None
         except BaseException:
             self.stop()
             raise
@@ -350,7 +352,6 @@ class SpdkProcess:
             raise
         with self._lock:
             self._state = _State.RUNNING
-        _LIVE.add(self)
         return self
 
     def _launch(self) -> None:
@@ -401,6 +402,8 @@ class SpdkProcess:
                     f"cannot run {binary!r}: {exc.strerror}", reason="binary"
                 ) from None
         self._pid = self._popen.pid
+        with _LIVE_LOCK:
+            _LIVE.add(self)
         self._monitor = _Monitor(self)
 
     def _wait_ready(self, deadline: float, timeout: float) -> None:
@@ -441,7 +444,7 @@ class SpdkProcess:
                 f"{self.binary} did not answer on {self._socket} within {timed_out} s "
                 "(not an SPDK application, or still initialising: raise the timeout)",
                 reason="timeout",
-                log_path=self._log,
+                log_path=self._user_log,
                 log_tail=_tail(self._log, _TAIL_LINES),
             )
         assert self._popen is not None
@@ -449,12 +452,13 @@ class SpdkProcess:
             self._popen.wait(1.0)
         status = _describe_status(self._popen.returncode)
         # Its own output only: not the line this module writes before it.
+        # The private log goes with stop(): the error carries its last lines.
         lines = _tail(self._log, 200).splitlines()
         reason, why = diagnose("\n".join(x for x in lines if not x.startswith(_HEADER)))
         return ProcessStartError(
             f"{self.binary} {status} before it was ready: {why}",
             reason=reason,
-            log_path=self._log,
+            log_path=self._user_log,
             log_tail=_tail(self._log, _TAIL_LINES),
         )
 
@@ -470,7 +474,8 @@ class SpdkProcess:
             if self._state is _State.STOPPED:
                 return
             self._state = _State.STOPPED
-        _LIVE.discard(self)
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
         popen = self._popen
         if self._owned and popen is not None:
             _end(popen, timeout)
@@ -682,7 +687,6 @@ class _Monitor:
     process died by shutting their sockets down (the official client then returns)."""
 
     def __init__(self, proc: SpdkProcess) -> None:
-        self._proc = weakref.ref(proc)
         self._popen = proc._popen
         self._socket = proc._socket
         self._cond = threading.Condition()
@@ -913,17 +917,21 @@ def _lock_owner(lock: str) -> int | None:
     return None
 
 
-_LIVE: weakref.WeakSet[SpdkProcess] = weakref.WeakSet()
+# Started and not yet stopped. Strong references: an SpdkProcess dropped
+# without stop() must still be stopped at exit, not orphaned by the collector.
+_LIVE: set[SpdkProcess] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def running() -> list[SpdkProcess]:
+    """The SpdkProcess objects this program started and has not stopped."""
+    with _LIVE_LOCK:
+        return list(_LIVE)
 
 
 @atexit.register
 def _stop_at_exit() -> None:
     """Stop the processes this program started and left running."""
-    for proc in list(_LIVE):
+    for proc in running():
         with contextlib.suppress(Exception):
             proc.stop(timeout=10.0)
-
-
-def processes() -> Iterator[SpdkProcess]:
-    """The SpdkProcess objects started here and not yet stopped."""
-    return iter(list(_LIVE))
