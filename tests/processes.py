@@ -25,7 +25,7 @@ def new_process(spdk_tgt: Path, **options: Any) -> Any:
 
 def official_client() -> Any:
     try:
-        from spdk.rpc.client import JSONRPCClient
+        from spdk.rpc.client import JSONRPCClient  # type: ignore[import-untyped]
     except ImportError:
         pytest.fail("the official SPDK client is not installed (pip install 'spdk==26.1.*')")
     return JSONRPCClient

@@ -113,8 +113,8 @@ def test_managed_by_official_client_spdk_rpc_and_attach(served: Served) -> None:
     result = spdk_rpc(served.socket, "bdev_malloc_create", "-b", "CliMalloc", "1", "512")
     assert result.returncode == 0, result.stderr
     result = spdk_rpc(served.socket, "bdev_get_bdevs")
-    names = {b["name"] for b in json.loads(result.stdout)}
-    assert names == {"CfgMalloc", "ClientNull", "CliMalloc"}
+    all_names = {b["name"] for b in json.loads(result.stdout)}
+    assert all_names == {"CfgMalloc", "ClientNull", "CliMalloc"}
     assert spdk_rpc(served.socket, "bdev_malloc_delete", "CliMalloc").returncode == 0
 
     attached = SpdkProcess.attach(served.socket)

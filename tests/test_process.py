@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import stat
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from processes import new_process, official_client, spdk_rpc
+from processes import NO_LOCKS, new_process, official_client, spdk_rpc
 
 from conftest import spdk_tool
 
@@ -32,9 +35,17 @@ def spdk_tgt(spdk: Any) -> Path:
 
 
 @pytest.fixture(scope="module")
-def proc(spdk_tgt: Path) -> Iterator[Any]:
+def vhost_dir() -> Iterator[Path]:
+    """Where the shared process creates vhost sockets (spdk_tgt -S; default: its cwd)."""
+    path = Path(tempfile.mkdtemp(prefix="pyspdk-vhost-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def proc(spdk_tgt: Path, vhost_dir: Path) -> Iterator[Any]:
     """One spdk_tgt for the tests that leave it running as they found it."""
-    with new_process(spdk_tgt, name="shared") as process:
+    with new_process(spdk_tgt, name="shared", args=(*NO_LOCKS, "-S", str(vhost_dir))) as process:
         yield process
 
 
@@ -170,6 +181,62 @@ def test_device_rpcs(proc: Any, tmp_path: Path) -> None:
         proc.rpc("bdev_null_delete", {"name": "PNull"})
         proc.rpc("bdev_malloc_delete", {"name": "PMalloc"})
     assert proc.rpc("bdev_get_bdevs") == []
+
+
+def test_nvmf_subsystem_operations(proc: Any) -> None:
+    """construct/get/delete NVMe-oF subsystems of the earlier client, with today's RPCs."""
+    nqn = "nqn.2016-06.io.spdk:parity1"
+    proc.rpc("bdev_malloc_create", {"name": "NvmfMalloc", "num_blocks": 2048, "block_size": 512})
+    try:
+        proc.rpc("nvmf_create_transport", {"trtype": "TCP"})
+        assert proc.rpc("nvmf_create_subsystem", {"nqn": nqn, "serial_number": "PARITY01"})
+        namespace = {"bdev_name": "NvmfMalloc"}
+        assert proc.rpc("nvmf_subsystem_add_ns", {"nqn": nqn, "namespace": namespace}) == 1
+        port = str(free_port())
+        address = {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": port}
+        assert proc.rpc("nvmf_subsystem_add_listener", {"nqn": nqn, "listen_address": address})
+        host = "nqn.2016-06.io.spdk:host1"
+        assert proc.rpc("nvmf_subsystem_add_host", {"nqn": nqn, "host": host})
+        (subsystem,) = proc.rpc("nvmf_get_subsystems", {"nqn": nqn})
+        assert subsystem["listen_addresses"] == [address]
+        assert subsystem["hosts"] == [{"nqn": host}]
+        assert subsystem["namespaces"][0]["bdev_name"] == "NvmfMalloc"
+        assert proc.rpc("nvmf_delete_subsystem", {"nqn": nqn})
+        assert nqn not in [s["nqn"] for s in proc.rpc("nvmf_get_subsystems")]
+    finally:
+        if nqn in [s["nqn"] for s in proc.rpc("nvmf_get_subsystems")]:
+            proc.rpc("nvmf_delete_subsystem", {"nqn": nqn})
+        proc.rpc("bdev_malloc_delete", {"name": "NvmfMalloc"})
+
+
+def test_vhost_scsi_operations(proc: Any, vhost_dir: Path) -> None:
+    """vhost SCSI devices and LUNs of the earlier client, with today's RPCs."""
+    proc.rpc("bdev_malloc_create", {"name": "VhostMalloc", "num_blocks": 2048, "block_size": 512})
+    try:
+        assert proc.rpc("vhost_create_scsi_controller", {"ctrlr": "parity.0"})
+        target = {"ctrlr": "parity.0", "scsi_target_num": 0, "bdev_name": "VhostMalloc"}
+        assert proc.rpc("vhost_scsi_controller_add_target", target) == 0
+        (controller,) = proc.rpc("vhost_get_controllers", {"name": "parity.0"})
+        assert controller["socket"] == str(vhost_dir / "parity.0")
+        assert stat.S_ISSOCK(os.stat(vhost_dir / "parity.0").st_mode)
+        (device,) = controller["backend_specific"]["scsi"]
+        assert device["luns"] == [{"id": 0, "bdev_name": "VhostMalloc"}]
+        assert {"id": 0, "device_name": "Target 0"} in proc.rpc("scsi_get_devices")
+        del target["bdev_name"]
+        assert proc.rpc("vhost_scsi_controller_remove_target", target)
+        assert proc.rpc("vhost_delete_controller", {"ctrlr": "parity.0"})
+        assert proc.rpc("vhost_get_controllers") == []
+    finally:
+        if proc.rpc("vhost_get_controllers"):
+            proc.rpc("vhost_delete_controller", {"ctrlr": "parity.0"})
+        proc.rpc("bdev_malloc_delete", {"name": "VhostMalloc"})
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def test_official_client_and_spdk_rpc_manage_it(proc: Any) -> None:

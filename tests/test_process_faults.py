@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -51,7 +52,7 @@ def test_crash_fails_pending_and_new_calls(spdk_tgt: Path) -> None:
     try:
         socket_path = process.rpc_socket
         os.kill(process.pid, signal.SIGSTOP)  # so the next call stays pending
-        outcome: list[BaseException] = []
+        outcome: list[BaseException | None] = []
         caller = threading.Thread(
             target=lambda: outcome.append(_raises(process.rpc, "spdk_get_version", timeout=30))
         )
@@ -170,6 +171,19 @@ def test_two_processes_at_once(spdk_tgt: Path) -> None:
         second.rpc("bdev_null_create", {"name": "Only2", "num_blocks": 64, "block_size": 512})
         assert [b["name"] for b in second.rpc("bdev_get_bdevs")] == ["Only2"]
         assert first.rpc("bdev_get_bdevs") == []
+        # One serves a disk over NVMe/TCP, the other attaches it (construct_nvme_bdev).
+        nqn = "nqn.2016-06.io.spdk:two"
+        first.rpc("bdev_malloc_create", {"name": "Exported", "num_blocks": 4096, "block_size": 512})
+        first.rpc("nvmf_create_transport", {"trtype": "TCP"})
+        first.rpc("nvmf_create_subsystem", {"nqn": nqn, "allow_any_host": True})
+        first.rpc("nvmf_subsystem_add_ns", {"nqn": nqn, "namespace": {"bdev_name": "Exported"}})
+        address = {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": free_port()}
+        first.rpc("nvmf_subsystem_add_listener", {"nqn": nqn, "listen_address": address})
+        controller = {"name": "Remote", "subnqn": nqn, **address}
+        assert second.rpc("bdev_nvme_attach_controller", controller) == ["Remoten1"]
+        (remote,) = second.rpc("bdev_get_bdevs", {"name": "Remoten1"})
+        assert (remote["num_blocks"], remote["block_size"]) == (4096, 512)
+        assert second.rpc("bdev_nvme_detach_controller", {"name": "Remote"})
         # The earlier client's kill_instance: the process ends, the call succeeds.
         assert second.rpc("spdk_kill_instance", {"sig_name": "SIGTERM"}) is True
         deadline = time.monotonic() + 30
@@ -181,6 +195,12 @@ def test_two_processes_at_once(spdk_tgt: Path) -> None:
 
 
 # ------------------------------------------------------------------ bad input
+
+
+def free_port() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
 
 
 def _bad_start(spdk_tgt: Path, **options: Any) -> Any:
