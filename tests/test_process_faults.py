@@ -203,12 +203,12 @@ def free_port() -> str:
         return str(probe.getsockname()[1])
 
 
-def _bad_start(spdk_tgt: Path, **options: Any) -> Any:
+def _bad_start(spdk_tgt: Path, start_timeout: float = 30, **options: Any) -> Any:
     from pyspdk_sys.errors import ProcessStartError, StartError
 
     process = new_process(spdk_tgt, **options)
     with pytest.raises(ProcessStartError) as info:
-        process.start(timeout=30)
+        process.start(timeout=start_timeout)
     assert isinstance(info.value, StartError)
     assert not process.is_alive()
     assert process.log_path is None  # the private directory went with it
@@ -232,6 +232,33 @@ def test_not_an_spdk_application(spdk: Any, tmp_path: Path) -> None:
     assert error.reason == "not_spdk"
     assert "exited with status 3" in str(error)
     assert "usage: fake_tgt FILE" in error.log_tail
+
+
+def test_wrapper_that_never_answers(spdk: Any, tmp_path: Path) -> None:
+    """Not SPDK and still running at the timeout: stopped with its children (its group)."""
+    child_pid = tmp_path / "child.pid"
+    fake = tmp_path / "hang_tgt"
+    fake.write_text(f"#!/bin/sh\nsleep 60 &\necho $! > {child_pid}\nwait\n")
+    fake.chmod(0o755)
+    started = time.monotonic()
+    error = _bad_start(fake, start_timeout=1)
+    assert time.monotonic() - started < 5
+    assert error.reason == "not_spdk"
+    assert "did not answer" in str(error)
+    child = int(child_pid.read_text())
+    deadline = time.monotonic() + 5
+    while _running(child):
+        assert time.monotonic() < deadline, "the wrapper's child outlived stop()"
+        time.sleep(0.05)
+
+
+def _running(pid: int) -> bool:
+    """Whether pid is a live process (a zombie waiting for its parent is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
 
 
 def test_config_spdk_rejects(spdk_tgt: Path) -> None:

@@ -439,24 +439,24 @@ class SpdkProcess:
             self.rpc("log_set_print_level", {"level": self.log_level}, timeout=left)
 
     def _start_failed(self, timed_out: float | None) -> ProcessStartError:
-        if timed_out is not None:
-            return ProcessStartError(
-                f"{self.binary} did not answer on {self._socket} within {timed_out} s "
-                "(not an SPDK application, or still initialising: raise the timeout)",
-                reason="timeout",
-                log_path=self._user_log,
-                log_tail=_tail(self._log, _TAIL_LINES),
-            )
+        """Why start() failed, from the exit status and the application's own output."""
         assert self._popen is not None
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self._popen.wait(1.0)
-        status = _describe_status(self._popen.returncode)
-        # Its own output only: not the line this module writes before it.
-        # The private log goes with stop(): the error carries its last lines.
+        if timed_out is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._popen.wait(1.0)  # the output is complete once it has ended
+        # Its own output only, not the line this module writes before it. The
+        # private log goes with stop(): the error carries its last lines.
         lines = _tail(self._log, 200).splitlines()
         reason, why = diagnose("\n".join(x for x in lines if not x.startswith(_HEADER)))
+        if timed_out is not None:
+            if reason != "not_spdk":
+                reason, why = "timeout", "still initialising? raise the timeout"
+            message = f"{self.binary} did not answer on {self._socket} within {timed_out} s: {why}"
+        else:
+            status = _describe_status(self._popen.returncode)
+            message = f"{self.binary} {status} before it was ready: {why}"
         return ProcessStartError(
-            f"{self.binary} {status} before it was ready: {why}",
+            message,
             reason=reason,
             log_path=self._user_log,
             log_tail=_tail(self._log, _TAIL_LINES),
@@ -763,19 +763,23 @@ def _shutdown(client: Any) -> None:
 
 
 def _end(popen: subprocess.Popen[bytes], timeout: float) -> None:
-    """SIGTERM, wait up to timeout, then SIGKILL; never raises."""
+    """SIGTERM to its process group, wait up to timeout, then SIGKILL to the group.
+
+    The group, not only the process: a wrapper script's children go too
+    (start_new_session made the process the leader of its own group).
+    """
     if popen.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            popen.send_signal(signal.SIGTERM)
-        try:
-            popen.wait(timeout)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-        with contextlib.suppress(ProcessLookupError):
-            popen.kill()
+        _signal_group(popen.pid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            popen.wait(_KILL_WAIT)
+            popen.wait(timeout)
+    _signal_group(popen.pid, signal.SIGKILL)  # the leader, if still there, and stragglers
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        popen.wait(_KILL_WAIT)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
 
 
 def _check_timeout(timeout: float) -> float:
