@@ -68,6 +68,43 @@ class IoError(SpdkError, OSError):
         self.failed: list[int] = []
 
 
+class ProcessError(SpdkError):
+    """An SPDK application running as its own process failed or cannot be reached.
+
+    `log_path` is the application's log file when it outlives the error (None
+    for an attached process, or a private log that stop() removed) and
+    `log_tail` its last lines when the error was raised.
+    """
+
+    def __init__(self, message: str, *, log_path: str | None = None, log_tail: str = "") -> None:
+        if log_tail:
+            message = f"{message}\n--- last lines of {log_path or 'its log'} ---\n{log_tail}"
+        super().__init__(message)
+        self.log_path = log_path
+        self.log_tail = log_tail
+
+
+class ProcessStartError(ProcessError, StartError):
+    """The SPDK application did not come up; `reason` names the cause found in its log.
+
+    reason is one of: "binary", "not_spdk", "config", "cpu_mask", "memory",
+    "rpc_socket", "exited", "timeout".
+    """
+
+    def __init__(
+        self, message: str, *, reason: str, log_path: str | None = None, log_tail: str = ""
+    ) -> None:
+        super().__init__(message, log_path=log_path, log_tail=log_tail)
+        self.reason = reason
+
+
+class ProcessExitedError(ProcessError, RuntimeStateError):
+    """The SPDK application is no longer running: an RPC cannot reach it."""
+
+
+class HugepagesError(SpdkError):
+    """Hugepages could not be reserved or mounted as asked (other than for permission)."""
+
 # ------------------------------------------------------------------ the one map
 #
 # Every negative errno the C layer returns, and every failed I/O status, is

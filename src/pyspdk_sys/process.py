@@ -1,0 +1,941 @@
+"""Start, watch and stop SPDK applications that run as their own processes.
+
+Why another process at all, when Runtime runs SPDK in this one: SPDK starts
+once per process (runtime.RESTART_REFUSED), a crash in SPDK takes its host
+with it, and management programs drive applications they did not build
+(spdk_tgt, nvmf_tgt, vhost, iscsi_tgt, a fork's build of them).
+
+RPCs go through SPDK's official client (spdk.rpc.client.JSONRPCClient), so
+its framing and decoding are the ones every SPDK tool uses. That client waits
+in recv() for up to its timeout, measured in CPU time, not wall time; so a
+monitor thread per process holds the wall-clock deadline of every call in
+flight and shuts its socket down when the deadline passes or the process
+dies, which wakes the waiting recv() at once.
+
+The application's output goes to a file, never to a pipe: nobody would drain
+a pipe, and a full one blocks SPDK's reactor in write().
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import enum
+import glob
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ._sockets import SUN_PATH_MAX, check_rpc_socket, lock_is_held, remove_stale_socket
+from .errors import (
+    ProcessError,
+    ProcessExitedError,
+    ProcessStartError,
+    RpcError,
+    RuntimeStateError,
+)
+
+LOG_LEVELS = ("ERROR", "WARNING", "NOTICE", "INFO", "DEBUG")
+"""Values of log_level, as SPDK's log_set_print_level RPC names them."""
+
+_CPU_MASK = re.compile(r"0x[0-9a-fA-F]+|\[[0-9,\-\s]+\]")
+_METHOD = re.compile(r"[A-Za-z0-9_]+")
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
+_SOCKET_NAME = "spdk.sock"
+_TICK = 0.05  # how often the monitor looks at deadlines and liveness (seconds)
+_POOL_MAX = 4
+_TAIL_LINES = 30
+_TAIL_BYTES = 64 * 1024
+_KILL_WAIT = 10.0  # after SIGKILL: the kernel's part only
+_HEADER = "pyspdk_sys: starting "  # the line written to the log before the command's output
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+# ------------------------------------------------------------------ tools
+
+
+def tool_candidates(name: str = "spdk_tgt") -> list[Path]:
+    """Where a tool that build.sh installs (spdk_tgt, bdevperf) may be, best first.
+
+    First beside the fat library this process loaded (PREFIX/libexec/spdk_fat),
+    then the `toolsdir` pkg-config reports.
+    """
+    from ._binding import LIBRARY_PATH
+
+    found: list[Path] = []
+    if LIBRARY_PATH:
+        found.append(Path(LIBRARY_PATH).resolve().parent.parent / "libexec" / "spdk_fat" / name)
+    pkg_config = shutil.which("pkg-config")
+    if pkg_config is not None:
+        try:
+            toolsdir = subprocess.run(
+                [pkg_config, "--variable=toolsdir", "spdk_fat"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            toolsdir = ""
+        if toolsdir and Path(toolsdir) / name not in found:
+            found.append(Path(toolsdir) / name)
+    return found
+
+
+def find_tool(name: str = "spdk_tgt") -> Path | None:
+    """The installed tool `name`, or None when build.sh installed none."""
+    for path in tool_candidates(name):
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+# ------------------------------------------------------------------ the process
+
+
+class SpdkProcess:
+    """An SPDK application in its own process: start, RPC, watch, stop.
+
+    Options mirror Runtime's: mem_size_mb, hugepages, hugedir, pci, cpu_mask,
+    rpc_socket (default: a private path in a fresh 0700 directory), log_level,
+    config (a dict or a JSON file), name. `args` are further command-line
+    arguments for the application. The output goes to `log_file` (default: a
+    file in the private directory, removed by stop(); pass a path to keep it).
+
+    A context manager: `with SpdkProcess() as proc: proc.rpc(...)`. One start
+    per object; for another run create another. Satisfies pyspdk_sys.target.Target.
+    """
+
+    def __init__(
+        self,
+        binary: str | os.PathLike[str] | None = None,
+        *,
+        mem_size_mb: int = 1024,
+        hugepages: bool = False,
+        hugedir: str | os.PathLike[str] | None = None,
+        cpu_mask: str = "0x1",
+        rpc_socket: str | os.PathLike[str] | None = None,
+        log_level: str = "NOTICE",
+        config: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        name: str = "spdk",
+        pci: bool = False,
+        args: Sequence[str] = (),
+        log_file: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if binary is not None and not isinstance(binary, (str, os.PathLike)):
+            raise TypeError(f"binary must be a path or None, not {type(binary).__name__}")
+        if isinstance(mem_size_mb, bool) or not isinstance(mem_size_mb, int):
+            raise TypeError(f"mem_size_mb must be an int (MiB), not {mem_size_mb!r}")
+        if mem_size_mb <= 0:
+            raise ValueError(f"mem_size_mb must be a positive number of MiB, not {mem_size_mb!r}")
+        for label, flag in (("hugepages", hugepages), ("pci", pci)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{label} must be a bool, not {flag!r}")
+        if not isinstance(cpu_mask, str):
+            raise TypeError(f"cpu_mask must be a str, not {type(cpu_mask).__name__}")
+        if not _CPU_MASK.fullmatch(cpu_mask):
+            raise ValueError(f"cpu_mask must look like '0x3' or '[0,1]', not {cpu_mask!r}")
+        if log_level not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"name must be 1 to 32 letters, digits, '_', '.' or '-', not {name!r}")
+        if pci and not hugepages:
+            raise ValueError("pci=True needs hugepages=True: devices DMA into hugepage memory")
+        if hugedir is not None:
+            if not hugepages:
+                raise ValueError("hugedir needs hugepages=True")
+            if not Path(hugedir).is_dir():
+                raise ValueError(f"hugedir {os.fspath(hugedir)!r} is not a directory")
+        if isinstance(args, (str, bytes)) or not isinstance(args, Sequence):
+            raise TypeError(f"args must be a sequence of str, not {type(args).__name__}")
+        for arg in args:
+            if not isinstance(arg, str) or "\0" in arg:
+                raise ValueError(f"args must hold strings without NUL, not {arg!r}")
+        if log_file is not None and not isinstance(log_file, (str, os.PathLike)):
+            raise TypeError(f"log_file must be a path or None, not {type(log_file).__name__}")
+        if log_file is not None and not Path(log_file).parent.is_dir():
+            raise ValueError(f"log_file's directory does not exist: {os.fspath(log_file)!r}")
+
+        self.binary: str | None = None if binary is None else os.fspath(binary)
+        if self.binary is None:
+            tool = find_tool("spdk_tgt")
+            self.binary = None if tool is None else str(tool)
+        self.mem_size_mb = mem_size_mb
+        self.hugepages = hugepages
+        self.hugedir = None if hugedir is None else os.fspath(hugedir)
+        self.pci = pci
+        self.cpu_mask = cpu_mask
+        self.log_level = log_level
+        self.name = name
+        self.args = tuple(args)
+        self._config = _check_config(config)
+        self._user_socket = None if rpc_socket is None else check_rpc_socket(rpc_socket)
+        self._user_log = None if log_file is None else os.fspath(log_file)
+
+        self._owned = True
+        self._state = _State.NEW
+        self._lock = threading.Lock()
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._workdir: str | None = None
+        self._socket: str | None = self._user_socket
+        self._log: str | None = self._user_log
+        self._pid: int | None = None
+        self._clients = _ClientPool()
+        self._monitor: _Monitor | None = None
+
+    @classmethod
+    def attach(cls, rpc_socket: str | os.PathLike[str], *, timeout: float = 10.0) -> SpdkProcess:
+        """An SpdkProcess for an SPDK application this program did not start.
+
+        It must answer spdk_get_version within `timeout`. stop() only detaches:
+        the application keeps running.
+        """
+        if not isinstance(rpc_socket, (str, os.PathLike)):
+            raise TypeError(f"rpc_socket must be a path, not {type(rpc_socket).__name__}")
+        path = os.fspath(rpc_socket)
+        timeout = _check_timeout(timeout)
+        self = cls.__new__(cls)
+        self.binary = None
+        self.mem_size_mb = 0
+        self.hugepages = False
+        self.hugedir = None
+        self.pci = False
+        self.cpu_mask = ""
+        self.log_level = ""
+        self.name = "attached"
+        self.args = ()
+        self._config = None
+        self._user_socket = path
+        self._user_log = None
+        self._owned = False
+        self._state = _State.RUNNING
+        self._lock = threading.Lock()
+        self._popen = None
+        self._workdir = None
+        self._socket = path
+        self._log = None
+        self._pid = _lock_owner(path + ".lock")
+        self._clients = _ClientPool()
+        self._monitor = _Monitor(self)
+        try:
+            self.rpc("spdk_get_version", timeout=timeout)
+        except ProcessError as exc:
+            self.stop()
+            raise ProcessError(f"no SPDK application answers on {path}: {exc}") from None
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def pid(self) -> int | None:
+        """The application's process id (None before start; for attach, from its lock)."""
+        return self._pid
+
+    @property
+    def rpc_socket(self) -> str | None:
+        """The RPC socket path (chosen at start() when none was given)."""
+        return self._socket
+
+    @property
+    def log_path(self) -> str | None:
+        """The file the application writes its output to (None when attached)."""
+        return self._log
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once the process has ended (negative: killed by that signal)."""
+        return None if self._popen is None else self._popen.returncode
+
+    @property
+    def owned(self) -> bool:
+        """True when this object started the process (stop() ends it); False when attached."""
+        return self._owned
+
+    def is_alive(self) -> bool:
+        """Whether the application is running (for attach: whether its RPC lock is held)."""
+        if not self._owned:
+            path = self._socket
+            return path is not None and lock_is_held(path + ".lock")
+        popen = self._popen
+        if popen is None:
+            return False
+        monitor = self._monitor
+        if monitor is not None and monitor.exited.is_set():
+            return False
+        return popen.poll() is None
+
+    def log_tail(self, lines: int = _TAIL_LINES) -> str:
+        """The last `lines` lines of the application's log ('' when there is none)."""
+        if isinstance(lines, bool) or not isinstance(lines, int) or lines <= 0:
+            raise ValueError(f"lines must be a positive int, not {lines!r}")
+        return _tail(self._log, lines)
+
+    def __repr__(self) -> str:
+        kind = "owned" if self._owned else "attached"
+        return (
+            f"<SpdkProcess {self.name} {kind} {self._state.value} pid={self._pid} "
+            f"socket={self._socket!r}>"
+        )
+
+    # ------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> SpdkProcess:
+        if self._owned and self._state is _State.NEW:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def command(self) -> list[str]:
+        """The command line start() runs (the socket and config paths once chosen)."""
+        argv = [self.binary or "spdk_tgt", "-m", self.cpu_mask, "-s", str(self.mem_size_mb)]
+        if not self.hugepages:
+            argv.append("--no-huge")
+        if self.hugedir is not None:
+            argv += ["--huge-dir", self.hugedir]
+        if not self.pci:
+            argv.append("--no-pci")
+        argv += ["-r", self._socket or "<private socket>"]
+        if self._config is not None:
+            config = self._config if isinstance(self._config, Path) else "<private config>"
+            if self._workdir is not None and not isinstance(self._config, Path):
+                config = os.path.join(self._workdir, "config.json")
+            argv += ["--json", str(config)]
+        if self.log_level in ("ERROR", "WARNING"):
+            argv.append("--silence-noticelog")
+        return argv + list(self.args)
+
+    def start(self, timeout: float = 60.0) -> SpdkProcess:
+        """Start the application; return once its RPC server answers and init is complete.
+
+        ProcessStartError (a StartError) otherwise, with `reason` and the log's
+        last lines; the process is stopped and its files removed first.
+        """
+        timeout = _check_timeout(timeout)
+        with self._lock:
+            if not self._owned:
+                raise RuntimeStateError("an attached SpdkProcess cannot be started")
+            if self._state is not _State.NEW:
+                raise RuntimeStateError(
+                    f"this SpdkProcess is {self._state.value}: one start per object, "
+                    "create a new one"
+                )
+            self._state = _State.STARTING
+        try:
+            self._launch()
+            self._wait_ready(time.monotonic() + timeout, timeout)
+        except BaseException:
+            self.stop(timeout=5.0)
+            raise
+        with self._lock:
+            self._state = _State.RUNNING
+        return self
+
+    def _launch(self) -> None:
+        binary = self.binary
+        if binary is None:
+            looked = ", ".join(str(p) for p in tool_candidates("spdk_tgt")) or "nowhere"
+            raise ProcessStartError(
+                f"no spdk_tgt is installed beside the fat library (looked in: {looked}); "
+                "build it with build.sh or pass binary=",
+                reason="binary",
+            )
+        if not Path(binary).is_file():
+            raise ProcessStartError(f"binary {binary!r} does not exist", reason="binary")
+        if not os.access(binary, os.X_OK):
+            raise ProcessStartError(f"binary {binary!r} is not executable", reason="binary")
+        self._workdir = _private_dir(self.name)
+        if self._user_socket is None:
+            self._socket = os.path.join(self._workdir, _SOCKET_NAME)
+        else:
+            try:
+                check_rpc_socket(self._user_socket)
+            except ValueError as exc:
+                raise ProcessStartError(str(exc), reason="rpc_socket") from None
+            remove_stale_socket(self._user_socket)
+        if self._config is not None and not isinstance(self._config, Path):
+            with open(os.path.join(self._workdir, "config.json"), "w") as out:
+                json.dump(self._config, out)
+        if self._user_log is None:
+            self._log = os.path.join(self._workdir, f"{self.name}.log")
+        argv = self.command()
+        assert self._log is not None
+        with open(self._log, "ab") as log:
+            log.write(f"{_HEADER}{' '.join(argv)}\n".encode())
+            log.flush()
+            try:
+                self._popen = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    close_fds=True,
+                    # Its own session: a Ctrl-C meant for this program reaches it
+                    # only through stop().
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise ProcessStartError(
+                    f"cannot run {binary!r}: {exc.strerror}", reason="binary"
+                ) from None
+        self._pid = self._popen.pid
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+        self._monitor = _Monitor(self)
+
+    def _wait_ready(self, deadline: float, timeout: float) -> None:
+        """Poll until framework_wait_init answers (the app started) or the process ends."""
+        assert self._socket is not None and self._popen is not None
+        while True:
+            if not self.is_alive():
+                raise self._start_failed(None)
+            if time.monotonic() >= deadline:
+                raise self._start_failed(timeout)
+            if os.path.exists(self._socket):
+                try:
+                    self.rpc("framework_wait_init", timeout=max(deadline - time.monotonic(), 0.01))
+                except ProcessExitedError:
+                    raise self._start_failed(None) from None
+                except TimeoutError:
+                    raise self._start_failed(timeout) from None
+                except _NotListening:
+                    pass
+                except ProcessError:
+                    # Connection reset: it is probably ending; retry if it is not.
+                    if self._wait_exit(1.0):
+                        raise self._start_failed(None) from None
+                else:
+                    break
+            time.sleep(0.01)
+        # Apps log at NOTICE and print it (WARNING with --silence-noticelog);
+        # other levels by RPC, which can only come once the server answers.
+        left = max(deadline - time.monotonic(), 1.0)
+        if self.log_level in ("INFO", "DEBUG"):
+            self.rpc("log_set_level", {"level": self.log_level}, timeout=left)
+        if self.log_level in ("ERROR", "INFO", "DEBUG"):
+            self.rpc("log_set_print_level", {"level": self.log_level}, timeout=left)
+
+    def _start_failed(self, timed_out: float | None) -> ProcessStartError:
+        """Why start() failed, from the exit status and the application's own output."""
+        assert self._popen is not None
+        if timed_out is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._popen.wait(1.0)  # the output is complete once it has ended
+        # Its own output only, not the line this module writes before it. The
+        # private log goes with stop(): the error carries its last lines.
+        lines = _tail(self._log, 200).splitlines()
+        reason, why = diagnose("\n".join(x for x in lines if not x.startswith(_HEADER)))
+        if timed_out is not None:
+            if reason != "not_spdk":
+                reason, why = "timeout", "still initialising? raise the timeout"
+            message = f"{self.binary} did not answer on {self._socket} within {timed_out} s: {why}"
+        else:
+            status = _describe_status(self._popen.returncode)
+            message = f"{self.binary} {status} before it was ready: {why}"
+        return ProcessStartError(
+            message,
+            reason=reason,
+            log_path=self._user_log,
+            log_tail=_tail(self._log, _TAIL_LINES),
+        )
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """End the application: SIGTERM, then SIGKILL after `timeout` seconds.
+
+        Always returns, also after a crash, and removes the socket, its lock and
+        the private directory. For an attached process it only detaches.
+        Safe to call more than once.
+        """
+        timeout = _check_timeout(timeout)
+        with self._lock:
+            if self._state is _State.STOPPED:
+                return
+            self._state = _State.STOPPED
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
+        popen = self._popen
+        if self._owned and popen is not None:
+            _end(popen, timeout)
+        if self._monitor is not None:
+            self._monitor.close()
+        self._clients.close()
+        if self._owned:
+            self._clean_files()
+
+    def _clean_files(self) -> None:
+        """Remove what the process leaves when it cannot clean up itself (a crash, SIGKILL)."""
+        if self._socket is not None:
+            remove_stale_socket(self._socket)
+        if self._pid is not None and self.returncode is not None:
+            # SPDK's trace file (/dev/shm/<app>_trace.pid<pid>) and DPDK's runtime
+            # directory, both named by the pid of a process that is gone.
+            for leftover in glob.glob(f"/dev/shm/*_trace.pid{self._pid}"):
+                with contextlib.suppress(OSError):
+                    os.unlink(leftover)
+            shutil.rmtree(f"/var/run/dpdk/spdk_pid{self._pid}", ignore_errors=True)
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            if self._log is not None and self._log.startswith(self._workdir + os.sep):
+                self._log = None
+            self._workdir = None
+
+    # ------------------------------------------------------------ RPC
+
+    def rpc(
+        self, method: str, params: Mapping[str, Any] | None = None, timeout: float = 60.0
+    ) -> Any:
+        """Call an RPC method through SPDK's official client and return its result.
+
+        RpcError when SPDK answers with an error; TimeoutError after `timeout`
+        seconds of wall time (the request may still run); ProcessExitedError
+        when the application is gone, within about 0.1 s of its end.
+        """
+        if not isinstance(method, str):
+            raise TypeError(f"method must be a str, not {type(method).__name__}")
+        if not _METHOD.fullmatch(method):
+            raise ValueError(f"method {method!r} is not a method name: letters, digits, '_'")
+        if params is not None and not isinstance(params, Mapping):
+            raise TypeError(f"params must be a mapping or None, not {type(params).__name__}")
+        timeout = _check_timeout(timeout)
+        payload = None
+        if params is not None:
+            try:
+                payload = json.loads(json.dumps(dict(params), allow_nan=False))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"params are not JSON: {exc}") from None
+        deadline = time.monotonic() + timeout
+        if self._state is _State.STOPPED or self._monitor is None or self._socket is None:
+            raise self._gone(method)
+        if not self.is_alive():
+            raise self._gone(method)
+        client = self._clients.take(self._socket, self, method)
+        token = self._monitor.watch(client, deadline)
+        failure: Exception | None = None
+        done = False
+        try:
+            request_id = client.send(method, payload)
+            response = client.recv()
+            done = True
+        except Exception as exc:
+            failure = exc
+        finally:
+            expired = self._monitor.unwatch(token)
+            self._clients.give_back(client, done and not expired)
+        if failure is not None:
+            return self._failed(method, timeout, expired, failure)
+        return _result(method, request_id, response)
+
+    def _failed(self, method: str, timeout: float, expired: bool, exc: BaseException) -> Any:
+        """Why a call got no answer, as an exception (or True for spdk_kill_instance)."""
+        if expired and self.is_alive():
+            raise TimeoutError(
+                f"{method}: no answer from {self.name} within {timeout} s "
+                "(the request may still run)"
+            ) from None
+        if self._state is _State.STOPPED:
+            raise self._gone(method) from None
+        if method == "spdk_kill_instance":
+            return True  # the connection closed because it did what it was asked
+        if self._wait_exit(1.0):
+            raise self._gone(method) from None
+        raise ProcessError(
+            f"{method}: {self.name} on {self._socket} closed the connection without an "
+            f"answer ({_first_line(exc)})",
+            log_path=self._log,
+        ) from None
+
+    def _wait_exit(self, limit: float) -> bool:
+        """Whether the application ends within `limit` s (a reset connection often means so)."""
+        if self._owned:
+            return self._monitor is not None and self._monitor.exited.wait(limit)
+        deadline = time.monotonic() + limit
+        while self.is_alive():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_TICK)
+        return True
+
+    def _gone(self, method: str) -> ProcessExitedError:
+        if self._state is _State.STOPPED:
+            return ProcessExitedError(f"{method}: this SpdkProcess is stopped", log_path=self._log)
+        status = _describe_status(self.returncode) if self._owned else "has gone"
+        return ProcessExitedError(
+            f"{method}: the SPDK application {self.name} (pid {self._pid}) {status}",
+            log_path=self._log,
+            log_tail=_tail(self._log, _TAIL_LINES),
+        )
+
+
+class _NotListening(ProcessError):
+    """The socket exists but nobody accepts yet (start() retries)."""
+
+
+# ------------------------------------------------------------------ client pool
+
+
+class _ClientPool:
+    """Idle connections of SPDK's official client, at most _POOL_MAX."""
+
+    def __init__(self) -> None:
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def take(self, path: str, proc: SpdkProcess, method: str) -> Any:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return _connect(path, proc, method)
+
+    def give_back(self, client: Any, reusable: bool) -> None:
+        if reusable:
+            with self._lock:
+                if not self._closed and len(self._idle) < _POOL_MAX:
+                    self._idle.append(client)
+                    return
+        _close_client(client)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for client in idle:
+            _close_client(client)
+
+
+def _connect(path: str, proc: SpdkProcess, method: str) -> Any:
+    """A JSONRPCClient connected to `path`, without the log handler it adds per instance."""
+    try:
+        from spdk.rpc.client import (  # type: ignore[import-untyped]
+            JSONRPCClient,
+            JSONRPCException,
+        )
+    except ImportError:
+        raise ProcessError(
+            "SPDK's official client is not installed: pip install 'spdk==26.1.*'"
+        ) from None
+    logger = logging.getLogger(f"JSONRPCClient({path})")
+    before = list(logger.handlers)
+    try:
+        # A generous CPU-time timeout: the monitor enforces the wall-clock deadline.
+        client = JSONRPCClient(path, timeout=24 * 3600.0)
+    except JSONRPCException as exc:
+        if not proc.is_alive():
+            raise proc._gone(method) from None
+        cause = getattr(exc, "message", str(exc))
+        if "Connection refused" in cause or "No such file" in cause or "non-existing" in cause:
+            raise _NotListening(f"{method}: nothing listens on {path} yet") from None
+        raise ProcessError(f"{method}: cannot connect to {path}: {_first_line(exc)}") from None
+    finally:
+        for handler in logger.handlers:
+            if handler not in before:
+                logger.removeHandler(handler)
+    return client
+
+
+def _close_client(client: Any) -> None:
+    sock = getattr(client, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()
+        client.sock = None
+
+
+def _result(method: str, request_id: int, response: Any) -> Any:
+    if not isinstance(response, dict) or response.get("id") != request_id:
+        raise ProcessError(f"{method}: the reply does not answer this request: {response!r:.200}")
+    error = response.get("error")
+    if error is not None:
+        if isinstance(error, dict):
+            code, message = error.get("code"), error.get("message")
+        else:
+            code, message = None, error
+        raise RpcError(method, code if isinstance(code, int) else 0, str(message))
+    if "result" not in response:
+        raise ProcessError(f"{method}: the reply has neither result nor error: {response!r:.200}")
+    return response["result"]
+
+
+# ------------------------------------------------------------------ monitor
+
+
+class _Monitor:
+    """One thread per process: reaps it, and wakes calls whose deadline passed or whose
+    process died by shutting their sockets down (the official client then returns)."""
+
+    def __init__(self, proc: SpdkProcess) -> None:
+        self._popen = proc._popen
+        self._socket = proc._socket
+        self._cond = threading.Condition()
+        self._calls: dict[int, tuple[Any, float, bool]] = {}
+        self._ids = 0
+        self._closed = False
+        self.exited = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"pyspdk-watch-{proc.pid}", daemon=True
+        )
+        self._thread.start()
+
+    def watch(self, client: Any, deadline: float) -> int:
+        with self._cond:
+            self._ids += 1
+            self._calls[self._ids] = (client, deadline, False)
+            if self.exited.is_set() or self._closed:
+                self._expire_all()
+            return self._ids
+
+    def unwatch(self, token: int) -> bool:
+        """Forget a call; True when its socket was shut down because its deadline passed."""
+        with self._cond:
+            entry = self._calls.pop(token, None)
+        return entry is not None and entry[2]
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._expire_all()
+            self._cond.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(5.0)
+
+    def _expire_all(self) -> None:
+        for token, (client, deadline, expired) in list(self._calls.items()):
+            _shutdown(client)
+            self._calls[token] = (client, deadline, expired)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                for token, (client, deadline, expired) in list(self._calls.items()):
+                    if not expired and now >= deadline:
+                        _shutdown(client)
+                        self._calls[token] = (client, deadline, True)
+            if self._popen is not None:
+                try:
+                    self._popen.wait(_TICK)
+                except subprocess.TimeoutExpired:
+                    continue
+                self.exited.set()
+                with self._cond:
+                    self._expire_all()  # later calls: watch() sees exited
+                return
+            alive = self._socket is not None and lock_is_held(self._socket + ".lock")
+            with self._cond:
+                if not alive:
+                    self._expire_all()
+                self._cond.wait(_TICK)
+
+
+def _shutdown(client: Any) -> None:
+    sock = getattr(client, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(2)  # SHUT_RDWR: a recv() waiting on it returns at once
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _end(popen: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM to its process group, wait up to timeout, then SIGKILL to the group.
+
+    The group, not only the process: a wrapper script's children go too
+    (start_new_session made the process the leader of its own group).
+    """
+    if popen.poll() is None:
+        _signal_group(popen.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            popen.wait(timeout)
+    _signal_group(popen.pid, signal.SIGKILL)  # the leader, if still there, and stragglers
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        popen.wait(_KILL_WAIT)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _check_timeout(timeout: float) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds, not {timeout!r}")
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    return float(timeout)
+
+
+def _check_config(config: Mapping[str, Any] | str | os.PathLike[str] | None) -> Any:
+    """None, a JSON-ready dict, or the Path of a readable JSON file; ValueError otherwise."""
+    if config is None:
+        return None
+    if isinstance(config, Mapping):
+        if not isinstance(config.get("subsystems", []), list):
+            raise ValueError("config['subsystems'] must be a list of subsystem configs")
+        try:
+            return json.loads(json.dumps(dict(config), allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"config is not JSON-serialisable: {exc}") from None
+    if not isinstance(config, (str, os.PathLike)):
+        raise TypeError(f"config must be a mapping or a path, not {type(config).__name__}")
+    path = Path(os.fspath(config)).absolute()
+    if not path.is_file():
+        raise ValueError(f"config file {str(path)!r} does not exist")
+    try:
+        json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"config file {str(path)!r} is not valid JSON: {exc}") from None
+    return path
+
+
+def _private_dir(name: str) -> str:
+    """A new 0700 directory whose socket (and lock) paths fit in sun_path."""
+    prefix = f"pyspdk-{name}-"
+    room = SUN_PATH_MAX - len(prefix) - 10 - len(_SOCKET_NAME + ".lock")
+    base = tempfile.gettempdir()
+    if len(os.fsencode(base)) > room:
+        base = "/tmp"
+    return tempfile.mkdtemp(prefix=prefix, dir=base)
+
+
+def _tail(path: str | None, lines: int) -> str:
+    if path is None:
+        return ""
+    try:
+        with open(path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            size = log.tell()
+            log.seek(max(size - _TAIL_BYTES, 0))
+            data = log.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", errors="replace").rstrip("\n")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _describe_status(returncode: int | None) -> str:
+    if returncode is None:
+        return "is running"
+    if returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "message", "") or exc or type(exc).__name__)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+# What an SPDK application's log says when it cannot start, and what that means.
+# Checked in order; the first match names the reason.
+_DIAGNOSES: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    (
+        "cpu_mask",
+        re.compile(
+            r"lcore \d+ unavailable|No valid lcores|invalid coremask|Invalid cpumask|"
+            r"Unable to acquire lock on assigned core mask|Cannot create lock on core|"
+            r"Unable to parse.*core",
+            re.IGNORECASE,
+        ),
+        "the cpu_mask names a core that does not exist or that another SPDK process holds",
+    ),
+    (
+        "memory",
+        re.compile(
+            r"Unable to allocate|Could not allocate|Cannot allocate memory|Failed to allocate|"
+            r"initialization failed with code: -12|Cannot get hugepage|not enough memory|"
+            r"No free .*hugepages|Cannot init memory",
+            re.IGNORECASE,
+        ),
+        "not enough memory: raise mem_size_mb (1024 is a safe minimum with the default "
+        "subsystems) or reserve more hugepages",
+    ),
+    (
+        "config",
+        re.compile(r"json_config|JSON|Failed to load subsystems", re.IGNORECASE),
+        "SPDK rejected the JSON config",
+    ),
+    (
+        "rpc_socket",
+        re.compile(r"RPC server|rpc_listen|Address already in use", re.IGNORECASE),
+        "the RPC socket could not be opened",
+    ),
+)
+
+
+def diagnose(log_text: str) -> tuple[str, str]:
+    """(reason, explanation) for an application that ended before it was ready."""
+    if "SPDK" not in log_text and "spdk" not in log_text:
+        return "not_spdk", "its output never mentions SPDK: is it an SPDK application?"
+    for reason, pattern, why in _DIAGNOSES:
+        if pattern.search(log_text):
+            return reason, why
+    return "exited", "see the log's last lines below"
+
+
+def _lock_owner(lock: str) -> int | None:
+    """The pid holding a flock on `lock`, read from /proc/locks (None when unknown)."""
+    try:
+        info = os.stat(lock)
+        with open("/proc/locks") as locks:
+            table = locks.read()
+    except OSError:
+        return None
+    wanted = (os.major(info.st_dev), os.minor(info.st_dev), info.st_ino)
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) < 6 or fields[1] != "FLOCK":
+            continue
+        with contextlib.suppress(ValueError):
+            major, minor, inode = fields[5].split(":")
+            if (int(major, 16), int(minor, 16), int(inode)) == wanted:
+                return int(fields[4])
+    return None
+
+
+# Started and not yet stopped. Strong references: an SpdkProcess dropped
+# without stop() must still be stopped at exit, not orphaned by the collector.
+_LIVE: set[SpdkProcess] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def running() -> list[SpdkProcess]:
+    """The SpdkProcess objects this program started and has not stopped."""
+    with _LIVE_LOCK:
+        return list(_LIVE)
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    """Stop the processes this program started and left running."""
+    for proc in running():
+        with contextlib.suppress(Exception):
+            proc.stop(timeout=10.0)

@@ -1,0 +1,196 @@
+"""`python -m pyspdk_sys serve`: SPDK hosted by Python, managed by SPDK's own tools.
+
+Each test runs serve in a subprocess (SPDK starts once per process) on core 1
+and ends it; the official client, spdk-rpc and SpdkProcess.attach manage it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from processes import official_client, spdk_rpc
+
+from conftest import PROJECT_DIR
+
+CONFIG = {
+    "subsystems": [
+        {
+            "subsystem": "bdev",
+            "config": [
+                {
+                    "method": "bdev_malloc_create",
+                    "params": {"name": "CfgMalloc", "num_blocks": 2048, "block_size": 512},
+                }
+            ],
+        }
+    ]
+}
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pyspdk_sys", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=PROJECT_DIR / "tests",
+    )
+
+
+class Served:
+    """A running `serve` subprocess, its socket and its output file."""
+
+    def __init__(self, directory: Path, *extra: str) -> None:
+        self.socket = str(directory / "serve.sock")
+        self.output = directory / "serve.out"
+        config = directory / "config.json"
+        config.write_text(json.dumps(CONFIG))
+        with open(self.output, "w") as out:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "pyspdk_sys", "serve", "--rpc-socket", self.socket,
+                 "--config", str(config), "--cpu-mask", "0x2", *extra],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=PROJECT_DIR / "tests",
+            )  # fmt: skip
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 120
+        while "running in pid" not in self.text():
+            assert self.popen.poll() is None, f"serve ended early:\n{self.text()}"
+            assert time.monotonic() < deadline, f"serve did not start:\n{self.text()}"
+            time.sleep(0.05)
+
+    def text(self) -> str:
+        return self.output.read_text()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+            raise
+
+
+@pytest.fixture
+def served(spdk: Any) -> Iterator[Served]:
+    """serve with CONFIG on a socket in a fresh short directory; killed if a test leaves it."""
+    directory = Path(tempfile.mkdtemp(prefix="pyspdk-serve-"))
+    server = Served(directory)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        if server.popen.poll() is None:
+            server.popen.kill()
+            server.popen.wait()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_managed_by_official_client_spdk_rpc_and_attach(served: Served) -> None:
+    from pyspdk_sys.process import SpdkProcess
+
+    with official_client()(served.socket) as client:
+        names = [b["name"] for b in client.call("bdev_get_bdevs")]
+        assert names == ["CfgMalloc"]  # the config was loaded
+        client.call("bdev_null_create", {"name": "ClientNull", "num_blocks": 64, "block_size": 512})
+    result = spdk_rpc(served.socket, "bdev_malloc_create", "-b", "CliMalloc", "1", "512")
+    assert result.returncode == 0, result.stderr
+    result = spdk_rpc(served.socket, "bdev_get_bdevs")
+    all_names = {b["name"] for b in json.loads(result.stdout)}
+    assert all_names == {"CfgMalloc", "ClientNull", "CliMalloc"}
+    assert spdk_rpc(served.socket, "bdev_malloc_delete", "CliMalloc").returncode == 0
+
+    attached = SpdkProcess.attach(served.socket)
+    try:
+        assert attached.pid == served.popen.pid
+        assert attached.rpc("spdk_get_version")["version"] == "SPDK v26.01"
+        assert "ClientNull" in [b["name"] for b in attached.rpc("bdev_get_bdevs")]
+    finally:
+        attached.stop()  # detaches only
+    assert served.popen.poll() is None
+
+    assert served.stop(signal.SIGTERM) == 0
+    assert "SPDK stopped on SIGTERM" in served.text()
+    assert not os.path.exists(served.socket)
+    assert not os.path.exists(served.socket + ".lock")
+
+
+def test_sigint_stops_it(served: Served) -> None:
+    started = time.monotonic()
+    assert served.stop(signal.SIGINT) == 0
+    assert time.monotonic() - started < 20
+    assert "SPDK stopped on SIGINT" in served.text()
+    assert not os.path.exists(served.socket)
+
+
+def test_spdk_kill_instance_stops_it(served: Served) -> None:
+    result = spdk_rpc(served.socket, "spdk_kill_instance", "SIGTERM")
+    assert result.returncode == 0, result.stderr
+    assert served.popen.wait(30) == 0
+    assert "SPDK stopped on SIGTERM" in served.text()
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["serve"], "--rpc-socket"),
+        (["serve", "--rpc-socket", "/tmp/x.sock", "--mem-size-mb", "0"], "mem_size_mb"),
+        (["serve", "--rpc-socket", "/tmp/x.sock", "--cpu-mask", "all"], "cpu_mask"),
+        (["serve", "--rpc-socket", "/nonexistent-dir/x.sock"], "does not exist"),
+        (["serve", "--rpc-socket", "/tmp/x.sock", "--config", "/nonexistent.json"], "config"),
+    ],
+)
+def test_bad_arguments_are_usage_errors(spdk: Any, args: list[str], words: str) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 2, result.stderr
+    assert words in result.stderr
+
+
+def test_start_failure_exits_1(spdk: Any, short_tmp: Path) -> None:
+    result = run_cli(
+        "serve", "--rpc-socket", str(short_tmp / "small.sock"), "--cpu-mask", "0x2",
+        "--mem-size-mb", "64",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "SPDK failed to start" in result.stderr
+    assert "Subsystem initialization failed" in result.stderr  # SPDK's own log
+
+
+def test_info_is_the_default(spdk: Any) -> None:
+    default = run_cli("--list", "--kind", "bdev_modules")
+    explicit = run_cli("info", "--list", "--kind", "bdev_modules")
+    assert default.returncode == explicit.returncode == 0
+    assert default.stdout == explicit.stdout
+    assert "      malloc" in default.stdout.splitlines()
+
+
+def test_hugepages_report(spdk: Any) -> None:
+    from pyspdk_sys import hugepages
+
+    result = run_cli("hugepages", "--json")
+    assert result.returncode == 0, result.stderr
+    report = {p["size_kb"]: p for p in json.loads(result.stdout)}
+    assert set(report) == set(hugepages.supported_sizes())
+    text = run_cli("hugepages")
+    assert text.returncode == 0
+    assert text.stdout.splitlines()[0].split() == [
+        "size", "total", "free", "reserved", "surplus", "mounts"
+    ]  # fmt: skip
+    assert run_cli("hugepages", "--reserve", "-1").returncode == 2

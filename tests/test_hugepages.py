@@ -1,0 +1,194 @@
+"""pyspdk_sys.hugepages against this machine's kernel: read, reserve, mount, refuse.
+
+Reading needs nothing. Reserving and mounting need root: those tests skip
+without it (not an SPDK skip). The machine may be shared, so nothing here
+lowers a pool: reserving leaves 1024 pages of the default size (2 GiB with
+2 MiB pages), which vhost tests need anyway. The non-root cases run in a
+subprocess as the unprivileged user 65534, not as a mock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import PROJECT_DIR
+
+RESERVE = 1024
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="reserving and mounting need root")
+
+
+def meminfo(name: str) -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1])
+    raise KeyError(name)
+
+
+def test_status_matches_the_kernel(spdk: Any) -> None:
+    from pyspdk_sys import hugepages
+
+    pools = {p.size_kb: p for p in hugepages.status()}
+    default = hugepages.default_size_kb()
+    assert default == meminfo("Hugepagesize")
+    assert default in pools
+    pool = pools[default]
+    assert pool == hugepages.page_size()
+    assert pool.total == meminfo("HugePages_Total")
+    assert pool.free == meminfo("HugePages_Free")
+    assert pool.reserved == meminfo("HugePages_Rsvd")
+    assert pool.surplus == meminfo("HugePages_Surp")
+    assert pool.size_label == {2048: "2M", 1048576: "1G"}.get(default, pool.size_label)
+    mounts = hugepages.hugetlbfs_mounts()
+    for p in pools.values():
+        assert set(p.mounts) == {m for m, size in mounts.items() if size == p.size_kb}
+
+
+def test_bad_arguments(spdk: Any) -> None:
+    from pyspdk_sys import hugepages
+
+    with pytest.raises(ValueError, match="count"):
+        hugepages.reserve(-1)
+    with pytest.raises(TypeError, match="count"):
+        hugepages.reserve("8")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="size_kb 3 is not a hugepage size"):
+        hugepages.reserve(8, size_kb=3)
+    with pytest.raises(ValueError, match="not a hugetlbfs mount point"):
+        hugepages.unmount("/")
+
+
+@needs_root
+def test_reserve_never_lowers_and_mounts(spdk: Any) -> None:
+    from pyspdk_sys import hugepages
+
+    pool = hugepages.reserve(RESERVE)
+    assert pool.total >= RESERVE
+    assert hugepages.page_size().total == pool.total
+    assert hugepages.reserve(1).total == pool.total  # never lowered
+    point = hugepages.mount()
+    assert point in hugepages.page_size().mounts
+    assert hugepages.mount() == point  # an existing mount is reused
+
+
+@needs_root
+def test_cli_reserve(spdk: Any) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pyspdk_sys", "hugepages", "--reserve", str(RESERVE), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=PROJECT_DIR / "tests",
+    )
+    assert result.returncode == 0, result.stderr
+    from pyspdk_sys import hugepages
+
+    (pool,) = [p for p in json.loads(result.stdout) if p["size_kb"] == hugepages.default_size_kb()]
+    assert pool["total"] >= RESERVE
+    assert pool["mounts"]
+
+
+@needs_root
+def test_short_memory_changes_nothing(spdk: Any) -> None:
+    from pyspdk_sys import hugepages
+    from pyspdk_sys.errors import HugepagesError
+
+    before = hugepages.page_size()
+    too_many = before.total + meminfo("MemTotal") // before.size_kb + 1
+    with pytest.raises(HugepagesError, match=r"only \d+ MiB of memory is available"):
+        hugepages.reserve(too_many)
+    assert hugepages.page_size().total == before.total
+
+
+@needs_root
+def test_mount_and_unmount_a_new_point(spdk: Any, tmp_path: Path) -> None:
+    from pyspdk_sys import hugepages
+
+    unmounted = [p.size_kb for p in hugepages.status() if not p.mounts]
+    if not unmounted:
+        pytest.skip("every hugepage size already has a hugetlbfs mount")
+    size = unmounted[-1]
+    point = str(tmp_path / "huge")
+    assert hugepages.mount(point, size_kb=size) == point
+    try:
+        assert hugepages.hugetlbfs_mounts()[point] == size
+        assert point in hugepages.page_size(size).mounts
+    finally:
+        hugepages.unmount(point)
+    assert point not in hugepages.hugetlbfs_mounts()
+
+
+@needs_root
+def test_non_root_gets_permission_error(spdk: Any, request: pytest.FixtureRequest) -> None:
+    from pyspdk_sys import hugepages
+
+    target = hugepages.page_size().total + 1
+    point = Path(tempfile.mkdtemp(prefix="pyspdk-huge-"))  # reachable by user 65534
+    point.chmod(0o755)
+    request.addfinalizer(lambda: point.rmdir())
+    code = textwrap.dedent(f"""
+        import json
+        from pyspdk_sys import hugepages
+        found = {{"status": len(hugepages.status())}}
+        for name, call in (("reserve", lambda: hugepages.reserve({target})),
+                           ("mount", lambda: hugepages.mount({str(point)!r}, size_kb=1048576))):
+            try:
+                call()
+                found[name] = "no error"
+            except PermissionError as exc:
+                found[name] = "PermissionError: " + str(exc)
+        print(json.dumps(found))
+    """)
+    result = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+    )
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["status"] == len(hugepages.status())
+    assert found["reserve"].startswith("PermissionError: [Errno 13] reserving hugepages needs root")
+    assert found["mount"].startswith("PermissionError: [Errno 1] mounting hugetlbfs")
+    assert "needs root" in found["mount"]
+    assert hugepages.page_size().total == target - 1
+    cli = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+         "pyspdk_sys", "hugepages", "--reserve", str(target)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+    )  # fmt: skip
+    assert cli.returncode == 1
+    assert "needs root" in cli.stderr
+
+
+@needs_root
+def test_spdk_process_on_hugepages(spdk: Any) -> None:
+    """spdk_tgt on hugepage memory: it takes pages while it runs and gives them back."""
+    from processes import new_process
+
+    from pyspdk_sys import hugepages
+
+    from conftest import spdk_tool
+
+    spdk_tgt = spdk_tool("spdk_tgt")
+    pool = hugepages.reserve(RESERVE)
+    if pool.available * pool.size_kb < 1024 * 1024:
+        pytest.skip(f"only {pool.available} free hugepages: another program uses the rest")
+    point = hugepages.mount()
+    with new_process(spdk_tgt, hugepages=True, hugedir=point, mem_size_mb=1024) as process:
+        assert "--no-huge" not in process.command()
+        assert process.rpc("spdk_get_version")["version"] == "SPDK v26.01"
+        assert hugepages.page_size().free <= pool.free - 512
+    assert hugepages.page_size().free == pool.free
