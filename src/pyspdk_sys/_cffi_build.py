@@ -51,7 +51,7 @@ def _load_conditional() -> ModuleType:
     )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
+    sys.modules[spec.name] = module  # as an import would: typing looks it up there
     spec.loader.exec_module(module)
     return module
 

@@ -14,11 +14,10 @@ nothing from the package) and by `_binding.py` at import.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Feature:
+class Feature(NamedTuple):
     """One flag: when `condition` holds in C, `names` exist; else `fallback` stands in."""
 
     flag: str
