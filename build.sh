@@ -19,7 +19,15 @@ usage() {
 Usage:
   build.sh [OPTIONS] [-- CONFIGURE_ARGS...]
       Check prerequisites, configure and build SPDK, fuse the fat library
-      and install it. Re-running after success does little work.
+      and install it. Re-running after success does little work. In a git
+      checkout whose spdk/ submodule is empty, fetch it first.
+  build.sh deps [--build-dir DIR]
+      Only install what the build needs (what --deps does), then stop.
+  build.sh wheel [--prefix DIR] [-o DIR]
+      Build a self-contained wheel of pyspdk_sys with the python3 on PATH:
+      the fat library of PREFIX (default: the one pkg-config finds) and its
+      manifest go inside the package, where the extension's run path
+      ($ORIGIN/_lib) finds them. Written to DIR (default: ./dist).
   build.sh fuse -o OUT.so [--soname NAME] ARCHIVE... [-- LINKER_ARGS...]
       Link the archives whole (-Wl,--whole-archive) into OUT.so, then the
       linker arguments, always with -Wl,--no-undefined.
@@ -28,6 +36,12 @@ Usage:
   build.sh help
 
 Options (each has an environment variable; the option wins):
+  --deps           first install what the build needs: the missing Debian
+                   packages (apt-get, through sudo unless root) and the Python
+                   build tools (meson, ninja, pyelftools, jinja2, tabulate) in
+                   a private virtual environment, BUILD_DIR/tools, that only
+                   this script uses (never the system Python). Later runs put
+                   BUILD_DIR/tools/bin first on PATH by themselves.
   --spdk-dir DIR   SPDK source tree to build            SPDK_DIR  (default: ./spdk)
   --prefix DIR     installation prefix                  PREFIX    (default: /usr/local)
   --build-dir DIR  fused library, manifest and logs     BUILD_DIR (default: ./_build)
@@ -48,8 +62,12 @@ Installs:
   PREFIX/share/spdk_fat/manifest.json     versions, flags, fused archives
   PREFIX/libexec/spdk_fat/                spdk_tgt and bdevperf (unless --no-tools)
 
+Without network access to the SPDK repository, point SPDK_DIR at an SPDK
+v26.01 or v26.05 tree whose dpdk/, isa-l/ and isa-l-crypto/ submodules are
+filled in (a copy made where the network reaches it).
+
 Exit status: 0 on success, 1 on a failed stage (its log is printed),
-2 on bad usage, 3 on missing prerequisites.
+2 on bad usage, 3 on missing prerequisites or SPDK sources.
 EOF
 }
 
@@ -110,6 +128,126 @@ fuse() {
 		"$@" -Wl,--no-undefined -Wl,-z,noexecstack
 }
 
+# ---------------------------------------------------------------- deps
+
+# Debian packages beyond those REQUIRED_TOOLS and REQUIRED_HEADERS name: the
+# Python module's build (python3-dev, python3-venv), git for the submodule,
+# patchelf for the tests. meson and ninja come from the tools environment.
+readonly EXTRA_DEBIAN_PACKAGES=(python3-dev python3-venv git patchelf)
+# Python packages of the build itself: meson and ninja run DPDK's build,
+# which needs pyelftools; v26.05 generates a header with jinja2 and tabulate.
+readonly BUILD_PYTHON_PACKAGES=(meson ninja pyelftools jinja2 tabulate)
+
+# Every Debian package the build and the module's build need.
+debian_packages() {
+	local entry
+	for entry in "${REQUIRED_TOOLS[@]}" "${REQUIRED_HEADERS[@]}"; do
+		case "${entry#*:}" in
+		meson | ninja-build) ;; # from the tools environment
+		*) printf '%s\n' "${entry#*:}" ;;
+		esac
+	done
+	printf '%s\n' "${EXTRA_DEBIAN_PACKAGES[@]}"
+}
+
+missing_debian_packages() {
+	local package
+	while read -r package; do
+		dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' ||
+			printf '%s\n' "$package"
+	done < <(debian_packages | sort -u)
+}
+
+# Run a command as root: directly when root, else through sudo.
+as_root() {
+	if [[ $EUID -eq 0 ]]; then
+		"$@"
+	elif command -v sudo >/dev/null 2>&1; then
+		sudo "$@"
+	else
+		echo "build.sh: installing packages needs root, and sudo is not installed; run as root:" >&2
+		echo "  $*" >&2
+		exit 3
+	fi
+}
+
+install_debian_packages() {
+	if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+		echo "build.sh: --deps installs Debian packages with apt-get, which this system lacks;" >&2
+		echo "  install the equivalents of: $(debian_packages | sort -u | tr '\n' ' ')" >&2
+		exit 3
+	fi
+	local -a missing=()
+	mapfile -t missing < <(missing_debian_packages)
+	if ((${#missing[@]} == 0)); then
+		echo "==> packages   up to date"
+		return
+	fi
+	echo "    installing Debian packages: ${missing[*]}"
+	run_stage packages "$BUILD_DIR/logs/packages.log" apt_install "${missing[@]}"
+}
+
+apt_install() {
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get update &&
+		as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
+}
+
+tools_dir() { printf '%s/tools' "$BUILD_DIR"; }
+tools_stamp() { printf '%s\n' "${BUILD_PYTHON_PACKAGES[@]}"; }
+
+# The private environment of the build's Python tools: made once, refreshed
+# when the list above changes.
+install_build_tools() {
+	local dir
+	dir="$(tools_dir)"
+	if [[ -x "$dir/bin/python3" && -f "$dir/pyspdk-tools" && "$(cat "$dir/pyspdk-tools")" == "$(tools_stamp)" ]]; then
+		echo "==> tools      up to date ($dir)"
+		return
+	fi
+	run_stage tools "$BUILD_DIR/logs/tools.log" make_tools_venv "$dir"
+}
+
+make_tools_venv() {
+	local dir="$1" python
+	# The base interpreter, even when a virtual environment is active.
+	python="$(python3 -c 'import sys; print(getattr(sys, "_base_executable", sys.executable))')"
+	"$python" -m venv --clear "$dir" &&
+		"$dir/bin/python3" -m pip install --disable-pip-version-check "${BUILD_PYTHON_PACKAGES[@]}" &&
+		tools_stamp >"$dir/pyspdk-tools"
+}
+
+# Put the tools environment first on PATH when it exists: meson, ninja and
+# the python3 that SPDK's and DPDK's build scripts run come from there.
+use_build_tools() {
+	local dir
+	dir="$(tools_dir)"
+	if [[ -x "$dir/bin/python3" && -f "$dir/pyspdk-tools" ]]; then
+		PATH="$dir/bin:$PATH"
+		export PATH
+	fi
+}
+
+deps() {
+	install_debian_packages
+	install_build_tools
+	use_build_tools
+}
+
+deps_main() {
+	BUILD_DIR="${BUILD_DIR:-$PROJECT_DIR/_build}"
+	while (($#)); do
+		case "$1" in
+		--build-dir) BUILD_DIR="${2:?--build-dir needs a directory}"; shift 2 ;;
+		*) usage_error "deps: unknown option: $1" ;;
+		esac
+	done
+	mkdir -p "$BUILD_DIR/logs"
+	BUILD_DIR="$(cd "$BUILD_DIR" && pwd)"
+	STAGE_TIMES=()
+	deps
+	echo "    build tools in $(tools_dir)"
+}
+
 # ---------------------------------------------------------------- checks
 
 # Tool and header each map to the Debian package that provides it.
@@ -141,12 +279,16 @@ check_prerequisites() {
 	if ((${#missing_packages[@]})); then
 		echo "build.sh: missing Debian packages: ${missing_packages[*]}" >&2
 		[[ ${#missing_tools[@]} -eq 0 ]] || echo "  (commands not found: ${missing_tools[*]})" >&2
-		echo "  install them with: apt-get install ${missing_packages[*]}" >&2
-		echo "  (meson and ninja may also come from pip: pip install meson ninja)" >&2
+		echo "  install them with: ./build.sh --deps   (or apt-get install ${missing_packages[*]})" >&2
 		status=3
 	fi
 	if ! python3 -c 'import elftools' >/dev/null 2>&1; then
-		echo "build.sh: DPDK's build needs pyelftools for python3: pip install pyelftools" >&2
+		echo "build.sh: DPDK's build needs pyelftools for python3: run ./build.sh --deps" >&2
+		status=3
+	fi
+	if [[ -n "${SPDK_DIR:-}" && -f "$SPDK_DIR/scripts/genrpc.py" ]] &&
+		! python3 -c 'import jinja2, tabulate' >/dev/null 2>&1; then
+		echo "build.sh: this SPDK tree generates a header with jinja2 and tabulate: run ./build.sh --deps" >&2
 		status=3
 	fi
 	return "$status"
@@ -154,8 +296,10 @@ check_prerequisites() {
 
 check_tree() {
 	local dir="$1" how
-	if [[ "$dir" == "$PROJECT_DIR/spdk" ]]; then
-		how="git -C '$PROJECT_DIR' submodule update --init --recursive"
+	if [[ "$dir" == "$PROJECT_DIR/spdk" && -e "$PROJECT_DIR/.git" ]]; then
+		how="git -C '$PROJECT_DIR' submodule update --init spdk && git -C '$dir' submodule update --init dpdk isa-l isa-l-crypto"
+	elif [[ "$dir" == "$PROJECT_DIR/spdk" ]]; then
+		how="SPDK_DIR=<an SPDK v26.01 tree with its dpdk/, isa-l/ and isa-l-crypto/> ./build.sh"
 	else
 		how="git -C '$dir' submodule update --init dpdk isa-l isa-l-crypto"
 	fi
@@ -172,6 +316,50 @@ check_tree() {
 			exit 3
 		}
 	done
+}
+
+tree_is_complete() {
+	local dir="$1" sub
+	[[ -x "$dir/configure" && -f "$dir/VERSION" ]] || return 1
+	for sub in dpdk/meson.build isa-l/Makefile.am isa-l-crypto/Makefile.am; do
+		[[ -f "$dir/$sub" ]] || return 1
+	done
+}
+
+# In a git checkout whose spdk/ submodule (or its own dpdk/isa-l/isa-l-crypto)
+# is missing, fetch them; if that fails, say what to do without the network.
+init_submodule() {
+	local dir="$PROJECT_DIR/spdk"
+	tree_is_complete "$dir" && return 0
+	if [[ ! -e "$PROJECT_DIR/.git" ]] || ! command -v git >/dev/null 2>&1; then
+		return 0 # not a git checkout: check_tree says what to do
+	fi
+	echo "    spdk/ is incomplete: fetching the submodule and its dpdk/, isa-l/, isa-l-crypto/"
+	local started=$SECONDS log="$BUILD_DIR/logs/submodule.log"
+	printf '==> %-10s ' submodule
+	if fetch_submodule "$dir" >"$log" 2>&1; then
+		printf 'ok (%ds)\n' "$((SECONDS - started))"
+		return 0
+	fi
+	printf 'FAILED (%ds)\n' "$((SECONDS - started))"
+	tail -n 5 "$log" >&2
+	cat >&2 <<EOF
+build.sh: could not fetch the spdk/ submodule (full log: $log).
+  Without network access to the SPDK repository, get an SPDK v26.01 tree with
+  its dpdk/, isa-l/ and isa-l-crypto/ submodules filled in (for example copied
+  from a machine where 'git clone --branch v26.01 --recurse-submodules' of
+  SPDK works), then run:
+    SPDK_DIR=/path/to/that/tree ./build.sh --deps
+EOF
+	exit 3
+}
+
+fetch_submodule() {
+	local dir="$1"
+	# Give up on a stalled connection instead of hanging.
+	export GIT_HTTP_LOW_SPEED_LIMIT=1000 GIT_HTTP_LOW_SPEED_TIME=60
+	git -C "$PROJECT_DIR" submodule update --init spdk &&
+		git -C "$dir" submodule update --init dpdk isa-l isa-l-crypto
 }
 
 # ---------------------------------------------------------------- build
@@ -346,7 +534,7 @@ build_main() {
 	CPU="${SPDK_CPU:-$CPU_BASELINE_DEFAULT}"
 	JOBS="${JOBS:-$(nproc)}"
 	WITH_TOOLS="${SPDK_TOOLS:-1}"
-	local do_install="${INSTALL:-1}"
+	local do_install="${INSTALL:-1}" with_deps=0
 	local -a extra_args=()
 	while (($#)); do
 		case "$1" in
@@ -358,22 +546,29 @@ build_main() {
 		--jobs) JOBS="${2:?--jobs needs a number}"; shift 2 ;;
 		--no-tools) WITH_TOOLS=0; shift ;;
 		--no-install) do_install=0; shift ;;
+		--deps) with_deps=1; shift ;;
 		--) shift; extra_args=("$@"); break ;;
 		*) usage_error "unknown option: $1" ;;
 		esac
 	done
 	[[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || usage_error "--jobs must be a positive number, not '$JOBS'"
 	[[ "$PREFIX" == /* ]] || usage_error "--prefix must be an absolute path, not '$PREFIX'"
-	SPDK_DIR="$(cd "$SPDK_DIR" 2>/dev/null && pwd)" || {
-		echo "build.sh: SPDK tree not found: ${SPDK_DIR}" >&2
-		echo "  run: git -C '$PROJECT_DIR' submodule update --init --recursive, or set SPDK_DIR" >&2
-		exit 3
-	}
 	mkdir -p "$BUILD_DIR/logs"
 	BUILD_DIR="$(cd "$BUILD_DIR" && pwd)"
 	local logs="$BUILD_DIR/logs"
-
 	STAGE_TIMES=()
+	if [[ "$with_deps" == 1 ]]; then
+		deps
+	else
+		use_build_tools
+	fi
+	[[ "$SPDK_DIR" != "$PROJECT_DIR/spdk" ]] || init_submodule
+	SPDK_DIR="$(cd "$SPDK_DIR" 2>/dev/null && pwd)" || {
+		echo "build.sh: SPDK tree not found: ${SPDK_DIR}" >&2
+		echo "  set SPDK_DIR (or --spdk-dir) to an SPDK v26.01 or v26.05 tree with its dpdk/, isa-l/ and isa-l-crypto/" >&2
+		exit 3
+	}
+
 	CONFIGURE_ARGS=(--target-arch="$CPU" "${LIBRARY_ARGS[@]}" "${MODULE_ARGS[@]}")
 	[[ "$WITH_TOOLS" == 1 ]] || CONFIGURE_ARGS+=(--disable-apps)
 	CONFIGURE_ARGS+=("${extra_args[@]}")
@@ -414,9 +609,63 @@ build_main() {
 	fi
 }
 
+# ---------------------------------------------------------------- wheel
+
+# A wheel that carries the fat library: setup.py copies it into
+# pyspdk_sys/_lib/ and the extension is linked with the run path
+# $ORIGIN/_lib (PYSPDK_BUNDLE_LIBRARY=1, see src/pyspdk_sys/_cffi_build.py).
+wheel_main() {
+	local out="$PROJECT_DIR/dist" prefix=""
+	while (($#)); do
+		case "$1" in
+		--prefix) prefix="${2:?--prefix needs a directory}"; shift 2 ;;
+		-o) out="${2:?-o needs a directory}"; shift 2 ;;
+		*) usage_error "wheel: unknown option: $1" ;;
+		esac
+	done
+	if [[ -n "$prefix" ]]; then
+		[[ -f "$prefix/lib/pkgconfig/spdk_fat.pc" ]] || {
+			echo "build.sh: no fat library under $prefix (no lib/pkgconfig/spdk_fat.pc): run ./build.sh --prefix $prefix first" >&2
+			exit 3
+		}
+		PKG_CONFIG_PATH="$prefix/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+		export PKG_CONFIG_PATH
+	fi
+	pkg-config --exists spdk_fat 2>/dev/null || {
+		echo "build.sh: pkg-config cannot find spdk_fat: build it first (./build.sh), or pass --prefix" >&2
+		exit 3
+	}
+	python3 -m pip --version >/dev/null 2>&1 || {
+		echo "build.sh: wheel builds with the python3 on PATH, which has no pip: activate a virtual environment" >&2
+		exit 3
+	}
+	mkdir -p "$out"
+	out="$(cd "$out" && pwd)"
+	local staging
+	staging="$(mktemp -d)"
+	# shellcheck disable=SC2064  # expand now: the trap runs after staging is gone from scope
+	trap "rm -rf '$staging'" EXIT
+	echo "pyspdk-sys: wheel with spdk_fat $(pkg-config --modversion spdk_fat) from $(pkg-config --variable=libdir spdk_fat)"
+	local started=$SECONDS
+	PYSPDK_BUNDLE_LIBRARY=1 python3 -m pip wheel --no-deps --disable-pip-version-check \
+		-w "$staging" "$PROJECT_DIR" >"$staging/pip.log" 2>&1 || {
+		tail -n 40 "$staging/pip.log" >&2
+		die "wheel: pip wheel failed"
+	}
+	local wheel
+	for wheel in "$staging"/pyspdk_sys-*.whl; do
+		[[ -f "$wheel" ]] || die "wheel: pip wrote no wheel"
+		mv -f "$wheel" "$out/"
+		wheel="$out/$(basename "$wheel")"
+		echo "    $wheel: $(du -h "$wheel" | cut -f1) ($((SECONDS - started))s)"
+	done
+}
+
 main() {
 	case "${1:-}" in
 	fuse) shift; fuse_main "$@" ;;
+	deps) shift; deps_main "$@" ;;
+	wheel) shift; wheel_main "$@" ;;
 	check) shift; check_prerequisites && echo "build.sh: all prerequisites found" ;;
 	help | -h | --help) usage ;;
 	*) build_main "$@" ;;

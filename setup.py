@@ -1,5 +1,51 @@
-"""setuptools needs this file only to hand cffi_modules to cffi."""
+"""setuptools needs this file to hand cffi_modules to cffi, and to shape the wheel.
+
+The wheel carries the package and the compiled extension, never what only the
+build reads (`_cffi_build.py`, the C shims). With PYSPDK_BUNDLE_LIBRARY=1
+(`build.sh wheel`) it also carries the fat library and its manifest in
+`pyspdk_sys/_lib/`, where the extension's run path points.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
 
 from setuptools import setup
+from setuptools.command.build_py import build_py
 
-setup(cffi_modules=["src/pyspdk_sys/_cffi_build.py:make_ffibuilder"])
+sys.path.insert(0, str(Path(__file__).resolve().parent / "src" / "pyspdk_sys"))
+import _cffi_build  # by path: the package is not importable while building
+
+BUILD_ONLY = ("_cffi_build.py", "_shims")
+
+
+class BuildPy(build_py):
+    """build_py that leaves out build-only files and, when bundling, adds the library."""
+
+    def run(self) -> None:
+        super().run()
+        package = Path(self.build_lib) / "pyspdk_sys"
+        for name in BUILD_ONLY:
+            path = package / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        bundle = package / _cffi_build.BUNDLE_DIR
+        # A stale copy from an earlier bundled build must not reach this wheel.
+        shutil.rmtree(bundle, ignore_errors=True)
+        if _cffi_build.bundling():
+            found = _cffi_build.find_library()
+            bundle.mkdir(parents=True)
+            shutil.copy2(found["file"], bundle / os.path.basename(found["file"]))
+            if found["manifest"] and os.path.isfile(found["manifest"]):
+                shutil.copy2(found["manifest"], bundle / "manifest.json")
+
+
+setup(
+    cffi_modules=["src/pyspdk_sys/_cffi_build.py:make_ffibuilder"],
+    cmdclass={"build_py": BuildPy},
+)

@@ -47,6 +47,15 @@ struct spdk_json_val *spdk_json_next(struct spdk_json_val *pos);
 
 #define SPDK_JSON_WRITE_FLAG_FORMATTED ...
 
+/* v26.05: JSON-RPC batch writing and array counting. Absent from v26.01:
+ * PYSPDK_HAS_JSON_BATCHES is 0 there and these names leave lib. */
+static const long PYSPDK_HAS_JSON_BATCHES;
+#define SPDK_JSON_WRITE_FLAG_FLATTEN_BATCHES ...
+void spdk_json_write_add_flags(struct spdk_json_write_ctx *w, uint32_t flags);
+int spdk_json_write_batch_begin(struct spdk_json_write_ctx *w);
+int spdk_json_write_batch_end(struct spdk_json_write_ctx *w);
+size_t spdk_json_array_count(const struct spdk_json_val *val);
+
 typedef int (*spdk_json_write_cb)(void *cb_ctx, const void *data, size_t size);
 
 struct spdk_json_write_ctx *spdk_json_write_begin(spdk_json_write_cb write_cb, void *cb_ctx,

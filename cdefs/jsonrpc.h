@@ -42,4 +42,10 @@ struct spdk_jsonrpc_client_response *spdk_jsonrpc_client_get_response(
 	struct spdk_jsonrpc_client *client);
 void spdk_jsonrpc_client_free_response(struct spdk_jsonrpc_client_response *resp);
 
+/* v26.05: batch requests (begin_request/end_request add to the batch in
+ * between). PYSPDK_HAS_JSONRPC_BATCH is 0 on v26.01 and these names leave lib. */
+static const long PYSPDK_HAS_JSONRPC_BATCH;
+int spdk_jsonrpc_begin_batch(struct spdk_jsonrpc_client_request *request);
+void spdk_jsonrpc_end_batch(struct spdk_jsonrpc_client_request *request);
+
 void spdk_jsonrpc_set_log_level(enum spdk_log_level level);

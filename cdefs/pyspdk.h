@@ -12,6 +12,17 @@ const char *rte_version(void);
 /* SPDK_VERSION of the headers this module was compiled against. */
 static const int PYSPDK_HEADERS_VERSION_NUM;
 
+/* Limits of SPDK's JSON-RPC server for the release compiled against (SPDK
+ * keeps them in lib/jsonrpc/jsonrpc_internal.h, which is not installed):
+ * SPDK_JSONRPC_RECV_BUF_SIZE, the longest request read (32 KiB in v26.01,
+ * 256 KiB in v26.05), and SPDK_JSONRPC_MAX_VALUES, the JSON values one request
+ * may hold (1024, then 8192). */
+static const long PYSPDK_JSONRPC_RECV_BUF_SIZE;
+static const long PYSPDK_JSONRPC_MAX_VALUES;
+
+/* What the module was built against: `spdk_fat <version> <libdir>`. */
+static const char *const PYSPDK_BUILT_AGAINST;
+
 /* Path of the loaded fat library, or NULL. */
 const char *pyspdk_fat_library_path(void);
 

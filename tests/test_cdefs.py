@@ -6,6 +6,7 @@ No SPDK needed: cffi parses declarations without a compiler.
 from __future__ import annotations
 
 import importlib.util
+import re
 
 import cffi
 import pytest
@@ -67,10 +68,65 @@ def test_no_preprocessor_beyond_define() -> None:
                 assert line.lstrip().startswith("#define"), f"{name}: {line}"
 
 
-def test_preamble_includes_every_area_and_pins_the_version() -> None:
-    preamble = build.preamble()
+def test_preamble_includes_every_area_and_checks_the_version_range() -> None:
+    preamble = build.preamble("spdk_fat 26.01.0 /x/libspdk_fat.so.26.01.0 1:2 prefix")
     for _name, headers in build.AREAS:
         for header in headers:
             assert f'#include "{header}"' in preamble
-    assert "#if SPDK_VERSION_MAJOR != 26 || SPDK_VERSION_MINOR != 1" in preamble
+    assert build.SUPPORTED == ((26, 1), (26, 5))
+    assert (
+        "#if !((SPDK_VERSION_MAJOR == 26 && SPDK_VERSION_MINOR == 1) || "
+        "(SPDK_VERSION_MAJOR == 26 && SPDK_VERSION_MINOR == 5))"
+    ) in preamble
     assert "#error" in preamble
+    assert (
+        'PYSPDK_BUILT_AGAINST = "spdk_fat 26.01.0 /x/libspdk_fat.so.26.01.0 1:2 prefix";'
+        in preamble
+    )
+
+
+def test_build_key_changes_the_c_source() -> None:
+    # setuptools rebuilds when the generated C changes: the key must reach it.
+    first = build.preamble("spdk_fat 26.01.0 /usr/local/lib/libspdk_fat.so.26.01.0 1:2 prefix")
+    second = build.preamble("spdk_fat 26.05.0 /opt/x/lib/libspdk_fat.so.26.05.0 1:2 prefix")
+    assert first != second
+
+
+CONDITIONAL = build.conditional
+
+
+def cdefs_text() -> str:
+    return build.read_cdefs()
+
+
+@pytest.mark.parametrize("feature", CONDITIONAL.FEATURES, ids=lambda f: f.flag)
+def test_each_flag_and_its_names_are_declared(feature) -> None:
+    text = cdefs_text()
+    assert feature.flag.startswith("PYSPDK_HAS_")
+    assert text.count(f"static const long {feature.flag};") == 1
+    for name in feature.names:
+        assert re.search(rf"\b{name}\b", text), f"{name} is not declared in cdefs/"
+        # The stand-in defines every name, so the module compiles without it.
+        assert re.search(rf"\b{name}\b", feature.fallback), name
+
+
+@pytest.mark.parametrize("feature", CONDITIONAL.FEATURES, ids=lambda f: f.flag)
+def test_each_flag_is_set_both_ways(feature) -> None:
+    c = CONDITIONAL.preamble()
+    block = c[c.index(f"#if {feature.condition}\n") :]
+    block = block[: block.index("#endif")]
+    assert f"static const long {feature.flag} = 1;" in block
+    assert f"static const long {feature.flag} = 0;" in block
+    assert block.index("#else") < block.index(feature.fallback)
+
+
+def test_conditional_names_are_unique() -> None:
+    names = [name for f in CONDITIONAL.FEATURES for name in f.names]
+    assert len(names) == len(set(names))
+    assert set(CONDITIONAL.CONDITIONAL_NAMES) == {f.flag for f in CONDITIONAL.FEATURES}
+
+
+def test_jsonrpc_limits_follow_the_release() -> None:
+    assert "PYSPDK_JSONRPC_RECV_BUF_SIZE = 256 * 1024;" in build.JSONRPC_LIMITS
+    assert "PYSPDK_JSONRPC_RECV_BUF_SIZE = 32 * 1024;" in build.JSONRPC_LIMITS
+    assert "static const long PYSPDK_JSONRPC_MAX_VALUES;" in cdefs_text()

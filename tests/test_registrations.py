@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 
+# What each supported SPDK release fuses: SPDK version -> DPDK version.
+DPDK_OF = {"26.01": "25.11.0", "26.05": "26.03.0"}
+
 
 @pytest.fixture(scope="module")
 def lib(spdk: Any) -> Any:
@@ -23,11 +26,53 @@ def ffi(spdk: Any) -> Any:
 
 
 def test_versions(spdk: Any) -> None:
-    assert spdk.SPDK_VERSION == "26.01"
-    assert spdk.DPDK_VERSION == "25.11.0"
-    assert spdk.LIBRARY_PATH.endswith("libspdk_fat.so.26.01.0")
-    assert spdk.BUILD_INFO["spdk_version"] == "26.01.0"
+    assert spdk.SPDK_VERSION in DPDK_OF
+    assert DPDK_OF[spdk.SPDK_VERSION] == spdk.DPDK_VERSION
+    assert spdk.LIBRARY_PATH.endswith(f"libspdk_fat.so.{spdk.SPDK_VERSION}.0")
+    assert spdk.BUILD_INFO["spdk_version"] == f"{spdk.SPDK_VERSION}.0"
     assert spdk.lib.pyspdk_fat_spdk_version_num() == spdk.lib.PYSPDK_HEADERS_VERSION_NUM
+    assert spdk.BUILT_AGAINST.startswith(f"spdk_fat {spdk.SPDK_VERSION}.0 ")
+
+
+def is_26_05(spdk: Any) -> bool:
+    return spdk.lib.PYSPDK_HEADERS_VERSION_NUM >= 260500
+
+
+def test_feature_flags_follow_the_release(spdk: Any) -> None:
+    newer = is_26_05(spdk)
+    assert {
+        "PYSPDK_HAS_JSON_BATCHES": newer,
+        "PYSPDK_HAS_JSONRPC_BATCH": newer,
+        "PYSPDK_HAS_NVMF_CTRLR_CONNECT": not newer,
+    } == spdk.FEATURES
+    assert (256 if newer else 32) * 1024 == spdk.lib.PYSPDK_JSONRPC_RECV_BUF_SIZE
+    assert (8192 if newer else 1024) == spdk.lib.PYSPDK_JSONRPC_MAX_VALUES
+
+
+def test_absent_names_leave_lib(spdk: Any) -> None:
+    from pyspdk_sys import _binding, _conditional
+
+    for feature in _conditional.FEATURES:
+        present = bool(getattr(_binding.raw_lib, feature.flag))
+        for name in feature.names:
+            assert hasattr(spdk.lib, name) == present, name
+            # The extension itself still has the stand-in: only lib hides it.
+            assert hasattr(_binding.raw_lib, name), name
+    # Everything else is the extension's own object.
+    assert spdk.lib.spdk_bdev_get_by_name is _binding.raw_lib.spdk_bdev_get_by_name
+
+
+def test_json_array_count_where_present(spdk: Any, ffi: Any, lib: Any) -> None:
+    if not spdk.FEATURES["PYSPDK_HAS_JSON_BATCHES"]:
+        with pytest.raises(AttributeError):
+            lib.spdk_json_array_count  # noqa: B018
+        return
+    text = b'[1, [2, 3], {"a": 4}]'
+    buf = ffi.new("char[]", text)
+    values = ffi.new("struct spdk_json_val[16]")
+    count = lib.spdk_json_parse(buf, len(text), values, 16, ffi.NULL, 0)
+    assert count > 0
+    assert lib.spdk_json_array_count(values) == 3
 
 
 def test_env_opts_defaults(ffi: Any, lib: Any) -> None:
@@ -177,11 +222,24 @@ def test_nvme_transports(lib: Any) -> None:
     assert not lib.spdk_nvme_transport_available_by_name(b"NO_SUCH")
 
 
-def test_nvmf_tcp_transport(ffi: Any, lib: Any) -> None:
+def test_nvmf_tcp_transport(spdk: Any, ffi: Any, lib: Any) -> None:
     opts = ffi.new("struct spdk_nvmf_transport_opts *")
     assert lib.spdk_nvmf_transport_opts_init(b"TCP", opts, ffi.sizeof(opts[0]))
     assert opts.max_queue_depth > 0
-    assert opts.io_unit_size > 0
+    assert opts.max_io_size > 0
+    assert opts.opts_size == ffi.sizeof(opts[0])
+    if is_26_05(spdk):
+        # buf_cache_size shares a union with iobuf_small_cache_size, and
+        # iobuf_large_cache_size follows; io_unit_size and num_shared_buffers
+        # are left 0 for the transport to derive when it is created.
+        assert ffi.sizeof(opts[0]) == 88
+        assert opts.io_unit_size == 0
+        assert opts.num_shared_buffers == 0
+        assert opts.buf_cache_size > 0
+    else:
+        assert ffi.sizeof(opts[0]) == 82
+        assert opts.io_unit_size > 0
+        assert opts.num_shared_buffers > 0
 
 
 @pytest.mark.parametrize("driver", ["nvme", "virtio", "vmd", "ioat", "idxd"])

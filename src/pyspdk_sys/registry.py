@@ -17,6 +17,7 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ._binding import LIBRARY_PATH, ffi, lib
 
@@ -34,7 +35,7 @@ class Kind:
     list_names: Callable[[], list[str]]
 
 
-def _walk(first: Callable[[], object], following: Callable[[object], object]) -> Iterator[object]:
+def _walk(first: Callable[[], Any], following: Callable[[Any], Any]) -> Iterator[Any]:
     node = first()
     while node != ffi.NULL:
         yield node
@@ -108,12 +109,12 @@ class _quiet_log:
 
 
 def _rpc_method(name: bytes) -> bool:
-    return lib.spdk_rpc_get_method_state_mask(name, _MASK) == 0
+    return bool(lib.spdk_rpc_get_method_state_mask(name, _MASK) == 0)
 
 
 def _sock_impl(name: bytes) -> bool:
     _OPTS_LEN[0] = ffi.sizeof(_SOCK_OPTS[0])
-    return lib.spdk_sock_impl_get_opts(name, _SOCK_OPTS, _OPTS_LEN) == 0
+    return bool(lib.spdk_sock_impl_get_opts(name, _SOCK_OPTS, _OPTS_LEN) == 0)
 
 
 def _nvmf_transport(name: bytes) -> bool:
