@@ -18,7 +18,7 @@ log = logging.getLogger("pyspdk_sys")
 work_owner: Any = None
 
 
-@ffi.def_extern()
+@ffi.def_extern()  # type: ignore[untyped-decorator]
 def pyspdk_app_started(ctx: Any) -> None:
     try:
         ffi.from_handle(ctx)._on_app_started()
@@ -26,7 +26,7 @@ def pyspdk_app_started(ctx: Any) -> None:
         log.exception("pyspdk_sys: error in the SPDK start callback")
 
 
-@ffi.def_extern()
+@ffi.def_extern()  # type: ignore[untyped-decorator]
 def pyspdk_drain_work() -> None:
     try:
         if work_owner is not None:

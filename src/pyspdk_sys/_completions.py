@@ -70,7 +70,7 @@ class Completions:
 
     def dispatch(self, spin_ns: int, timeout_ns: int) -> int:
         """Reap what has arrived (waiting at most timeout_ns) and deliver it; how many."""
-        n = lib.pyspdk_cq_reap(self.cq, self._out, _REAP_BATCH, spin_ns, timeout_ns)
+        n: int = lib.pyspdk_cq_reap(self.cq, self._out, _REAP_BATCH, spin_ns, timeout_ns)
         for i in range(max(n, 0)):
             entry = self.pending.pop(self._out[i].tag, None)
             if entry is None:

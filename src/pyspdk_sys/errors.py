@@ -105,6 +105,7 @@ class ProcessExitedError(ProcessError, RuntimeStateError):
 class HugepagesError(SpdkError):
     """Hugepages could not be reserved or mounted as asked (other than for permission)."""
 
+
 # ------------------------------------------------------------------ the one map
 #
 # Every negative errno the C layer returns, and every failed I/O status, is

@@ -629,7 +629,7 @@ class _ClientPool:
 def _connect(path: str, proc: SpdkProcess, method: str) -> Any:
     """A JSONRPCClient connected to `path`, without the log handler it adds per instance."""
     try:
-        from spdk.rpc.client import (  # type: ignore[import-untyped]
+        from spdk.rpc.client import (
             JSONRPCClient,
             JSONRPCException,
         )

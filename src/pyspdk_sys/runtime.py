@@ -313,7 +313,8 @@ class Runtime:
         """
         if _HOST.is_current():
             return fn(*args)
-        return self.submit(fn, *args).result(timeout)
+        result: T = self.submit(fn, *args).result(timeout)
+        return result
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Awaitable form of call(), for asyncio programs."""
@@ -325,14 +326,14 @@ class Runtime:
         Modules above the runtime keep their per-runtime state here instead of
         setting attributes on it: each service is a class they own.
         """
-        found = self._services.get(kind)
+        found: S | None = self._services.get(kind)
         if found is None:
             with self._services_lock:
                 found = self._services.get(kind)
                 if found is None:
                     found = make(self)
                     self._services[kind] = found
-        return found  # type: ignore[no-any-return]
+        return found
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()

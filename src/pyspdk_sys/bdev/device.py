@@ -514,9 +514,9 @@ class BlockDevice:
                     lambda step: lib.pyspdk_io_wait(io, 0, step), f"{name} at offset {offset}"
                 )
         except BaseException:
-            slot = getattr(self._local, "slot", None)
-            if slot is not None and not slot.is_over():
-                self._retire(slot)
+            current: BlockingSlot | None = getattr(self._local, "slot", None)
+            if current is not None and not current.is_over():
+                self._retire(current)
             raise
         finally:
             self._leave()
@@ -529,7 +529,8 @@ class BlockDevice:
     def read(self, offset: int, length: int) -> bytes:
         """Read `length` bytes at byte `offset`."""
         slot = self._run_slot(lib.PYSPDK_IO_READ, "read", offset, length)
-        return ffi.buffer(slot.buf, length)[:]
+        data: bytes = ffi.buffer(slot.buf, length)[:]
+        return data
 
     def read_into(self, offset: int, buffer: Any) -> int:
         """Read len(buffer) bytes at `offset` into a writable buffer or DmaBuffer."""
