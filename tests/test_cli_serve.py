@@ -173,24 +173,25 @@ def test_start_failure_exits_1(spdk: Any, short_tmp: Path) -> None:
     assert "Subsystem initialization failed" in result.stderr  # SPDK's own log
 
 
-def test_info_is_the_default(spdk: Any) -> None:
-    default = run_cli("--list", "--kind", "bdev_modules")
-    explicit = run_cli("info", "--list", "--kind", "bdev_modules")
-    assert default.returncode == explicit.returncode == 0
-    assert default.stdout == explicit.stdout
-    assert "      malloc" in default.stdout.splitlines()
+def test_info_is_the_default(spdk: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from pyspdk_sys.__main__ import main
+
+    assert main(["--list", "--kind", "bdev_modules"]) == 0
+    default = capsys.readouterr().out
+    assert main(["info", "--list", "--kind", "bdev_modules"]) == 0
+    assert capsys.readouterr().out == default
+    assert "      malloc" in default.splitlines()
 
 
-def test_hugepages_report(spdk: Any) -> None:
+def test_hugepages_report(spdk: Any, capsys: pytest.CaptureFixture[str]) -> None:
     from pyspdk_sys import hugepages
+    from pyspdk_sys.__main__ import main
 
-    result = run_cli("hugepages", "--json")
-    assert result.returncode == 0, result.stderr
-    report = {p["size_kb"]: p for p in json.loads(result.stdout)}
+    assert main(["hugepages", "--json"]) == 0
+    report = {p["size_kb"]: p for p in json.loads(capsys.readouterr().out)}
     assert set(report) == set(hugepages.supported_sizes())
-    text = run_cli("hugepages")
-    assert text.returncode == 0
-    assert text.stdout.splitlines()[0].split() == [
-        "size", "total", "free", "reserved", "surplus", "mounts"
-    ]  # fmt: skip
-    assert run_cli("hugepages", "--reserve", "-1").returncode == 2
+    assert main(["hugepages"]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split()
+    assert header == ["size", "total", "free", "reserved", "surplus", "mounts"]
+    assert main(["hugepages", "--reserve", "-1"]) == 2
+    assert "count must be 0 or more" in capsys.readouterr().err

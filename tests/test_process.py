@@ -153,6 +153,16 @@ def test_rpc_arguments_checked(proc: Any) -> None:
         proc.rpc("bdev_get_bdevs", [1])
     with pytest.raises(ValueError, match="JSON"):
         proc.rpc("bdev_get_bdevs", {"name": float("inf")})
+    # Beyond SPDK's limits the server would just close the connection.
+    with pytest.raises(ValueError, match="bytes"):
+        proc.rpc("bdev_get_bdevs", {"name": "x" * 40000})
+    with pytest.raises(ValueError, match="JSON values"):
+        proc.rpc("bdev_get_bdevs", {"name": "x", "more": list(range(1100))})
+    nested: Any = "x"
+    for _ in range(70):
+        nested = [nested]
+    with pytest.raises(ValueError, match="nested too deep"):
+        proc.rpc("bdev_get_bdevs", {"name": nested})
     with pytest.raises(ValueError, match="timeout"):
         proc.rpc("spdk_get_version", timeout=0)
     with pytest.raises(TypeError, match="timeout"):
@@ -333,6 +343,13 @@ def test_device_helpers_accept_spdk_process(proc: Any) -> None:
     finally:
         if any(b["name"] == "HMalloc" for b in proc.rpc("bdev_get_bdevs")):
             proc.rpc("bdev_malloc_delete", {"name": "HMalloc"})
+
+
+def test_rpc_before_start(spdk_tgt: Path) -> None:
+    from pyspdk_sys.errors import RuntimeStateError
+
+    with pytest.raises(RuntimeStateError, match="not started"):
+        new_process(spdk_tgt).rpc("spdk_get_version")
 
 
 def test_one_start_per_object(proc: Any) -> None:

@@ -106,6 +106,7 @@ def test_stop_escalates_to_sigkill(spdk_tgt: Path) -> None:
 
 def test_stale_socket_of_a_killed_process_is_cleaned(spdk_tgt: Path, short_tmp: Path) -> None:
     """A crash leaves socket and lock; the next start removes them, a live holder keeps them."""
+    from pyspdk_sys.errors import ProcessExitedError
     from pyspdk_sys.process import SpdkProcess
 
     path = str(short_tmp / "stale.sock")
@@ -135,6 +136,13 @@ def test_stale_socket_of_a_killed_process_is_cleaned(spdk_tgt: Path, short_tmp: 
             SpdkProcess(spdk_tgt, rpc_socket=path)
         crashed.kill()
         crashed.wait(10)
+        # The attached object sees the end through SPDK's lock, within a second.
+        deadline = time.monotonic() + 1.0
+        while attached.is_alive():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with pytest.raises(ProcessExitedError):
+            attached.rpc("spdk_get_version")
         attached.stop()
     finally:
         if crashed.poll() is None:

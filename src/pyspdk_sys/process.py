@@ -275,13 +275,15 @@ class SpdkProcess:
 
     def is_alive(self) -> bool:
         """Whether the application is running (for attach: whether its RPC lock is held)."""
+        monitor = self._monitor
         if not self._owned:
+            if monitor is not None and monitor.exited.is_set():
+                return False
             path = self._socket
             return path is not None and lock_is_held(path + ".lock")
         popen = self._popen
         if popen is None:
             return False
-        monitor = self._monitor
         if monitor is not None and monitor.exited.is_set():
             return False
         return popen.poll() is None
@@ -520,13 +522,10 @@ class SpdkProcess:
         if params is not None and not isinstance(params, Mapping):
             raise TypeError(f"params must be a mapping or None, not {type(params).__name__}")
         timeout = _check_timeout(timeout)
-        payload = None
-        if params is not None:
-            try:
-                payload = json.loads(json.dumps(dict(params), allow_nan=False))
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"params are not JSON: {exc}") from None
+        payload = _check_request(method, params)
         deadline = time.monotonic() + timeout
+        if self._state is _State.NEW:
+            raise RuntimeStateError(f"{method}: this SpdkProcess is not started: call start()")
         if self._state is _State.STOPPED or self._monitor is None or self._socket is None:
             raise self._gone(method)
         if not self.is_alive():
@@ -563,8 +562,9 @@ class SpdkProcess:
             raise self._gone(method) from None
         raise ProcessError(
             f"{method}: {self.name} on {self._socket} closed the connection without an "
-            f"answer ({_first_line(exc)})",
+            f"answer ({_first_line(exc)}); its log may say why",
             log_path=self._log,
+            log_tail=_tail(self._log, 5),
         ) from None
 
     def _wait_exit(self, limit: float) -> bool:
@@ -645,9 +645,9 @@ def _connect(path: str, proc: SpdkProcess, method: str) -> Any:
     except JSONRPCException as exc:
         if not proc.is_alive():
             raise proc._gone(method) from None
-        cause = getattr(exc, "message", str(exc))
-        if "Connection refused" in cause or "No such file" in cause or "non-existing" in cause:
-            raise _NotListening(f"{method}: nothing listens on {path} yet") from None
+        # The client wraps the socket error it caught: refused or no socket yet.
+        if isinstance(exc.__context__, ConnectionRefusedError) or not os.path.exists(path):
+            raise _NotListening(f"{method}: nothing listens on {path}") from None
         raise ProcessError(f"{method}: cannot connect to {path}: {_first_line(exc)}") from None
     finally:
         for handler in logger.handlers:
@@ -748,7 +748,11 @@ class _Monitor:
             alive = self._socket is not None and lock_is_held(self._socket + ".lock")
             with self._cond:
                 if not alive:
+                    # Gone for good: stop probing, so that a new application taking
+                    # this socket never meets our momentary probe of its lock.
+                    self.exited.set()
                     self._expire_all()
+                    return
                 self._cond.wait(_TICK)
 
 
@@ -780,6 +784,55 @@ def _end(popen: subprocess.Popen[bytes], timeout: float) -> None:
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+# Limits of SPDK's JSON-RPC server (v26.01), as in pyspdk_sys.rpc: a request
+# beyond them is not answered, the connection just closes.
+REQUEST_MAX_BYTES = 32 * 1024  # SPDK_JSONRPC_RECV_BUF_SIZE
+REQUEST_MAX_VALUES = 1024  # SPDK_JSONRPC_MAX_VALUES, names included
+REQUEST_MAX_DEPTH = 64  # SPDK_JSON_MAX_NESTING_DEPTH, the request object included
+_ENVELOPE_VALUES = 9  # {"jsonrpc", "method", "id", "params"}: braces, 4 names, 3 values
+
+
+def _check_request(method: str, params: Mapping[str, Any] | None) -> Any:
+    """params as plain JSON data, or ValueError when SPDK's server could not read the request.
+
+    The size is measured as the official client encodes it (indent=2).
+    """
+    if params is None:
+        return None
+    try:
+        payload = json.loads(json.dumps(dict(params), allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"params are not JSON: {exc}") from None
+    values = _ENVELOPE_VALUES + _count_values(payload, 1)
+    if values > REQUEST_MAX_VALUES:
+        raise ValueError(
+            f"params hold {values - _ENVELOPE_VALUES} JSON values; SPDK's RPC server takes "
+            f"at most {REQUEST_MAX_VALUES - _ENVELOPE_VALUES} in one request"
+        )
+    request = {"jsonrpc": "2.0", "method": method, "id": 2**31, "params": payload}
+    size = len(json.dumps(request, indent=2).encode())
+    if size > REQUEST_MAX_BYTES:
+        raise ValueError(
+            f"the request is {size} bytes as SPDK's client sends it; SPDK's RPC server reads "
+            f"at most {REQUEST_MAX_BYTES} bytes per request"
+        )
+    return payload
+
+
+def _count_values(value: Any, depth: int) -> int:
+    """JSON values as SPDK's parser counts them: containers twice, object names once."""
+    if isinstance(value, (dict, list)) and depth >= REQUEST_MAX_DEPTH:
+        raise ValueError(
+            f"params are nested too deep for SPDK's JSON parser (at most {REQUEST_MAX_DEPTH} "
+            "objects and arrays inside each other, the request itself included)"
+        )
+    if isinstance(value, dict):
+        return 2 + sum(1 + _count_values(item, depth + 1) for item in value.values())
+    if isinstance(value, list):
+        return 2 + sum(_count_values(item, depth + 1) for item in value)
+    return 1
 
 
 def _check_timeout(timeout: float) -> float:
