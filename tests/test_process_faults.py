@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from processes import NO_LOCKS, new_process
 
-from conftest import spdk_tool
+from conftest import run_python, spdk_tool
 
 
 @pytest.fixture(scope="module")
@@ -221,6 +221,19 @@ def _bad_start(spdk_tgt: Path, start_timeout: float = 30, **options: Any) -> Any
     assert not process.is_alive()
     assert process.log_path is None  # the private directory went with it
     return info.value
+
+
+def test_without_the_official_client(spdk: Any) -> None:
+    """No spdk package: start() says so at once, before anything runs."""
+    code = (
+        "import sys; sys.modules['spdk'] = None\n"
+        "from pyspdk_sys.process import SpdkProcess\n"
+        "try:\n    SpdkProcess().start()\n"
+        "except Exception as exc:\n    print(type(exc).__name__, exc)\n"
+    )
+    result = run_python(code, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ProcessError SPDK's official client is not installed")
 
 
 def test_missing_binary(spdk: Any) -> None:

@@ -337,6 +337,7 @@ class SpdkProcess:
         last lines; the process is stopped and its files removed first.
         """
         timeout = _check_timeout(timeout)
+        _official_client()  # before anything runs: start() waits through it
         with self._lock:
             if not self._owned:
                 raise RuntimeStateError("an attached SpdkProcess cannot be started")
@@ -626,8 +627,8 @@ class _ClientPool:
             _close_client(client)
 
 
-def _connect(path: str, proc: SpdkProcess, method: str) -> Any:
-    """A JSONRPCClient connected to `path`, without the log handler it adds per instance."""
+def _official_client() -> tuple[Any, type[Exception]]:
+    """SPDK's JSONRPCClient and JSONRPCException (the spdk package), or ProcessError."""
     try:
         from spdk.rpc.client import (
             JSONRPCClient,
@@ -637,6 +638,12 @@ def _connect(path: str, proc: SpdkProcess, method: str) -> Any:
         raise ProcessError(
             "SPDK's official client is not installed: pip install 'spdk==26.1.*'"
         ) from None
+    return JSONRPCClient, JSONRPCException
+
+
+def _connect(path: str, proc: SpdkProcess, method: str) -> Any:
+    """A JSONRPCClient connected to `path`, without the log handler it adds per instance."""
+    JSONRPCClient, JSONRPCException = _official_client()
     logger = logging.getLogger(f"JSONRPCClient({path})")
     before = list(logger.handlers)
     try:
