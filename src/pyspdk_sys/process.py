@@ -498,7 +498,8 @@ class SpdkProcess:
             for leftover in glob.glob(f"/dev/shm/*_trace.pid{self._pid}"):
                 with contextlib.suppress(OSError):
                     os.unlink(leftover)
-            shutil.rmtree(f"/var/run/dpdk/spdk_pid{self._pid}", ignore_errors=True)
+            for runtime_dir in _dpdk_runtime_dirs():
+                shutil.rmtree(os.path.join(runtime_dir, f"spdk_pid{self._pid}"), ignore_errors=True)
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             if self._log is not None and self._log.startswith(self._workdir + os.sep):
@@ -771,6 +772,13 @@ def _shutdown(client: Any) -> None:
 
 
 # ------------------------------------------------------------------ helpers
+
+
+def _dpdk_runtime_dirs() -> list[str]:
+    """Where DPDK keeps its per-process runtime directories (rte_eal_get_runtime_dir)."""
+    if os.geteuid() == 0:
+        return ["/var/run/dpdk"]
+    return [os.path.join(os.environ.get("XDG_RUNTIME_DIR", "/tmp"), "dpdk")]
 
 
 def _end(popen: subprocess.Popen[bytes], timeout: float) -> None:
