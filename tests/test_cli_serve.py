@@ -19,7 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from processes import official_client, spdk_rpc
+from processes import (
+    no_core_dumps,  # noqa: F401 (an autouse fixture: no core files)
+    official_client,
+    spdk_rpc,
+)
 
 from conftest import PROJECT_DIR
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import no_core_dumps  # noqa: F401 (an autouse fixture: no core files)
 
 from conftest import PROJECT_DIR
 

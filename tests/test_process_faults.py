@@ -17,7 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from processes import NO_LOCKS, new_process
+from processes import (
+    TEST_ARGS,
+    new_process,
+    no_core_dumps,  # noqa: F401 (an autouse fixture: no core files)
+)
 
 from conftest import run_python, spdk_tool
 
@@ -123,7 +127,7 @@ def test_stale_socket_of_a_killed_process_is_cleaned(spdk_tgt: Path, short_tmp: 
             path,
             "--num-trace-entries",
             "0",
-            *NO_LOCKS,
+            *TEST_ARGS,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
