@@ -666,7 +666,12 @@ main() {
 	fuse) shift; fuse_main "$@" ;;
 	deps) shift; deps_main "$@" ;;
 	wheel) shift; wheel_main "$@" ;;
-	check) shift; check_prerequisites && echo "build.sh: all prerequisites found" ;;
+	check)
+		shift
+		BUILD_DIR="${BUILD_DIR:-$PROJECT_DIR/_build}"
+		use_build_tools
+		check_prerequisites && echo "build.sh: all prerequisites found"
+		;;
 	help | -h | --help) usage ;;
 	*) build_main "$@" ;;
 	esac
