@@ -37,13 +37,14 @@ import time
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-from ._binding import ffi, lib
+from ._binding import JSONRPC_REQUEST_MAX_BYTES, JSONRPC_REQUEST_MAX_VALUES, ffi, lib
 from .errors import RpcError, RuntimeStateError, SpdkError
 from .runtime import Runtime, State
 
-# Limits of SPDK's JSON-RPC server, v26.01.
-REQUEST_MAX_BYTES = 32 * 1024  # SPDK_JSONRPC_RECV_BUF_SIZE: a longer request is never read
-REQUEST_MAX_VALUES = 1024  # SPDK_JSONRPC_MAX_VALUES: JSON values per request, names included
+# Limits of SPDK's JSON-RPC server, of the release compiled against (v26.01: 32 KiB and
+# 1024 values; v26.05: 256 KiB and 8192).
+REQUEST_MAX_BYTES = JSONRPC_REQUEST_MAX_BYTES  # SPDK_JSONRPC_RECV_BUF_SIZE: longer is never read
+REQUEST_MAX_VALUES = JSONRPC_REQUEST_MAX_VALUES  # SPDK_JSONRPC_MAX_VALUES: values, names included
 REQUEST_MAX_DEPTH = 64  # SPDK_JSON_MAX_NESTING_DEPTH: nested objects and arrays
 RESPONSE_MAX_BYTES = 32 * 1024 * 1024 + 1  # SPDK_JSONRPC_SEND_BUF_SIZE_MAX, and "\n"
 
