@@ -6,7 +6,11 @@ so that C never sees a value it would truncate, wrap or abort on.
 
 from __future__ import annotations
 
+import json
 import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 INT64_MAX = (1 << 63) - 1
@@ -62,3 +66,29 @@ def check_name(value: Any, what: str = "a device name") -> bytes:
     if not value or "\0" in value:
         raise ValueError(f"invalid {what}: {value!r}")
     return value.encode()
+
+
+def check_config(config: Any) -> Any:
+    """None, a JSON-ready copy of a mapping, or the absolute Path of a JSON file.
+
+    The one check of an SPDK JSON config, for a Runtime and an SpdkProcess alike.
+    """
+    if config is None:
+        return None
+    if isinstance(config, Mapping):
+        if not isinstance(config.get("subsystems", []), list):
+            raise ValueError("config['subsystems'] must be a list of subsystem configs")
+        try:
+            return json.loads(json.dumps(dict(config), allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"config is not JSON-serialisable: {exc}") from None
+    if not isinstance(config, (str, os.PathLike)):
+        raise TypeError(f"config must be a mapping or a path, not {type(config).__name__}")
+    path = Path(os.fspath(config)).absolute()
+    if not path.is_file():
+        raise ValueError(f"config file {str(path)!r} does not exist")
+    try:
+        json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"config file {str(path)!r} is not valid JSON: {exc}") from None
+    return path

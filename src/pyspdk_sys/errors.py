@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os as _os
+from typing import Any
 
 
 class SpdkError(Exception):
@@ -165,3 +166,24 @@ def io_error(
         _errno.ENODEV: "failed: the device was removed",
     }.get(code, f"was refused by SPDK: {_os.strerror(code)}")
     return IoError(code, f"{where} {reason}", device=device, op=op, offset=offset, length=length)
+
+
+def rpc_result(
+    method: str, request_id: int, reply: Any, malformed: type[SpdkError] = SpdkError
+) -> Any:
+    """A JSON-RPC reply's result; RpcError for an error object, `malformed` for anything else.
+
+    Both the in-process client (rpc.py) and SpdkProcess read replies through here.
+    """
+    if not isinstance(reply, dict) or reply.get("id") != request_id:
+        raise malformed(f"{method}: SPDK's reply does not answer this request: {reply!r:.200}")
+    error = reply.get("error")
+    if error is not None:
+        if isinstance(error, dict):
+            code, message = error.get("code"), error.get("message")
+        else:
+            code, message = None, error
+        raise RpcError(method, code if isinstance(code, int) else 0, str(message))
+    if "result" not in reply:
+        raise malformed(f"{method}: SPDK's reply has neither result nor error: {reply!r:.200}")
+    return reply["result"]

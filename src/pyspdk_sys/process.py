@@ -37,13 +37,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._checks import check_config
 from ._sockets import SUN_PATH_MAX, check_rpc_socket, lock_is_held, remove_stale_socket
 from .errors import (
     ProcessError,
     ProcessExitedError,
     ProcessStartError,
-    RpcError,
     RuntimeStateError,
+    rpc_result,
 )
 
 LOG_LEVELS = ("ERROR", "WARNING", "NOTICE", "INFO", "DEBUG")
@@ -187,7 +188,7 @@ class SpdkProcess:
         self.log_level = log_level
         self.name = name
         self.args = tuple(args)
-        self._config = _check_config(config)
+        self._config = check_config(config)
         self._user_socket = None if rpc_socket is None else check_rpc_socket(rpc_socket)
         self._user_log = None if log_file is None else os.fspath(log_file)
 
@@ -547,7 +548,7 @@ class SpdkProcess:
             self._clients.give_back(client, done and not expired)
         if failure is not None:
             return self._failed(method, timeout, expired, failure)
-        return _result(method, request_id, response)
+        return rpc_result(method, request_id, response, ProcessError)
 
     def _failed(self, method: str, timeout: float, expired: bool, exc: BaseException) -> Any:
         """Why a call got no answer, as an exception (or True for spdk_kill_instance)."""
@@ -670,21 +671,6 @@ def _close_client(client: Any) -> None:
         with contextlib.suppress(OSError):
             sock.close()
         client.sock = None
-
-
-def _result(method: str, request_id: int, response: Any) -> Any:
-    if not isinstance(response, dict) or response.get("id") != request_id:
-        raise ProcessError(f"{method}: the reply does not answer this request: {response!r:.200}")
-    error = response.get("error")
-    if error is not None:
-        if isinstance(error, dict):
-            code, message = error.get("code"), error.get("message")
-        else:
-            code, message = None, error
-        raise RpcError(method, code if isinstance(code, int) else 0, str(message))
-    if "result" not in response:
-        raise ProcessError(f"{method}: the reply has neither result nor error: {response!r:.200}")
-    return response["result"]
 
 
 # ------------------------------------------------------------------ monitor
@@ -856,29 +842,6 @@ def _check_timeout(timeout: float) -> float:
     if not (timeout > 0 and math.isfinite(timeout)):
         raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
     return float(timeout)
-
-
-def _check_config(config: Mapping[str, Any] | str | os.PathLike[str] | None) -> Any:
-    """None, a JSON-ready dict, or the Path of a readable JSON file; ValueError otherwise."""
-    if config is None:
-        return None
-    if isinstance(config, Mapping):
-        if not isinstance(config.get("subsystems", []), list):
-            raise ValueError("config['subsystems'] must be a list of subsystem configs")
-        try:
-            return json.loads(json.dumps(dict(config), allow_nan=False))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"config is not JSON-serialisable: {exc}") from None
-    if not isinstance(config, (str, os.PathLike)):
-        raise TypeError(f"config must be a mapping or a path, not {type(config).__name__}")
-    path = Path(os.fspath(config)).absolute()
-    if not path.is_file():
-        raise ValueError(f"config file {str(path)!r} does not exist")
-    try:
-        json.loads(path.read_text())
-    except ValueError as exc:
-        raise ValueError(f"config file {str(path)!r} is not valid JSON: {exc}") from None
-    return path
 
 
 def _private_dir(name: str) -> str:

@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from ._binding import JSONRPC_REQUEST_MAX_BYTES, JSONRPC_REQUEST_MAX_VALUES, ffi, lib
-from .errors import RpcError, RuntimeStateError, SpdkError
+from .errors import RuntimeStateError, SpdkError, rpc_result
 from .runtime import Runtime, State
 
 # Limits of SPDK's JSON-RPC server, of the release compiled against (v26.01: 32 KiB and
@@ -109,7 +109,7 @@ class LocalRpc:
             reusable = clean and isinstance(reply, dict) and reply.get("id") == request_id
         finally:
             self._give_back(sock, reusable)
-        return _result(reply, method, request_id)
+        return rpc_result(method, request_id, reply)
 
     async def acall(
         self, method: str, params: Mapping[str, Any] | None = None, timeout: float = 60.0
@@ -133,7 +133,7 @@ class LocalRpc:
             )
         except asyncio.TimeoutError:
             raise _timeout(method, timeout) from None
-        return _result(reply, method, request_id)
+        return rpc_result(method, request_id, reply)
 
     # ------------------------------------------------------------ checks
 
@@ -433,21 +433,6 @@ class _ReplyReader:
         # Anything after the reply would belong to no request: do not reuse the connection.
         self.clean = not text[end:].strip()
         return reply
-
-
-def _result(reply: Any, method: str, request_id: int) -> Any:
-    if not isinstance(reply, dict) or reply.get("id") != request_id:
-        raise SpdkError(f"{method}: SPDK's reply does not answer this request: {reply!r:.200}")
-    error = reply.get("error")
-    if error is not None:
-        if isinstance(error, dict):
-            code, message = error.get("code"), error.get("message")
-        else:
-            code, message = None, error
-        raise RpcError(method, code if isinstance(code, int) else 0, str(message))
-    if "result" not in reply:
-        raise SpdkError(f"{method}: SPDK's reply has neither result nor error: {reply!r:.200}")
-    return reply["result"]
 
 
 def _left(deadline: float, method: str, timeout: float) -> float:

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 from . import _callbacks, _fork
 from ._binding import ffi, lib
-from ._checks import check_int, check_timeout
+from ._checks import check_config, check_int, check_timeout
 from ._sockets import check_rpc_socket
 from .errors import RuntimeStateError, StartError
 
@@ -189,7 +189,7 @@ class Runtime:
         self.rpc_socket = None if rpc_socket is None else check_rpc_socket(rpc_socket)
         self.log_level = log_level
         self.name = name
-        self._config = _check_config(config)
+        self._config = check_config(config)
 
         self.state = State.NEW
         self._lock = threading.Lock()
@@ -516,27 +516,6 @@ def _run_hooks(hooks: list[Callable[[], None]], kind: str) -> None:
             hook()
         except Exception:
             _callbacks.log.exception(f"pyspdk_sys: {kind} hook failed")
-
-
-def _check_config(config: Mapping[str, Any] | str | os.PathLike[str] | None) -> Any:
-    if config is None:
-        return None
-    if isinstance(config, Mapping):
-        if not isinstance(config.get("subsystems", []), list):
-            raise ValueError("config['subsystems'] must be a list of subsystem configs")
-        try:
-            json.dumps(config)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"config is not JSON-serialisable: {exc}") from None
-        return dict(config)
-    path = Path(os.fspath(config))
-    if not path.is_file():
-        raise ValueError(f"config file {str(path)!r} does not exist")
-    try:
-        json.loads(path.read_text())
-    except ValueError as exc:
-        raise ValueError(f"config file {str(path)!r} is not valid JSON: {exc}") from None
-    return path
 
 
 @atexit.register
