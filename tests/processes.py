@@ -28,6 +28,14 @@ def no_core_dumps() -> Iterator[None]:
     resource.setrlimit(resource.RLIMIT_CORE, (soft, hard))
 
 
+def release_banner() -> str:
+    """How the SPDK the module was built against names itself ("SPDK v26.01"):
+    the tools build.sh installed beside that library are the same release."""
+    from pyspdk_sys import SPDK_VERSION
+
+    return f"SPDK v{SPDK_VERSION}"
+
+
 def new_process(spdk_tgt: Path, **options: Any) -> Any:
     from pyspdk_sys.process import SpdkProcess
 
