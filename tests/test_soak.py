@@ -19,12 +19,14 @@ import pytest
 from conftest import run_python
 
 SOAK = r"""
-import asyncio, errno, json, os, random, signal, struct, sys, threading, time
+import asyncio, errno, faulthandler, json, os, random, signal, struct, sys, threading, time
 from pyspdk_sys.runtime import Runtime
 from pyspdk_sys.errors import IoError, RuntimeStateError
 from pyspdk_sys.dma import dma_allocated_bytes
 
 TARGET = int(sys.argv[1])
+# A hang shows where every thread waits, before the test's own timeout kills us.
+faulthandler.dump_traceback_later(float(sys.argv[2]), exit=True)
 BLOCK = 4096
 PER_ACTOR = 64
 ACTORS = 12          # 8 blocking threads, futures, asyncio, batches, the main thread
@@ -209,10 +211,11 @@ print(json.dumps({"verified": verified[0], "mismatches": mismatches[:5],
 @pytest.mark.soak
 def test_integrity_soak(spdk: Any) -> None:
     target = int(os.environ.get("PYSPDK_SOAK_IOS", "50000"))
+    timeout = max(300, target / 500)
     result = run_python(
-        f"import sys; sys.argv = ['soak', '{target}']\n" + SOAK, timeout=max(300, target / 500)
+        f"import sys; sys.argv = ['soak', '{target}', '{timeout - 30}']\n" + SOAK, timeout=timeout
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-12000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     print("soak:", report)
     assert report["verified"] >= target
