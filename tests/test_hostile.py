@@ -403,3 +403,30 @@ report(child=child, status=status, parent=parent)
     assert out["status"] == 0
     assert out["parent"] is True
     assert set(out["child"].values()) == {"refused"}, out["child"]
+
+
+def test_requests_queued_behind_a_batch_start_when_it_ends(spdk: Any) -> None:
+    """A batch holds the device's whole queue depth; a blocking read queued behind it must
+    start once the batch ends, with no other submission to wake the engine (it hung)."""
+    out = run(
+        """
+import faulthandler
+faulthandler.dump_traceback_later(20, exit=True)
+rt = Runtime(config=slow(200_000)).start()
+dev = rt.open_bdev("Slow", queue_depth=1)
+dev.write(8192, b"\\x33" * 4096)
+batch = threading.Thread(target=dev.read_many, args=([0, 4096], 4096), kwargs={"depth": 2})
+batch.start()
+time.sleep(0.05)            # the batch's two reads hold the device
+started = time.monotonic()
+data = dev.read(8192, 4096)  # queued behind them
+waited = time.monotonic() - started
+batch.join()
+report(waited=waited, ok=data == b"\\x33" * 4096)
+dev.close(); rt.stop()
+""",
+        timeout=60,
+    )
+    assert out["ok"]
+    # The batch's reads end after 0.2 s, then this read takes 0.2 s.
+    assert out["waited"] < 2.0

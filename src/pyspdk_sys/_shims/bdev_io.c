@@ -181,16 +181,24 @@ pyspdk_io_start(struct pyspdk_io *io)
 	}
 }
 
-static void pyspdk_io_submit_one(struct pyspdk_io *io);
+static int pyspdk_io_submit_one(struct pyspdk_io *io);
 
 static void
 pyspdk_io_retry(void *arg)
 {
-	pyspdk_io_submit_one(arg);
+	struct pyspdk_io *io = arg;
+	struct pyspdk_dev *dev = io->dev;
+
+	if (pyspdk_io_submit_one(io) != 0) {
+		/* Refused: its queue-depth slot is free for what waits behind it. */
+		pyspdk_io_pump(dev);
+	}
 }
 
-/* Hand one request to the bdev layer; it holds a queue-depth slot until done. */
-static void
+/* Hand one request to the bdev layer; it holds a queue-depth slot until done.
+ * 0 when the bdev layer has it (or will, after -ENOMEM); else the request is
+ * finished with the error and its slot is free. */
+static int
 pyspdk_io_submit_one(struct pyspdk_io *io)
 {
 	struct pyspdk_dev *dev = io->dev;
@@ -203,7 +211,7 @@ pyspdk_io_submit_one(struct pyspdk_io *io)
 		io->wait.cb_arg = io;
 		rc = spdk_bdev_queue_io_wait(dev->bdev, dev->ch, &io->wait);
 		if (rc == 0) {
-			return;
+			return 0;
 		}
 	}
 	if (rc != 0) {
@@ -211,6 +219,7 @@ pyspdk_io_submit_one(struct pyspdk_io *io)
 		dev->inflight--;
 		pyspdk_io_finish(io);
 	}
+	return rc;
 }
 
 static void

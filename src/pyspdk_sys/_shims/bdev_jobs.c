@@ -71,9 +71,9 @@ pyspdk_job_io_done(struct spdk_bdev_io *bdev_io, bool success, void *arg)
 	job->inflight--;
 	dev->inflight--;
 	pyspdk_job_next(slot);
-	if (dev->state == PYSPDK_DEV_CLOSING && dev->inflight == 0) {
-		pyspdk_dev_release(dev);
-	}
+	/* A freed queue-depth slot: requests queued behind the job move on
+	 * (or the closing device is released). */
+	pyspdk_io_pump(dev);
 }
 
 static int pyspdk_job_submit(struct pyspdk_job_slot *slot);
@@ -102,9 +102,13 @@ pyspdk_job_next(struct pyspdk_job_slot *slot)
 static void
 pyspdk_job_retry(void *arg)
 {
+	struct pyspdk_job_slot *slot = arg;
+	struct pyspdk_dev *dev = slot->job->dev;
+
 	/* Still counted in flight: submit the same I/O again. */
-	if (pyspdk_job_submit(arg) != 0) {
-		pyspdk_job_next(arg);
+	if (pyspdk_job_submit(slot) != 0) {
+		pyspdk_job_next(slot);
+		pyspdk_io_pump(dev);
 	}
 }
 
