@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src" / "pyspdk_sys"))
@@ -45,7 +46,22 @@ class BuildPy(build_py):
                 shutil.copy2(found["manifest"], bundle / "manifest.json")
 
 
+class BuildExt(build_ext):
+    """build_ext that, when bundling, keeps the build machine's run paths out of the wheel.
+
+    Some interpreters (pyenv's, for one) link extensions with a run path to
+    their own lib directory; a wheel for other machines finds its library
+    through $ORIGIN only.
+    """
+
+    def build_extensions(self) -> None:
+        if _cffi_build.bundling():
+            linker = self.compiler.linker_so
+            self.compiler.linker_so = [arg for arg in linker if not arg.startswith("-Wl,-rpath")]
+        super().build_extensions()
+
+
 setup(
     cffi_modules=["src/pyspdk_sys/_cffi_build.py:make_ffibuilder"],
-    cmdclass={"build_py": BuildPy},
+    cmdclass={"build_py": BuildPy, "build_ext": BuildExt},
 )
