@@ -330,6 +330,55 @@ def test_read_many_write_many(runtime: Any, dev: Any) -> None:
     assert dev.read_many([], 4096) == b""
 
 
+def test_aread_many_awrite_many_leave_the_loop_free(runtime: Any, rpc: Any, malloc: str) -> None:
+    """The asyncio batches give read_many's results, and the loop runs while they wait."""
+    slow = f"{malloc}Slow"
+    rpc(
+        "bdev_delay_create",
+        {
+            "base_bdev_name": malloc,
+            "name": slow,
+            "avg_read_latency": 40_000,
+            "p99_read_latency": 40_000,
+            "avg_write_latency": 40_000,
+            "p99_write_latency": 40_000,
+        },
+    )
+    dev = runtime.open_bdev(slow)
+    try:
+        offsets = [i * 8192 for i in range(4)]
+        data = os.urandom(4 * 4096)
+
+        async def main() -> tuple[int, bytes, bytearray, int]:
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.005)
+                    ticks += 1
+
+            task = asyncio.create_task(ticker())
+            await dev.awrite_many(offsets, 4096, data, depth=1)  # 4 x 40 ms
+            written_ticks = ticks
+            read = await dev.aread_many(iter(offsets), 4096, depth=1)
+            into = bytearray(4 * 4096)
+            assert await dev.aread_many(offsets, 4096, into, depth=4) is into
+            task.cancel()
+            return written_ticks, read, into, ticks
+
+        written_ticks, read, into, ticks = asyncio.run(main())
+        assert read == data == bytes(into) == dev.read_many(offsets, 4096)
+        # 160 ms of I/O per batch: a loop blocked by it would not tick at all.
+        assert written_ticks >= 5
+        assert ticks >= written_ticks + 5
+        with pytest.raises(ValueError, match=r"offsets\[1\]"):
+            asyncio.run(dev.aread_many([0, 100], 4096))
+    finally:
+        dev.close()
+        rpc("bdev_delay_delete", {"name": slow})
+
+
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [

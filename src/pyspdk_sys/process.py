@@ -638,7 +638,8 @@ def _official_client() -> tuple[Any, type[Exception]]:
         )
     except ImportError:
         raise ProcessError(
-            "SPDK's official client is not installed: pip install 'spdk==26.1.*'"
+            "SPDK's official client is not installed: pip install 'spdk==26.1.*' "
+            "(the package's 'process' extra)"
         ) from None
     return JSONRPCClient, JSONRPCException
 

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 from . import _callbacks, _fork
 from ._binding import ffi, lib
 from ._checks import check_config, check_int, check_timeout
+from ._pools import SMALLEST_MEM_SIZE_MB, with_defaults
 from ._sockets import check_rpc_socket
 from .errors import RuntimeStateError, StartError
 
@@ -164,10 +165,11 @@ class Runtime:
         config: Mapping[str, Any] | str | os.PathLike[str] | None = None,
         name: str = "pyspdk",
         pci: bool = False,
+        small_pools: bool = True,
     ) -> None:
         check_int("mem_size_mb", mem_size_mb, 1, 1 << 30)
-        if not isinstance(hugepages, bool) or not isinstance(pci, bool):
-            raise TypeError("hugepages and pci must be bools")
+        if not all(isinstance(flag, bool) for flag in (hugepages, pci, small_pools)):
+            raise TypeError("hugepages, pci and small_pools must be bools")
         if not isinstance(cpu_mask, str) or not _CPU_MASK.fullmatch(cpu_mask):
             raise ValueError(f"cpu_mask must look like '0x3' or '[0,1]', not {cpu_mask!r}")
         if log_level not in _LOG_LEVELS:
@@ -190,6 +192,8 @@ class Runtime:
         self.log_level = log_level
         self.name = name
         self._config = check_config(config)
+        # The built-in default configuration (_pools.py); False: SPDK's own pool sizes.
+        self.small_pools = small_pools
 
         self.state = State.NEW
         self._lock = threading.Lock()
@@ -255,8 +259,9 @@ class Runtime:
             raise StartError(
                 f"SPDK failed to start (spdk_app_start returned {self._rc}); its log on "
                 f"stderr says why. Common causes: mem_size_mb={self.mem_size_mb} too small "
-                "for every subsystem (1024 is a safe minimum without a config that shrinks "
-                "the iobuf pools), an RPC socket already in use, or an invalid JSON config."
+                f"for every subsystem's pools (with small_pools, {SMALLEST_MEM_SIZE_MB} is the "
+                "least that fits; without, 1024), an RPC socket already in use, or an invalid "
+                "JSON config."
             )
         return started
 
@@ -494,17 +499,22 @@ class Runtime:
         opts.enable_coredump = False
         opts.num_entries = 0
         opts.shm_id = -1
-        if self._config is not None:
+        if self._config is not None or self.small_pools:
             opts.json_config_file = self._cstr(self._write_config())
         self._keepalive.append(opts)
         return opts
 
     def _write_config(self) -> str:
-        if isinstance(self._config, Path):
-            return str(self._config)
+        config = self._config
+        if isinstance(config, Path):
+            if not self.small_pools:
+                return str(config)
+            config = json.loads(config.read_text())
+        if self.small_pools:
+            config = with_defaults(config, self.mem_size_mb)
         fd, path = tempfile.mkstemp(prefix="pyspdk-config-", suffix=".json")
         with os.fdopen(fd, "w") as out:
-            json.dump(self._config, out)
+            json.dump(config, out)
         self._config_file = path
         return path
 

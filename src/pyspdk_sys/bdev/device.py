@@ -105,6 +105,8 @@ class BlockDevice:
         self._slots: list[BlockingSlot] = []
         self._aslots: list[AsyncSlot] = []
         self._afree: list[AsyncSlot] = []
+        # Completion queues of batches that ended with nothing pending, for the next batch.
+        self._spare_queues: list[Completions] = []
         runtime.service(_Engine, _Engine)
         self.info, self._dev = runtime.call(self._open_on_spdk_thread, encoded)
         self.block_size = self.info.block_size
@@ -207,6 +209,8 @@ class BlockDevice:
             aslot.free()
         self._aslots.clear()
         self._afree.clear()
+        while self._spare_queues:
+            self._spare_queues.pop().destroy()
         self.pool.free_all()
         lib.pyspdk_dev_free(self._dev)
         self._dev = None
@@ -734,6 +738,37 @@ class BlockDevice:
         self._need_write("write")
         self._many(lib.PYSPDK_IO_WRITE, "write_many", offsets, length, data, depth)
 
+    async def aread_many(
+        self,
+        offsets: Iterable[int],
+        length: int,
+        into: Any = None,
+        *,
+        depth: int | None = None,
+    ) -> Any:
+        """asyncio form of read_many(): the loop stays free while the job runs.
+
+        The job's wait happens on a thread of the loop's default executor.
+        Cancelling the awaiting task does not stop the job: its I/Os run to
+        the end (into `into`, when given), as they would on SPDK's side anyway.
+        """
+        table = self._offsets(offsets)  # a generator is read here, on the loop's thread
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            None, lambda: self._many(lib.PYSPDK_IO_READ, "read_many", table, length, into, depth)
+        )
+
+    async def awrite_many(
+        self, offsets: Iterable[int], length: int, data: Any, *, depth: int | None = None
+    ) -> None:
+        """asyncio form of write_many(), as aread_many() is of read_many()."""
+        self._need_write("write")
+        table = self._offsets(offsets)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            None, lambda: self._many(lib.PYSPDK_IO_WRITE, "write_many", table, length, data, depth)
+        )
+
     def _offsets(self, offsets: Iterable[int]) -> array.array[int]:
         if isinstance(offsets, (str, bytes, bytearray)):
             raise TypeError("offsets must be an iterable of ints")
@@ -911,7 +946,11 @@ class BlockDevice:
         def deliver(index: int, result: Any, exc: BaseException | None) -> None:
             results[index] = result if exc is None else exc
 
-        completions = Completions(deliver)
+        try:
+            completions = self._spare_queues.pop()
+            completions.deliver = deliver
+        except IndexError:
+            completions = Completions(deliver)
         for index, request in enumerate(requests):
             completions.track(request, index)
         ios = ffi.new("struct pyspdk_io *[]", [r.io for r in requests])
@@ -953,7 +992,13 @@ class BlockDevice:
                         self._idle.notify_all()
                 self._abandon(completions)
             raise
-        completions.destroy()
+        # Over and empty: the next batch may use it. One that was interrupted
+        # is never reused, so its late completions reach no other batch.
+        with self._lock:
+            if self._closed:
+                completions.destroy()
+            else:
+                self._spare_queues.append(completions)
         if not return_exceptions:
             for item in results:
                 if isinstance(item, BaseException):
