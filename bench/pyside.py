@@ -229,6 +229,103 @@ def form_many(dev: BlockDevice, op: str, qd: int, seconds: float, seed: int) -> 
         buffer.close()
 
 
+def form_amany(dev: BlockDevice, op: str, qd: int, seconds: float, seed: int) -> tuple[int, float]:
+    """form_many's calls awaited from asyncio: aread_many/awrite_many, one after another."""
+    rng = random.Random(seed)
+    pool = array.array("Q", (rng.randrange(NUM_BLOCKS) * IO_SIZE for _ in range(_MANY_POOL)))
+    buffer = DmaBuffer(dev.runtime, _MANY_CALL * IO_SIZE)
+    buffer.view[:] = random.randbytes(_MANY_CALL * IO_SIZE)
+    run = dev.aread_many if op == "read" else dev.awrite_many
+
+    async def main() -> tuple[int, float]:
+        count = 0
+        first = 0
+        start = time.perf_counter()
+        end = start + seconds
+        while time.perf_counter() < end:
+            await run(pool[first : first + _MANY_CALL], IO_SIZE, buffer, depth=qd)
+            count += _MANY_CALL
+            first = (first + _MANY_CALL) % _MANY_POOL
+        return count, time.perf_counter() - start
+
+    try:
+        return _LOOP.run_until_complete(main())
+    finally:
+        buffer.close()
+
+
+# ---------------------------------------------------------------- CPython's floors
+#
+# No I/O at all: what the same waiting costs in CPython itself, measured in the
+# same process and run as the forms above (the device argument is unused).
+
+
+def floor_asyncio(
+    dev: BlockDevice, op: str, qd: int, seconds: float, seed: int
+) -> tuple[int, float]:
+    """`qd` tasks, each awaiting a bare future resolved by call_soon: an asyncio round trip."""
+
+    async def worker(end: float) -> int:
+        loop = asyncio.get_running_loop()
+        done = 0
+        while time.perf_counter() < end:
+            future = loop.create_future()
+            loop.call_soon(future.set_result, None)
+            await future
+            done += 1
+        return done
+
+    async def main() -> tuple[int, float]:
+        start = time.perf_counter()
+        counts = await asyncio.gather(*(worker(start + seconds) for _ in range(qd)))
+        return sum(counts), time.perf_counter() - start
+
+    return _LOOP.run_until_complete(main())
+
+
+def floor_futures(
+    dev: BlockDevice, op: str, qd: int, seconds: float, seed: int
+) -> tuple[int, float]:
+    """form_futures' loop over futures that another thread resolves: no I/O in between."""
+    import queue
+
+    work: queue.SimpleQueue[concurrent.futures.Future[Any] | None] = queue.SimpleQueue()
+
+    def completer() -> None:
+        while (future := work.get()) is not None:
+            future.set_result(None)
+
+    thread = threading.Thread(target=completer, daemon=True)
+    thread.start()
+
+    def submit() -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        future.set_running_or_notify_cancel()
+        work.put(future)
+        return future
+
+    wait = concurrent.futures.wait
+    first = concurrent.futures.FIRST_COMPLETED
+    count = 0
+    start = time.perf_counter()
+    end = start + seconds
+    pending = {submit() for _ in range(qd)}
+    while True:
+        done, pending = wait(pending, return_when=first)
+        for future in done:
+            future.result()
+        count += len(done)
+        if time.perf_counter() >= end:
+            break
+        for _ in range(len(done)):
+            pending.add(submit())
+    elapsed = time.perf_counter() - start
+    wait(pending)
+    work.put(None)
+    thread.join()
+    return count, elapsed
+
+
 FORMS: dict[str, Callable[[BlockDevice, str, int, float, int], tuple[int, float]]] = {
     "blocking": form_blocking,
     "threads": form_threads,
@@ -236,6 +333,9 @@ FORMS: dict[str, Callable[[BlockDevice, str, int, float, int], tuple[int, float]
     "asyncio": form_asyncio,
     "batch": form_batch,
     "many": form_many,
+    "amany": form_amany,
+    "floor_asyncio": floor_asyncio,
+    "floor_futures": floor_futures,
 }
 _LOOP = asyncio.new_event_loop()
 

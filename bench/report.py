@@ -18,6 +18,12 @@ FORM_LABELS = {
     "asyncio": "asyncio",
     "batch": "batched (run_batch)",
     "many": "batched (read_many/write_many)",
+    "amany": "asyncio batched (aread_many)",
+}
+# CPython's own cost of the same waiting, without I/O (not compared with bdevperf).
+FLOOR_LABELS = {
+    "floor_asyncio": "asyncio future round trip (create_future, call_soon(set_result), await)",
+    "floor_futures": "concurrent.futures round trip, resolved by another thread",
 }
 OPS = {"read": "randread", "write": "randwrite"}
 CALL_LABELS = {
@@ -197,6 +203,55 @@ def summarise(raw: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
                 None if ratio is None else ratio >= target,
             )
         )
+
+    def ratio_goal(name: str, target: float, a: Any, b: Any) -> None:
+        if a is None or b is None:
+            goals.append(_goal(name, f">= {target}x", "n/a", None))
+            return
+        ratio = a["iops"]["median"] / b["iops"]["median"]
+        goals.append(
+            _goal(
+                name,
+                f">= {target}x",
+                f"{ratio:.2f}x ({_iops(a['iops']['median'])} vs {_iops(b['iops']['median'])})",
+                ratio >= target,
+            )
+        )
+
+    ratio_goal(
+        "asyncio `aread` QD32 vs CPython's asyncio floor QD32, malloc",
+        0.7,
+        find("malloc", "read", "asyncio", 32),
+        find("malloc", "read", "floor_asyncio", 32),
+    )
+    ratio_goal(
+        "asyncio `aread` QD1 vs blocking `read` QD1, malloc",
+        0.5,
+        find("malloc", "read", "asyncio", 1),
+        find("malloc", "read", "blocking", 1),
+    )
+    for qd in (1, 32):
+        ratio_goal(
+            f"futures `read_async` QD{qd} vs concurrent.futures floor QD{qd}, malloc",
+            0.7,
+            find("malloc", "read", "futures", qd),
+            find("malloc", "read", "floor_futures", qd),
+        )
+    ratio_goal(
+        "`aread_many` vs `read_many`, QD32, malloc",
+        0.9,
+        find("malloc", "read", "amany", 32),
+        find("malloc", "read", "many", 32),
+    )
+    idle = mem["python_idle_no_bdev"]["ratio_vs_bdevperf_idle"]
+    goals.append(
+        _goal(
+            "idle resident size, default Runtime vs idle bdevperf",
+            "<= 1.2x",
+            f"{idle:.2f}x" if idle else "n/a",
+            None if idle is None else idle <= 1.2,
+        )
+    )
     threads = find("malloc", "read", "threads", THREADS)
     threads_iops = threads["iops"]["median"] if threads else None
     goals.append(
@@ -326,6 +381,26 @@ def render(summary: dict[str, Any]) -> str:
     out.append(f"\nSlowest modules by own import time (`-X importtime`, ms, one run): {slow}.")
 
     out.append(_io_tables(summary))
+    floors = [e for e in summary["io"] if e["form"] in FLOOR_LABELS]
+    if floors:
+        out.append(
+            "\n### CPython's floors (no I/O; same process and run; round trips per second)\n"
+        )
+        floors.sort(key=lambda e: (e["form"], e["qd"]))
+        out.append(
+            _table(
+                ["floor", "QD", "per second", "min..max"],
+                [
+                    [
+                        FLOOR_LABELS[e["form"]],
+                        str(e["qd"]),
+                        _iops(e["iops"]["median"]),
+                        f"{_iops(e['iops']['min'])}..{_iops(e['iops']['max'])}",
+                    ]
+                    for e in floors
+                ],
+            )
+        )
     out.append(_sweep_tables(summary))
     out.append(_memory_table(summary))
     return "\n".join(out)
@@ -347,6 +422,7 @@ def _io_tables(summary: dict[str, Any]) -> str:
                 for e in summary["io"]
                 if e["bdev"] == bdev
                 and e["op"] == op
+                and e["form"] in FORM_LABELS
                 and (e["qd"] in (1, 32) or e["form"] == "threads")
             ]
             entries.sort(key=lambda e: (order[e["form"]], e["qd"]))

@@ -50,6 +50,10 @@ def io_cells(sweep: tuple[int, ...]) -> list[dict[str, Any]]:
             cells.append({"bdev": bdev, "op": op, "form": "threads", "qd": THREADS})
             for form in ("futures", "asyncio", "batch", "many"):
                 cells.extend({"bdev": bdev, "op": op, "form": form, "qd": qd} for qd in depths)
+    # The asyncio batches, and CPython's own floors for the futures and asyncio forms.
+    cells.extend({"bdev": "malloc", "op": "read", "form": "amany", "qd": qd} for qd in (1, 32))
+    for form in ("floor_asyncio", "floor_futures"):
+        cells.extend({"bdev": "malloc", "op": "read", "form": form, "qd": qd} for qd in (1, 32))
     return cells
 
 
