@@ -200,3 +200,26 @@ def test_spdk_process_on_hugepages(spdk: Any) -> None:
         assert process.rpc("spdk_get_version")["version"] == release_banner()
         assert hugepages.page_size().free <= pool.free - 512
     assert hugepages.page_size().free == pool.free
+
+
+def test_reclaim_removes_only_dead_processes_unlocked_files(spdk: Any, tmp_path: Path) -> None:
+    """A killed SPDK process's hugepage files are removed; a live or locked one's never."""
+    import fcntl
+
+    from pyspdk_sys import hugepages
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"spdk_pid{dead.pid}map_0"
+    live = tmp_path / f"spdk_pid{os.getpid()}map_0"
+    locked = tmp_path / f"spdk_pid{dead.pid}map_1"
+    unrelated = tmp_path / f"other_pid{dead.pid}map_0"
+    for path in (stale, live, locked, unrelated):
+        path.write_bytes(b"")
+    with open(locked, "rb") as holder:
+        fcntl.flock(holder, fcntl.LOCK_SH)  # as DPDK holds the files it maps
+        removed = hugepages.reclaim_stale_files(tmp_path)
+    assert removed == [str(stale)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in (live, locked, unrelated)
+    )

@@ -168,6 +168,48 @@ def unmount(path: str | os.PathLike[str]) -> None:
     _libc_call("umount", os.fsencode(target), what=f"unmounting {target}")
 
 
+# SPDK names a process's DPDK files after its pid when it has no shared-memory
+# id (the default here): spdk_pid<pid>map_<n> in the hugetlbfs mount.
+_STALE = re.compile(r"spdk_pid(\d+)map_\d+")
+
+
+def reclaim_stale_files(directory: str | os.PathLike[str] | None = None) -> list[str]:
+    """Remove the hugepage files that SPDK processes which died left behind; their names.
+
+    A process killed before it could clean up keeps its pages out of the pool
+    for good: its files' names carry a fresh prefix per process, so no later
+    start reuses them. A file counts as stale only when its process is gone
+    and nobody holds a lock on it (DPDK locks the files it maps).
+    """
+    import fcntl
+
+    removed = []
+    points = [os.fspath(directory)] if directory is not None else list(hugetlbfs_mounts())
+    for point in points:
+        try:
+            names = os.listdir(point)
+        except OSError:
+            continue
+        for name in names:
+            match = _STALE.fullmatch(name)
+            if match is None or Path(f"/proc/{match.group(1)}").exists():
+                continue
+            path = os.path.join(point, name)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.unlink(path)
+                removed.append(path)
+            except OSError:
+                pass  # in use after all
+            finally:
+                os.close(fd)
+    return removed
+
+
 # ------------------------------------------------------------------ helpers
 
 

@@ -46,6 +46,7 @@ from .errors import (
     RuntimeStateError,
     rpc_result,
 )
+from .hugepages import reclaim_stale_files
 
 LOG_LEVELS = ("ERROR", "WARNING", "NOTICE", "INFO", "DEBUG")
 """Values of log_level, as SPDK's log_set_print_level RPC names them."""
@@ -359,6 +360,9 @@ class SpdkProcess:
         return self
 
     def _launch(self) -> None:
+        if self.hugepages:
+            # Pages that killed SPDK processes still hold would make this start fail.
+            reclaim_stale_files(self.hugedir)
         binary = self.binary
         if binary is None:
             looked = ", ".join(str(p) for p in tool_candidates("spdk_tgt")) or "nowhere"

@@ -41,6 +41,7 @@ from ._checks import check_config, check_int, check_timeout
 from ._pools import SMALLEST_MEM_SIZE_MB, with_defaults
 from ._sockets import check_rpc_socket
 from .errors import RuntimeStateError, StartError
+from .hugepages import reclaim_stale_files
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -240,6 +241,9 @@ class Runtime:
                 )
             if _HOST.used:
                 raise RuntimeStateError(RESTART_REFUSED)
+            if self.hugepages:
+                # Pages that killed SPDK processes still hold would make this start fail.
+                reclaim_stale_files(self.hugedir)
             opts = self._app_opts()
             _HOST.used = True
             self.state = State.STARTING
