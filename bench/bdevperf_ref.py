@@ -21,7 +21,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import IO_SIZE, MEM_SIZE_MB, bdev_config, measured, memory_kib
+from harness import (
+    BDEVS,
+    IO_SIZE,
+    MEM_SIZE_MB,
+    bdev_config,
+    histogram_percentiles_us,
+    measured,
+    memory_kib,
+)
 
 
 class BdevperfError(RuntimeError):
@@ -185,6 +193,36 @@ class Bdevperf:
             outcome = self.run(workload, queue_depth, seconds), {}
         return outcome, time.perf_counter() - start
 
+    def latency(self, seconds: int) -> dict[str, Any]:
+        """A randread QD1 test with the bdev's latency histogram on: its percentiles."""
+        name = BDEVS[self.kind]
+        self.call("bdev_enable_histogram", {"name": name, "enable": True})
+        try:
+            # The counts live in the test's I/O channels, which go when it ends:
+            # read them near its end, from a second connection.
+            jobs: list[Any] = []
+            params = {
+                "workload_type": "randread",
+                "queue_depth": 1,
+                "io_size": str(IO_SIZE),
+                "time_in_sec": seconds + 1,
+            }
+            test = threading.Thread(
+                target=lambda: jobs.append(
+                    self.call("perform_tests", params, timeout=seconds + 60)["results"][0]
+                )
+            )
+            test.start()
+            time.sleep(seconds + 0.5)
+            reply = self.call("bdev_get_histogram", {"name": name})
+            test.join()
+            figures = histogram_percentiles_us(reply)
+            # bdevperf's own end-to-end mean per I/O, beside the bdev layer's histogram.
+            figures["mean"] = float(jobs[0]["avg_latency_us"]) if jobs else None
+            return figures
+        finally:
+            self.call("bdev_enable_histogram", {"name": name, "enable": False})
+
     def memory(self) -> dict[str, int]:
         """bdevperf's memory now."""
         assert self.proc is not None
@@ -219,4 +257,10 @@ def run_reference(
                     "attempts": attempts,
                 }
             )
-        return {"tests": results, "memory_idle": idle, "memory_running": running}
+        latency = perf.latency(seconds) if kind == "malloc" else None
+        return {
+            "tests": results,
+            "memory_idle": idle,
+            "memory_running": running,
+            "latency": latency,
+        }

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import array
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import shutil
 import statistics
@@ -250,3 +252,65 @@ def run_worker(args: Sequence[str], payload: Any, timeout: float) -> Any:
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
         raise RuntimeError(f"pyside.py {' '.join(args)} failed ({proc.returncode}):\n{tail}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+LATENCY_POINTS = (50.0, 99.0, 99.9)
+"""Percentiles reported for QD1 latency."""
+
+
+def percentiles_us(sorted_ns: Sequence[int]) -> dict[str, Any]:
+    """p50/p99/p99.9 (microseconds) of sorted latencies, and 101 quantiles for a CDF plot."""
+    n = len(sorted_ns)
+
+    def at(fraction: float) -> float:
+        return sorted_ns[min(n - 1, int(fraction * n))] / 1000
+
+    return {
+        **{f"p{point:g}": at(point / 100) for point in LATENCY_POINTS},
+        "mean": sum(sorted_ns) / n / 1000,
+        "quantiles": [at(i / 100) for i in range(101)],
+        "count": n,
+    }
+
+
+def histogram_percentiles_us(reply: dict[str, Any]) -> dict[str, Any]:
+    """The same figures from SPDK's bdev histogram (`bdev_get_histogram`'s reply).
+
+    The histogram counts ticks in buckets: for each range r (min_range..max_range)
+    2**granularity buckets, bucket i of range r holding values below
+    2**(r + g - 1) + (i + 1) * 2**(r - 1) (for r > 0; below i + 1 for r = 0).
+    A percentile is read as the upper edge of the bucket that reaches it.
+    """
+    import base64
+
+    raw = base64.b64decode(reply["histogram"])
+    counts = array.array("Q", raw)
+    if sys.byteorder != "little":
+        counts.byteswap()
+    granularity = int(reply["granularity"])
+    per_range = 1 << granularity
+    ticks_per_us = int(reply["tsc_rate"]) / 1e6
+    edges = []
+    for position in range(len(counts)):
+        rng = int(reply["min_range"]) + position // per_range
+        index = position % per_range + 1
+        edge = (1 << (rng + granularity - 1)) + (index << (rng - 1)) if rng > 0 else index
+        edges.append(edge / ticks_per_us)
+    total = sum(counts)
+    if total == 0:
+        raise ValueError("the bdev histogram counted no I/O")
+
+    def at(fraction: float) -> float:
+        target = max(1, math.ceil(fraction * total))
+        so_far = 0
+        for edge, count in zip(edges, counts, strict=True):
+            so_far += count
+            if so_far >= target:
+                return edge
+        return edges[-1]
+
+    return {
+        **{f"p{point:g}": at(point / 100) for point in LATENCY_POINTS},
+        "quantiles": [at(i / 100) for i in range(101)],
+        "count": total,
+    }

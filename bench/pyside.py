@@ -33,6 +33,7 @@ from harness import (
     measured,
     memory_kib,
     package_fingerprint,
+    percentiles_us,
 )
 
 import pyspdk_sys
@@ -467,6 +468,57 @@ def run_calls(request: dict[str, Any]) -> dict[str, Any]:
     return {"ns_per_call": samples, "number": number, "retries": disturbed_samples}
 
 
+# ---------------------------------------------------------------- QD1 latency
+
+
+def run_latency(request: dict[str, Any]) -> dict[str, Any]:
+    """Per-I/O latency at QD1 of each form (malloc randread): percentiles and quantiles."""
+    count = int(request["count"])
+    runtime = Runtime(mem_size_mb=MEM_SIZE_MB, cpu_mask=CPU_MASK, config=bdev_config(["malloc"]))
+    runtime.start()
+    pin_off_reactor()
+    dev = runtime.open_bdev(BDEVS["malloc"])
+    clock = time.perf_counter_ns
+    source = offsets(7)
+
+    def blocking(offset: int) -> None:
+        dev.read(offset, IO_SIZE)
+
+    def futures(offset: int) -> None:
+        dev.read_async(offset, IO_SIZE).result()
+
+    def batch(offset: int) -> None:
+        dev.run_batch([("read", offset, IO_SIZE)])
+
+    def timed(call: Callable[[int], None]) -> list[int]:
+        samples = []
+        for i in range(count + count // 10):  # the first tenth warms up
+            offset = source[i % len(source)]
+            start = clock()
+            call(offset)
+            samples.append(clock() - start)
+        return sorted(samples[count // 10 :])
+
+    async def timed_async() -> list[int]:
+        samples = []
+        for i in range(count + count // 10):
+            offset = source[i % len(source)]
+            start = clock()
+            await dev.aread(offset, IO_SIZE)
+            samples.append(clock() - start)
+        return sorted(samples[count // 10 :])
+
+    forms = {
+        "blocking": timed(blocking),
+        "futures": timed(futures),
+        "asyncio": _LOOP.run_until_complete(timed_async()),
+        "batch": timed(batch),
+    }
+    dev.close()
+    runtime.stop()
+    return {"forms": {form: percentiles_us(samples) for form, samples in forms.items()}}
+
+
 # ---------------------------------------------------------------- idle memory
 
 
@@ -484,7 +536,7 @@ def main() -> None:
     """Dispatch on the sub-command; the request comes as JSON on stdin."""
     command = sys.argv[1]
     request = json.loads(sys.stdin.read() or "{}")
-    handlers = {"io": run_io, "calls": run_calls, "idle": run_idle}
+    handlers = {"io": run_io, "calls": run_calls, "idle": run_idle, "latency": run_latency}
     fingerprint = package_fingerprint()  # of the code this process has just imported
     result = handlers[command](request)
     result["fingerprint"] = fingerprint

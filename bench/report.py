@@ -262,8 +262,22 @@ def summarise(raw: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
             None if threads_iops is None else threads_iops >= 150_000,
         )
     )
+    latency: dict[str, dict[str, Any]] = {}
+    rounds_of = [("bdevperf", [r for r in raw.get("bdevperf_latency", []) if r])]
+    forms = sorted({form for r in raw.get("latency", []) for form in r})
+    rounds_of += [(form, [r[form] for r in raw.get("latency", []) if form in r]) for form in forms]
+    for name, samples in rounds_of:
+        if samples:
+            latency[name] = {
+                key: median([sample[key] for sample in samples if sample.get(key) is not None])
+                for key in ("p50", "p99", "p99.9", "mean")
+            }
+            latency[name]["quantiles"] = [
+                median([sample["quantiles"][i] for sample in samples]) for i in range(101)
+            ]
     return {
         "meta": meta,
+        "latency_us": latency,
         "calls": call_stats,
         "calls_net_ns": net,
         "call_ratios": call_ratios,
@@ -403,7 +417,67 @@ def render(summary: dict[str, Any]) -> str:
         )
     out.append(_sweep_tables(summary))
     out.append(_memory_table(summary))
+    out.append(_latency_table(summary))
     return "\n".join(out)
+
+
+LATENCY_LABELS = {
+    "bdevperf": "bdevperf (percentiles: the bdev layer's histogram; mean: bdevperf's own)",
+    "blocking": "blocking `read`",
+    "futures": "`read_async().result()`",
+    "asyncio": "`await aread`",
+    "batch": "`run_batch` of one",
+}
+
+
+def _latency_table(summary: dict[str, Any]) -> str:
+    latency = summary.get("latency_us") or {}
+    if not latency:
+        return ""
+    rows = [
+        [
+            LATENCY_LABELS.get(name, name),
+            f"{figures['p50']:.1f}",
+            f"{figures['p99']:.1f}",
+            f"{figures['p99.9']:.1f}",
+            "" if figures["mean"] is None else f"{figures['mean']:.1f}",
+        ]
+        for name, figures in latency.items()
+    ]
+    return (
+        "\n### Latency at QD1, malloc 4K randread (us; medians of rounds; "
+        "the Python forms end to end per call)\n\n"
+        + _table(["form", "p50", "p99", "p99.9", "mean"], rows)
+    )
+
+
+def plot_latency(summary: dict[str, Any], path: Path) -> bool:
+    """The QD1 latency distribution of each form beside bdevperf's; False without matplotlib."""
+    latency = summary.get("latency_us") or {}
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    if not latency:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 5))
+    fractions = [i / 100 for i in range(101)]
+    for name, figures in latency.items():
+        ax.plot(figures["quantiles"], fractions, label=LATENCY_LABELS.get(name, name))
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (us, log scale)")
+    ax.set_ylabel("fraction of I/Os at or below")
+    meta = summary["meta"]
+    ax.set_title(f"QD1 4 KiB randread latency, malloc, {meta['date']}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
 
 
 def _io_tables(summary: dict[str, Any]) -> str:

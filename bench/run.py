@@ -177,6 +177,8 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
         "bdevperf_memory_running": [],
         "pinned_to": None,
         "foreign_cpu": [],
+        "latency": [],
+        "bdevperf_latency": [],
     }
     fingerprints = {package_fingerprint()}
     whole_run = CpuMeter()
@@ -219,9 +221,16 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
                     bdevperf, origin = None, f"it failed: {exc}"
                     break
                 raw["bdevperf"].extend({**test, "round": round_no} for test in ref["tests"])
+                if ref["latency"]:
+                    raw["bdevperf_latency"].append(ref["latency"])
                 if kind == "null":
                     raw["bdevperf_memory_idle"].append(ref["memory_idle"])
                     raw["bdevperf_memory_running"].append(ref["memory_running"])
+        log(f"round {round_no}/{args.rounds}: QD1 latency of each form")
+        count = 5_000 if args.quick else 20_000
+        latency = run_worker(["latency"], {"count": count}, timeout=600)
+        fingerprints.add(latency["fingerprint"])
+        raw["latency"].append(latency["forms"])
         log(f"round {round_no}/{args.rounds}: call overhead and idle memory")
         number = 300_000 if args.quick else 1_000_000
         calls = run_worker(
@@ -290,6 +299,8 @@ def publish(raw: dict[str, Any], meta: dict[str, Any], args: argparse.Namespace)
     if not args.no_save:
         (BENCH_DIR / "RESULTS.md").write_text(report.markdown(summary, tables))
         log(f"wrote {BENCH_DIR / 'RESULTS.md'}")
+        if report.plot_latency(summary, BENCH_DIR / "latency_qd1.png"):
+            log(f"wrote {BENCH_DIR / 'latency_qd1.png'}")
         plotted = report.plot(summary, BENCH_DIR / "iops_vs_qd.png")
         log(
             f"wrote {BENCH_DIR / 'iops_vs_qd.png'}"
