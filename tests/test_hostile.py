@@ -430,3 +430,36 @@ dev.close(); rt.stop()
     assert out["ok"]
     # The batch's reads end after 0.2 s, then this read takes 0.2 s.
     assert out["waited"] < 2.0
+
+
+def test_ctrl_c_between_count_and_try_does_not_hold_close(spdk: Any) -> None:
+    """Ctrl-C can land after a blocking call counted itself in and before the try that
+    counts it out; close() must notice the thread left, not wait 30 s (it did, in the soak)."""
+    out = run(
+        """
+from pyspdk_sys.bdev import BlockDevice
+rt = Runtime(config=slow(1_000)).start()
+dev = rt.open_bdev("Slow")
+real = BlockDevice._enter_blocking
+def count_then_interrupt(self):
+    real(self)
+    raise KeyboardInterrupt  # where a signal handler would raise it
+BlockDevice._enter_blocking = count_then_interrupt
+caught = 0
+for call in (lambda: dev.read(0, 512), lambda: dev.write(0, bytes(512)),
+             lambda: dev.read_many([0, 512], 512)):
+    try:
+        call()
+    except KeyboardInterrupt:
+        caught += 1
+BlockDevice._enter_blocking = real
+assert dev.read(0, 512) == bytes(512)  # still usable
+started = time.monotonic()
+dev.close()
+report(caught=caught, close_s=time.monotonic() - started)
+rt.stop()
+""",
+        timeout=90,
+    )
+    assert out["caught"] == 3
+    assert out["close_s"] < 2.0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import array
 import asyncio
 import errno
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -98,6 +99,9 @@ class BlockDevice:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._users = 0
+        # The blocking calls inside, per thread: a Ctrl-C can land between the
+        # count and the try that undoes it, and close() then finds the leak.
+        self._inside: dict[int, int] = {}
         self._closed = False
         self._closed_why = _CLOSED_NOTE
         self._abandoned: list[Owner] = []
@@ -179,13 +183,19 @@ class BlockDevice:
         # Callers finishing requests SPDK has handed back; an asyncio loop
         # on this thread cannot run while we wait, so read its queue here.
         here = loop_reapers(self.runtime).on_this_thread()
-        with self._idle:
-            while self._users:
+        waited = 0
+        while True:
+            with self._idle:
+                if not self._users:
+                    break
                 for reaper in here:
                     reaper.completions.dispatch(0, 0)
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{self.name}: I/O callers did not finish in {seconds} s")
                 self._idle.wait(0.01 if here else 0.05)
+            waited += 1
+            if waited % 5 == 0:
+                self._forget_leaked()
         self._teardown()
         self.runtime.discard_hooks(self._close_on_spdk_thread, self._teardown)
 
@@ -224,6 +234,48 @@ class BlockDevice:
     def _leave(self) -> None:
         with self._lock:
             self._users -= 1
+            if self._users == 0:
+                self._idle.notify_all()
+
+    def _enter_blocking(self) -> None:
+        """_enter() for a call that waits on this thread; _leave_blocking() undoes it."""
+        me = threading.get_ident()
+        with self._lock:
+            if self._closed:
+                raise RuntimeStateError(f"{self.name} {self._closed_why}")
+            self._users += 1
+            self._inside[me] = self._inside.get(me, 0) + 1
+
+    def _leave_blocking(self) -> None:
+        me = threading.get_ident()
+        with self._lock:
+            left = self._inside.get(me, 0)
+            if left == 0:
+                return  # already given up as leaked by close()
+            if left == 1:
+                del self._inside[me]
+            else:
+                self._inside[me] = left - 1
+            self._users -= 1
+            if self._users == 0:
+                self._idle.notify_all()
+
+    def _forget_leaked(self) -> None:
+        """Drop the counts of threads that are in none of the blocking calls any more.
+
+        KeyboardInterrupt can strike between a count and the try/finally that
+        takes it back; such a count would hold close() until its timeout. A
+        thread counts as inside while a blocking call's frame is on its stack.
+        """
+        frames = sys._current_frames()
+        with self._lock:
+            for thread, count in list(self._inside.items()):
+                frame = frames.get(thread)
+                while frame is not None and frame.f_code not in _BLOCKING_CODES:
+                    frame = frame.f_back
+                if frame is None:
+                    del self._inside[thread]
+                    self._users -= count
             if self._users == 0:
                 self._idle.notify_all()
 
@@ -451,7 +503,7 @@ class BlockDevice:
         """Submit one request and wait for it; its owner is released whatever happens."""
         refuse_wait_on_spdk_thread(f"a blocking {request.name}")
         try:
-            self._enter()
+            self._enter_blocking()
         except BaseException:
             request.release()
             raise
@@ -473,7 +525,7 @@ class BlockDevice:
                 self._abandon(request)
             raise
         finally:
-            self._leave()
+            self._leave_blocking()
 
     def _slot(self, length: int) -> BlockingSlot:
         slot: BlockingSlot | None = getattr(self._local, "slot", None)
@@ -502,7 +554,7 @@ class BlockDevice:
         """The blocking path for one contiguous range: checks, copies `source` in, waits."""
         self._check_range(offset, length)
         refuse_wait_on_spdk_thread(f"a blocking {name}")
-        self._enter()
+        self._enter_blocking()
         try:
             slot = self._slot(length)
             io = slot.io
@@ -523,7 +575,7 @@ class BlockDevice:
                 self._retire(current)
             raise
         finally:
-            self._leave()
+            self._leave_blocking()
         if rc != 0:
             raise self._refusal(rc, name, offset, length)
         if io.status != 0:
@@ -818,7 +870,7 @@ class BlockDevice:
         depth = min(depth or self.queue_depth, count)
         job = Job(table, depth)
         try:
-            self._enter()
+            self._enter_blocking()
         except BaseException:
             if isinstance(view, memoryview):
                 view.release()
@@ -884,7 +936,7 @@ class BlockDevice:
         finally:
             if job is not None:
                 job.release()
-            self._leave()
+            self._leave_blocking()
 
     # ---------------------------------------------------------- batches
 
@@ -1009,3 +1061,9 @@ class BlockDevice:
 def open_bdev(runtime: Runtime, name: str, **options: Any) -> BlockDevice:
     """Open the block device `name`; see BlockDevice for the options."""
     return BlockDevice(runtime, name, **options)
+
+
+# The frames that mark a thread as inside a blocking call (see _forget_leaked).
+_BLOCKING_CODES = frozenset(
+    method.__code__ for method in (BlockDevice._run, BlockDevice._run_slot, BlockDevice._many)
+)
