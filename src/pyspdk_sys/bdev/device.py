@@ -265,13 +265,16 @@ class BlockDevice:
 
         KeyboardInterrupt can strike between a count and the try/finally that
         takes it back; such a count would hold close() until its timeout. A
-        thread counts as inside while a blocking call's frame is on its stack.
+        thread counts as inside while a blocking call of this device has a frame
+        on its stack.
         """
         frames = sys._current_frames()
         with self._lock:
             for thread, count in list(self._inside.items()):
                 frame = frames.get(thread)
-                while frame is not None and frame.f_code not in _BLOCKING_CODES:
+                while frame is not None and not (
+                    frame.f_code in _BLOCKING_CODES and frame.f_locals.get("self") is self
+                ):
                     frame = frame.f_back
                 if frame is None:
                     del self._inside[thread]
