@@ -70,6 +70,9 @@ _RESET = int(lib.PYSPDK_IO_RESET)
 _FETCH_SLICE_NS = 50_000_000  # workers look at their stop flag this often
 _MAX_WORKERS = 64
 _MAX_BATCH = 1024
+# How long close() waits for workers to leave the backend: a fetch returns
+# within _FETCH_SLICE_NS, so only a worker stuck in the backend takes longer.
+_JOIN_SECONDS = 1.0
 
 
 def backend_ops(backend: Any) -> frozenset[str]:
@@ -349,9 +352,10 @@ class PythonBdev:
                 loop.call_soon_threadsafe(remove)
                 done.wait(5)
         stuck = []
+        deadline = time.monotonic() + _JOIN_SECONDS
         for thread in self._threads:
             if thread is not threading.current_thread():
-                thread.join(5)
+                thread.join(max(0.0, deadline - time.monotonic()))
                 if thread.is_alive():
                     stuck.append(thread.name)
         self.runtime.discard_hooks(self._on_runtime_stop, self._on_runtime_teardown)
@@ -376,8 +380,9 @@ class PythonBdev:
 
     def _on_runtime_teardown(self) -> None:
         lib.pyspdk_pybdev_stop_workers(self._pb)
+        deadline = time.monotonic() + _JOIN_SECONDS
         for thread in self._threads:
-            thread.join(2)
+            thread.join(max(0.0, deadline - time.monotonic()))
         idle = all(not t.is_alive() for t in self._threads) and self._loop is None
         if idle and lib.pyspdk_pybdev_state(self._pb, 1) and not self._freed:
             self._freed = True
