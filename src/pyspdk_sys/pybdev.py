@@ -395,11 +395,15 @@ class PythonBdev:
         pb = self._pb
         words = array.array("Q", bytes(8 * _WORDS * self.batch))
         out = ffi.from_buffer("uint64_t[]", words)
-        results = array.array("q", bytes(8 * 3 * self.batch))
-        res = ffi.from_buffer("int64_t[]", results)
+        statuses = array.array("i", bytes(4 * self.batch))
+        res = ffi.from_buffer("int32_t[]", statuses)
         fetch = lib.pyspdk_pybdev_fetch
         commit = lib.pyspdk_pybdev_commit
         serve = self._serve
+        failed = self._failed
+        readinto = self._readinto
+        cast = ffi.cast
+        buffer = ffi.buffer
         batch = self.batch
         spin = self._spin_ns
         while True:
@@ -413,11 +417,23 @@ class PythonBdev:
                 continue
             got = words[: n * _WORDS].tolist()
             for i in range(n):
-                w = got[i * _WORDS : (i + 1) * _WORDS]
-                results[3 * i] = w[0]
-                results[3 * i + 1] = w[1]
-                results[3 * i + 2] = serve(w)
-            commit(pb, res, n)
+                at = i * _WORDS
+                if got[at + 2] == _READ and got[at + 5] == 1 and readinto is not None:
+                    # The common case, inline: one buffer, readinto.
+                    length = got[at + 4]
+                    view = memoryview(buffer(cast("char *", got[at + 7]), length))
+                    try:
+                        done = readinto(got[at + 3], view)
+                        if done is not None and isinstance(done, int) and 0 <= done < length:
+                            view[done:] = bytes(length - done)  # a short read reads zeros
+                        status = 0
+                    except Exception as exc:
+                        status = failed(exc, _READ, got[at + 3], length)
+                    view.release()
+                else:
+                    status = serve(got[at : at + _WORDS])
+                statuses[i] = status
+            commit(pb, out, res, n)
 
     def _serve(self, w: list[int]) -> int:
         """Serve one fetched I/O: 0, or -errno when it failed."""
@@ -513,18 +529,26 @@ class PythonBdev:
         if n <= 0:
             return
         got = list(ffi.unpack(words, n * _WORDS))
-        done: list[int] = []
+        done: list[list[int]] = []
+        statuses: list[int] = []
         for i in range(n):
             w = got[i * _WORDS : (i + 1) * _WORDS]
             status = self._serve_async(w)
             if status is not None:
-                done.extend((w[0], w[1], status))
+                done.append(w)
+                statuses.append(status)
         if done:
-            self._commit(done)
+            self._commit(done, statuses)
 
-    def _commit(self, triples: list[int]) -> None:
-        results = array.array("q", triples)
-        lib.pyspdk_pybdev_commit(self._pb, ffi.from_buffer("int64_t[]", results), len(triples) // 3)
+    def _commit(self, fetched: list[list[int]], statuses: list[int]) -> None:
+        words = array.array("Q", [word for w in fetched for word in w])
+        codes = array.array("i", statuses)
+        lib.pyspdk_pybdev_commit(
+            self._pb,
+            ffi.from_buffer("uint64_t[]", words),
+            ffi.from_buffer("int32_t[]", codes),
+            len(statuses),
+        )
 
     def _serve_async(self, w: list[int]) -> int | None:
         """Serve one I/O on the loop: its status, or None when a task will commit it."""
@@ -580,7 +604,7 @@ class PythonBdev:
                 with contextlib.suppress(BufferError):
                     view.release()
         if not lib.pyspdk_pybdev_state(self._pb, 1):
-            self._commit([w[0], w[1], status])
+            self._commit([w], [status])
 
 
 def _iovs(iovs: int, count: int, offset: int) -> Iterable[tuple[int, int, int]]:

@@ -527,15 +527,17 @@ pyspdk_pybdev_fetch(struct pyspdk_pybdev *pb, uint64_t *out, int max, int64_t sp
 	return n;
 }
 
-/* Any thread, without the GIL. Commit count results: words[3 i] is the io,
- * words[3 i + 1] its ticket from fetch, words[3 i + 2] the status (0 or
- * -errno, as int64). A result for an I/O that expired meanwhile is dropped.
- * Returns how many were taken. */
+/* Any thread, without the GIL. Commit count results: words holds each I/O's
+ * PYSPDK_PYBDEV_REQ_WORDS words as fetch wrote them (only the io and its
+ * ticket are read), statuses[i] its result (0 or -errno). A result for an
+ * I/O that expired meanwhile is dropped. Returns how many were taken. */
 static int
-pyspdk_pybdev_commit(struct pyspdk_pybdev *pb, const int64_t *words, int count)
+pyspdk_pybdev_commit(struct pyspdk_pybdev *pb, const uint64_t *words, const int32_t *statuses,
+		     int count)
 {
 	struct pyspdk_pybdev_io *io;
 	struct pyspdk_pybdev_ch *ch;
+	const uint64_t *w;
 	uint64_t ticket;
 	int i, taken = 0;
 
@@ -543,15 +545,16 @@ pyspdk_pybdev_commit(struct pyspdk_pybdev *pb, const int64_t *words, int count)
 		return 0;
 	}
 	for (i = 0; i < count; i++) {
-		io = (struct pyspdk_pybdev_io *)(uintptr_t)words[3 * i];
-		ticket = (uint64_t)words[3 * i + 1];
+		w = words + (size_t)i * PYSPDK_PYBDEV_REQ_WORDS;
+		io = (struct pyspdk_pybdev_io *)(uintptr_t)w[0];
+		ticket = w[1];
 		/* Claim it first: until then its memory may be another I/O's. */
 		if (!__atomic_compare_exchange_n(&io->ticket, &ticket,
 						 (ticket & ~3ull) | PYSPDK_PYBDEV_COMMITTED, false,
 						 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
 			continue;
 		}
-		io->status = (int32_t)words[3 * i + 2];
+		io->status = statuses[i];
 		ch = io->ch;
 		pthread_mutex_lock(&ch->lock);
 		io->done_next = ch->done;

@@ -19,6 +19,7 @@ int pyspdk_pybdev_fd(struct pyspdk_pybdev *pb);
 int pyspdk_pybdev_state(struct pyspdk_pybdev *pb, int what);
 int pyspdk_pybdev_fetch(struct pyspdk_pybdev *pb, uint64_t *out, int max, int64_t spin_ns,
 			int64_t timeout_ns);
-int pyspdk_pybdev_commit(struct pyspdk_pybdev *pb, const int64_t *words, int count);
+int pyspdk_pybdev_commit(struct pyspdk_pybdev *pb, const uint64_t *words, const int32_t *statuses,
+			 int count);
 /* Only once gone, with no worker left. */
 void pyspdk_pybdev_free(struct pyspdk_pybdev *pb);
