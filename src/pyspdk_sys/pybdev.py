@@ -495,7 +495,8 @@ class PythonBdev:
             view.release()
 
     def _failed(self, exc: BaseException, op: int, offset: int, length: int) -> int:
-        self.failures += 1
+        with self._lock:
+            self.failures += 1
         tb = exc.__traceback__
         while tb is not None and tb.tb_next is not None:
             tb = tb.tb_next
