@@ -53,7 +53,12 @@ def _keep() -> list[str]:
     """Host directories the guest's tmpfs mounts would hide but the script needs."""
     import pyspdk_sys
 
-    paths = {sys.prefix, Path(pyspdk_sys.__file__).resolve().parents[1], Path(__file__).parents[1]}
+    paths = {
+        sys.prefix,
+        sys.base_prefix,
+        Path(pyspdk_sys.__file__).resolve().parents[1],
+        Path(__file__).parents[1],
+    }
     return sorted({str(Path(p).resolve()) for p in paths})
 
 

@@ -311,6 +311,13 @@ def test_arguments_are_checked(runtime: Any, served: tuple[Any, Ram]) -> None:
         PythonBdev(runtime, "PyBad", Ram(), num_blocks=8, workers=0)
     with pytest.raises(ValueError, match="no such method"):
         PythonBdev(runtime, "PyBad", ReadOnly(), num_blocks=8, ops=["read", "write"])
+
+    class Async:
+        async def readinto(self, offset: int, buffer: memoryview) -> None:
+            pass
+
+    with pytest.raises(TypeError, match="coroutine"):
+        PythonBdev(runtime, "PyBad", Async(), num_blocks=8)
     with pytest.raises(ValueError, match="name exists"):
         PythonBdev(runtime, dev.name, Ram(), num_blocks=8)
     with pytest.raises(TypeError):

@@ -154,6 +154,17 @@ class PythonBdev:
             workers = 1
         else:
             _checks.check_int("workers", workers, 1, _MAX_WORKERS)
+        if loop is None:
+            coroutines = sorted(
+                op
+                for op in ("readinto", "read", *OPS[1:])
+                if inspect.iscoroutinefunction(getattr(backend, op, None))
+            )
+            if coroutines:
+                raise TypeError(
+                    f"backend methods {coroutines} are coroutine functions: serve the device "
+                    "from an asyncio loop (loop=...), or make them plain methods"
+                )
         _checks.check_int("batch", batch, 1, _MAX_BATCH)
         spin = _checks.check_float("spin_us", spin_us, 0.0, 1_000_000.0)
         seconds = _checks.check_timeout("io_timeout", io_timeout)
