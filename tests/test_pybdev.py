@@ -289,10 +289,13 @@ def test_async_backend_on_an_event_loop(runtime: Any) -> None:
             assert got == [pattern(i, 4096) for i in range(32)]
             with pytest.raises(Exception, match="aclose"):
                 dev.close()
+            assert not dev.closed  # the refused close() left it open
         finally:
             bd.close()
             await dev.aclose()
         assert dev.closed
+        names = [b["name"] for b in await runtime.arpc("bdev_get_bdevs")]
+        assert dev.name not in names
 
     asyncio.run(main())
 

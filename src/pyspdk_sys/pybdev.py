@@ -184,6 +184,7 @@ class PythonBdev:
         self._lock = threading.Lock()
         self._closed = False
         self._freed = False
+        self._cancelled = False
         self._logged: set[tuple[str, str, int]] = set()
         self._threads: list[threading.Thread] = []
         self._loop = loop
@@ -278,69 +279,71 @@ class PythonBdev:
         queued is still served (drained), unless `cancel` fails it at once with
         ECANCELED; after `timeout` seconds of draining the rest is cancelled
         too, so that a backend that never answers cannot hold close() up.
+        TimeoutError if SPDK has still not let go `timeout` seconds later
+        (someone keeps the bdev open).
         """
-        _checks.check_bool("cancel", cancel)
-        seconds = _checks.check_timeout("timeout", timeout) or 30.0
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        pb = self._pb
         if self._loop is not None and _running_loop() is self._loop:
             raise RuntimeStateError(
                 "close() waits for the I/O this event loop serves: await aclose() instead"
             )
-        if cancel:
-            lib.pyspdk_pybdev_cancel(pb)
+        seconds = self._begin_close(cancel, timeout)
+        if seconds is None:
+            return
         if self.runtime.state is State.RUNNING:
             try:
-                self.runtime.call(lib.pyspdk_pybdev_unregister, pb)
+                self.runtime.call(lib.pyspdk_pybdev_unregister, self._pb)
             except RuntimeStateError:
                 pass  # stopping: the bdev layer unregisters it and the hooks finish
             else:
-                self._wait_gone(pb, seconds)
+                started = time.monotonic()
+                while not self._released(started, seconds):
+                    time.sleep(0.002)
         self._finish()
 
     async def aclose(self, *, cancel: bool = False, timeout: float = 30.0) -> None:
         """close() for asyncio programs; the way to close a device served by this loop."""
+        seconds = self._begin_close(cancel, timeout)
+        if seconds is None:
+            return
+        if self.runtime.state is State.RUNNING:
+            await self.runtime.run(lib.pyspdk_pybdev_unregister, self._pb)
+            started = time.monotonic()
+            while not self._released(started, seconds):
+                await asyncio.sleep(0.002)
+        self._finish()
+
+    def _begin_close(self, cancel: bool, timeout: float) -> float | None:
+        """Mark the device closed: the drain timeout, or None if it already was."""
         _checks.check_bool("cancel", cancel)
         seconds = _checks.check_timeout("timeout", timeout) or 30.0
         with self._lock:
             if self._closed:
-                return
+                return None
             self._closed = True
-        pb = self._pb
         if cancel:
-            lib.pyspdk_pybdev_cancel(pb)
-        if self.runtime.state is State.RUNNING:
-            await self.runtime.run(lib.pyspdk_pybdev_unregister, pb)
-            deadline = time.monotonic() + seconds
-            while not lib.pyspdk_pybdev_state(pb, 1):
-                if time.monotonic() > deadline:
-                    lib.pyspdk_pybdev_cancel(pb)
-                    deadline = time.monotonic() + seconds
-                await asyncio.sleep(0.002)
-        self._finish()
+            lib.pyspdk_pybdev_cancel(self._pb)
+        return seconds
 
-    def _wait_gone(self, pb: Any, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        cancelled = False
-        while not lib.pyspdk_pybdev_state(pb, 1):
-            if time.monotonic() > deadline:
-                if cancelled:
-                    raise TimeoutError(
-                        f"bdev {self.name!r} was not released within {seconds} s after its "
-                        "I/O was cancelled: someone keeps it open"
-                    )
-                log.warning(
-                    "pyspdk_sys: bdev %r still had I/O after %.1f s of draining; cancelling it",
-                    self.name,
-                    seconds,
-                )
-                lib.pyspdk_pybdev_cancel(pb)
-                cancelled = True
-                deadline = time.monotonic() + seconds
-            time.sleep(0.002)
+    def _released(self, started: float, seconds: float) -> bool:
+        """While closing: whether SPDK has let go. Cancels what is left after
+        `seconds` of draining; TimeoutError after as long again."""
+        if lib.pyspdk_pybdev_state(self._pb, 1):
+            return True
+        waited = time.monotonic() - started
+        if waited > 2 * seconds:
+            raise TimeoutError(
+                f"bdev {self.name!r} was not released within {seconds} s after its I/O was "
+                "cancelled: someone keeps it open"
+            )
+        if waited > seconds and not self._cancelled:
+            log.warning(
+                "pyspdk_sys: bdev %r still had I/O after %.1f s of draining; cancelling it",
+                self.name,
+                seconds,
+            )
+            lib.pyspdk_pybdev_cancel(self._pb)
+            self._cancelled = True
+        return False
 
     def _finish(self) -> None:
         """Stop the workers and free the device once SPDK has let go of it."""

@@ -34,7 +34,7 @@ from .errors import (
     UblkIdInUseError,
     UblkUnavailableError,
 )
-from .target import Target
+from .target import Target, check_target
 
 CONTROL = Path("/dev/ublk-control")
 MAX_ID = (1 << 20) - 1  # the kernel's ublk device ids (UBLK_MAX_UBLKS)
@@ -100,15 +100,6 @@ def check_available() -> None:
     raise UblkUnavailableError("ublk is not available: " + "; ".join(parts), reasons=reasons)
 
 
-def _check_target(target: Any) -> Target:
-    if not isinstance(target, Target):
-        raise TypeError(
-            f"target must be a Runtime or an SpdkProcess (anything with .rpc()), "
-            f"not {type(target).__name__}"
-        )
-    return target
-
-
 def _call(target: Target, method: str, params: dict[str, Any], what: str) -> Any:
     try:
         return target.rpc(method, params)
@@ -132,7 +123,7 @@ def create_target(target: Any, *, cpumask: str | None = None, user_copy: bool = 
     `user_copy=False` asks SPDK not to use the kernel's user-copy mode.
     RuntimeStateError if the target already exists.
     """
-    target = _check_target(target)
+    target = check_target(target)
     params: dict[str, Any] = {}
     if cpumask is not None:
         params["cpumask"] = check_cpu_mask("cpumask", cpumask)
@@ -151,7 +142,7 @@ def create_target(target: Any, *, cpumask: str | None = None, user_copy: bool = 
 
 def destroy_target(target: Any) -> None:
     """Destroy the ublk target, stopping its disks first."""
-    target = _check_target(target)
+    target = check_target(target)
     _call(target, "ublk_destroy_target", {}, "ublk_destroy_target")
 
 
@@ -167,7 +158,7 @@ def _disk(entry: Any) -> UblkDisk:
 
 def get_disks(target: Any, ublk_id: int | None = None) -> list[UblkDisk]:
     """Every ublk disk SPDK serves ([] without a target), or only the one with ublk_id."""
-    target = _check_target(target)
+    target = check_target(target)
     if ublk_id is not None:
         check_int("ublk_id", ublk_id, 0, MAX_ID)
     # All of them, filtered here: asking SPDK for an id it lacks logs an error.
@@ -179,7 +170,7 @@ def start_disk(
     target: Any, bdev_name: str, ublk_id: int, *, num_queues: int = 1, queue_depth: int = 128
 ) -> UblkDisk:
     """Serve bdev `bdev_name` as /dev/ublkb<ublk_id>; returns the disk as SPDK lists it."""
-    target = _check_target(target)
+    target = check_target(target)
     check_name(bdev_name, "a bdev name")
     check_int("ublk_id", ublk_id, 0, MAX_ID)
     check_int("num_queues", num_queues, 1, MAX_QUEUES)
@@ -220,7 +211,7 @@ def start_disk(
 
 def stop_disk(target: Any, ublk_id: int) -> None:
     """Stop serving /dev/ublkb<ublk_id>; DeviceNotFoundError if there is no such disk."""
-    target = _check_target(target)
+    target = check_target(target)
     check_int("ublk_id", ublk_id, 0, MAX_ID)
     if not get_disks(target, ublk_id):
         raise DeviceNotFoundError(f"no ublk disk has id {ublk_id}")
@@ -233,7 +224,7 @@ def recover_disk(target: Any, bdev_name: str, ublk_id: int) -> UblkDisk:
     Needs a kernel with ublk user recovery (UBLK_F_USER_RECOVERY); SPDK
     answers with an error otherwise.
     """
-    target = _check_target(target)
+    target = check_target(target)
     check_name(bdev_name, "a bdev name")
     check_int("ublk_id", ublk_id, 0, MAX_ID)
     check_available()
