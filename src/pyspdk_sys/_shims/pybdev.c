@@ -346,7 +346,9 @@ static void
 pyspdk_pybdev_free(struct pyspdk_pybdev *pb)
 {
 	if (pb) {
-		close(pb->efd);
+		if (pb->efd >= 0) {
+			close(pb->efd);
+		}
 		pthread_mutex_destroy(&pb->lock);
 		free(pb->bdev.name);
 		free(pb);
@@ -368,9 +370,6 @@ pyspdk_pybdev_create(const char *name, uint32_t block_size, uint64_t num_blocks,
 	pb->bdev.name = strdup(name);
 	if (pb->efd < 0 || !pb->bdev.name) {
 		*rc = pb->efd < 0 ? -errno : -ENOMEM;
-		if (pb->efd < 0) {
-			pb->efd = eventfd(0, EFD_CLOEXEC); /* so that free() closes something valid */
-		}
 		pyspdk_pybdev_free(pb);
 		return NULL;
 	}
