@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pybdev
 import report
 from bdevperf_ref import BdevperfError, run_reference
 from harness import (
@@ -115,6 +116,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, help="rounds (default 5, --quick 3)")
     parser.add_argument(
+        "--no-pybdev", action="store_true", help="skip the Python-served bdev section (pybdev.py)"
+    )
+    parser.add_argument(
         "--seconds", type=float, help="timed seconds per Python I/O cell (default 0.8, --quick 0.4)"
     )
     parser.add_argument(
@@ -152,6 +156,22 @@ def parse_args() -> argparse.Namespace:
     if args.rounds < 1 or args.seconds <= 0 or args.import_runs < 1:
         parser.error("--rounds, --seconds and --import-runs must be positive")
     return args
+
+
+def measure_pybdev(args: argparse.Namespace) -> dict[str, Any]:
+    """bench/pybdev.py in its own process (SPDK starts once per process): its samples."""
+    rounds = 2 if args.quick else 3
+    proc = subprocess.run(
+        [sys.executable, str(BENCH_DIR / "pybdev.py"), "--rounds", str(rounds), "--json", "-"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        raise RuntimeError(f"pybdev.py failed ({proc.returncode}):\n{tail}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
 
 
 def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -253,6 +273,9 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
                 f"{round_wall:.0f} s round: its figures are disturbed (the median of all "
                 "rounds tolerates one or two such rounds)"
             )
+    if not args.no_pybdev:
+        log("Python-served bdev: bench/pybdev.py (~30 s)")
+        raw["pybdev"] = measure_pybdev(args)
     log(f"imports: {args.import_runs} runs of each command")
     raw["imports"] = measure_imports(args.import_runs)
     raw["import_breakdown"] = import_breakdown()
@@ -291,6 +314,8 @@ def publish(raw: dict[str, Any], meta: dict[str, Any], args: argparse.Namespace)
     """Print the tables; write results.json (unless it is the input), RESULTS.md, the plot."""
     summary = report.summarise(raw, meta)
     tables = report.render(summary)
+    if raw.get("pybdev"):
+        tables += "\n\n" + pybdev.table(raw["pybdev"]) + "\n"
     print(tables)
     if args.from_json is None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -98,6 +98,7 @@ SHIMS: tuple[str, ...] = (
     "cq",
     "bdev_jobs",
     "dma",
+    "pybdev",
 )
 
 

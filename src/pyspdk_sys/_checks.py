@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,16 @@ def check_power_of_two(name: str, value: Any, low: int, high: int) -> int:
     if value & (value - 1):
         raise ValueError(f"{name} must be a power of two, not {value!r}")
     return int(value)
+
+
+_CPU_MASK = re.compile(r"0x[0-9a-fA-F]+|\[[0-9,\-\s]+\]")
+
+
+def check_cpu_mask(name: str, value: Any) -> str:
+    """An SPDK CPU mask: '0x3' or a core list such as '[0,1]'."""
+    if not isinstance(value, str) or not _CPU_MASK.fullmatch(value):
+        raise ValueError(f"{name} must look like '0x3' or '[0,1]', not {value!r}")
+    return value
 
 
 def check_name(value: Any, what: str = "a device name") -> bytes:

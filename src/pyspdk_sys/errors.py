@@ -103,6 +103,23 @@ class ProcessExitedError(ProcessError, RuntimeStateError):
     """The SPDK application is no longer running: an RPC cannot reach it."""
 
 
+class UblkUnavailableError(SpdkError):
+    """The kernel cannot serve ublk disks here; `reasons` says why.
+
+    reasons holds one or more of: "no_driver" (no /dev/ublk-control: the
+    kernel lacks ublk_drv or it is not loaded), "not_privileged" (serving
+    ublk disks needs CAP_SYS_ADMIN).
+    """
+
+    def __init__(self, message: str, *, reasons: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.reasons = reasons
+
+
+class UblkIdInUseError(SpdkError, ValueError):
+    """A ublk disk with that id already exists."""
+
+
 class HugepagesError(SpdkError):
     """Hugepages could not be reserved or mounted as asked (other than for permission)."""
 

@@ -21,3 +21,13 @@ class Target(Protocol):
     ) -> Any:
         """Call `method` and return its result; RpcError when SPDK answers with an error."""
         ...
+
+
+def check_target(target: Any) -> Target:
+    """`target`, or TypeError if it cannot answer JSON-RPC calls."""
+    if not isinstance(target, Target):
+        raise TypeError(
+            f"expected a Runtime or an SpdkProcess (anything with rpc()), not "
+            f"{type(target).__name__}"
+        )
+    return target

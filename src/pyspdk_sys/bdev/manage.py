@@ -18,7 +18,7 @@ from .._binding import ffi, lib
 from .._checks import check_int, check_name
 from ..errors import DeviceNotFoundError, RpcError
 from ..runtime import Runtime
-from ..target import Target
+from ..target import Target, check_target
 
 __all__ = [
     "BdevInfo",
@@ -107,20 +107,11 @@ def _list_on_spdk_thread() -> list[BdevInfo]:
     return found
 
 
-def _check_target(target: Any) -> Target:
-    if not isinstance(target, Target):
-        raise TypeError(
-            f"expected a Runtime or an SpdkProcess (anything with rpc()), not "
-            f"{type(target).__name__}"
-        )
-    return target
-
-
 def list_bdevs(target: Target) -> list[BdevInfo]:
     """Every block device of the SPDK application."""
     if isinstance(target, Runtime):
         return target.call(_list_on_spdk_thread)
-    return [_from_rpc(entry) for entry in _check_target(target).rpc("bdev_get_bdevs")]
+    return [_from_rpc(entry) for entry in check_target(target).rpc("bdev_get_bdevs")]
 
 
 def bdev_info(target: Target, name: str) -> BdevInfo:
@@ -136,7 +127,7 @@ def bdev_info(target: Target, name: str) -> BdevInfo:
 
         return target.call(lookup)
     try:
-        entries = _check_target(target).rpc("bdev_get_bdevs", {"name": name})
+        entries = check_target(target).rpc("bdev_get_bdevs", {"name": name})
     except RpcError as exc:
         if exc.code == -errno.ENODEV or "No such device" in exc.message:
             raise DeviceNotFoundError(f"no block device named {name!r}") from None
@@ -151,7 +142,7 @@ def _create_sized(target: Target, method: str, name: str, size: int, block_size:
     if size % block_size:
         raise ValueError(f"size {size} is not a multiple of block_size {block_size}")
     params = {"name": name, "num_blocks": size // block_size, "block_size": block_size}
-    result: str = _check_target(target).rpc(method, params)
+    result: str = check_target(target).rpc(method, params)
     return result
 
 
@@ -180,7 +171,7 @@ def create_aio(
         raise FileNotFoundError(errno.ENOENT, "no such file for an aio bdev", path)
     check_int("block_size", block_size, 1, 1 << 30)
     params = {"name": name, "filename": os.path.abspath(path), "block_size": block_size}
-    result: str = _check_target(target).rpc("bdev_aio_create", params)
+    result: str = check_target(target).rpc("bdev_aio_create", params)
     return result
 
 
@@ -190,7 +181,7 @@ def create_error(target: Target, base: str) -> str:
     Inject failures with target.rpc("bdev_error_inject_error", {...}).
     """
     check_name(base)
-    _check_target(target).rpc("bdev_error_create", {"base_name": base})
+    check_target(target).rpc("bdev_error_create", {"base_name": base})
     return f"EE_{base}"
 
 

@@ -1,0 +1,158 @@
+"""Benchmark: what serving a bdev from Python costs, against the floor of calling Python.
+
+    python3 bench/pybdev.py                 # 3 rounds, about 40 s
+    python3 bench/pybdev.py --json out.json
+
+A Python-served bdev whose backend's readinto does nothing, read with
+read_many (4 KiB, QD32, zero-copy into a DmaBuffer) in this process, with
+1, 2 and 4 worker threads. The floor: a bare loop calling the same backend
+method with a memoryview, in the same run. The goal is at least 0.5x the
+floor. SPDK's reactor runs on core 0; Python (the caller and the workers) is
+pinned to the other cores when there are any.
+
+Prints a Markdown table on stdout; with --json, writes every sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+CPU_MASK = "0x1"
+IO_SIZE = 4096
+NUM_BLOCKS = 32768
+QD = 32
+CALL = 1024  # I/Os per read_many call
+WORKERS = (1, 2, 4)
+
+
+class Nothing:
+    """The backend: reads succeed and do nothing."""
+
+    def readinto(self, offset: int, buffer: memoryview) -> None:
+        pass
+
+
+def pin_off_reactor() -> list[int]:
+    reactor = {0}
+    others = sorted(set(os.sched_getaffinity(0)) - reactor)
+    if others:
+        os.sched_setaffinity(0, others)
+    return others
+
+
+def floor(seconds: float) -> float:
+    """Calls per second of backend.readinto(offset, view) in a bare loop."""
+    backend = Nothing()
+    view = memoryview(bytearray(IO_SIZE))
+    readinto = backend.readinto
+    offsets = [random.randrange(NUM_BLOCKS) * IO_SIZE for _ in range(CALL)]
+    done = 0
+    start = time.perf_counter()
+    end = start + seconds
+    while time.perf_counter() < end:
+        for offset in offsets:
+            readinto(offset, view)
+        done += len(offsets)
+    return done / (time.perf_counter() - start)
+
+
+def served(runtime: Any, workers: int, seconds: float, seed: int) -> float:
+    """IOPS of read_many over a Python-served bdev with `workers` threads."""
+    from pyspdk_sys.bdev import DmaBuffer
+    from pyspdk_sys.pybdev import PythonBdev
+
+    name = f"PyBench{workers}_{seed}"
+    rng = random.Random(seed)
+    offsets = [rng.randrange(NUM_BLOCKS) * IO_SIZE for _ in range(CALL)]
+    with PythonBdev(
+        runtime, name, Nothing(), num_blocks=NUM_BLOCKS, block_size=IO_SIZE, workers=workers
+    ):
+        device = runtime.open_bdev(name, queue_depth=QD)
+        buffer = DmaBuffer(runtime, CALL * IO_SIZE)
+        try:
+            warm_end = time.perf_counter() + seconds / 4
+            while time.perf_counter() < warm_end:
+                device.read_many(offsets, IO_SIZE, buffer, depth=QD)
+            done = 0
+            start = time.perf_counter()
+            end = start + seconds
+            while time.perf_counter() < end:
+                device.read_many(offsets, IO_SIZE, buffer, depth=QD)
+                done += CALL
+            return done / (time.perf_counter() - start)
+        finally:
+            device.close()
+            buffer.close()
+
+
+def measure(rounds: int, seconds: float) -> dict[str, Any]:
+    from pyspdk_sys.runtime import Runtime
+
+    pinned = pin_off_reactor()
+    samples: dict[str, list[float]] = {"floor": [], **{f"w{w}": [] for w in WORKERS}}
+    with Runtime(cpu_mask=CPU_MASK, name="pybdev-bench") as runtime:
+        for round_no in range(rounds):
+            samples["floor"].append(floor(seconds))
+            for workers in WORKERS:
+                samples[f"w{workers}"].append(served(runtime, workers, seconds, round_no))
+    medians = {key: statistics.median(values) for key, values in samples.items()}
+    return {
+        "samples": samples,
+        "medians": medians,
+        "reactor_core": 0,
+        "python_cores": pinned,
+        "rounds": rounds,
+        "seconds": seconds,
+        "qd": QD,
+        "io_size": IO_SIZE,
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    medians = result["medians"]
+    base = medians["floor"]
+    lines = [
+        "### Python-served bdev (readinto does nothing; read_many, 4 KiB, QD32, in-process)",
+        "",
+        f"Reactor on core {result['reactor_core']}; Python pinned to cores "
+        f"{result['python_cores'] or 'any (one core only)'}. Median of {result['rounds']} rounds "
+        f"of {result['seconds']} s.",
+        "",
+        "| workers | IOPS | IOPS per worker | vs the bare loop (goal >= 0.5x) |",
+        "| --- | --- | --- | --- |",
+        f"| bare loop calling readinto | {base:,.0f} | | 1.00x |",
+    ]
+    for workers in WORKERS:
+        iops = medians[f"w{workers}"]
+        lines.append(f"| {workers} | {iops:,.0f} | {iops / workers:,.0f} | {iops / base:.3f}x |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per figure")
+    parser.add_argument("--json", type=Path, help="write the samples here ('-': stdout only)")
+    args = parser.parse_args()
+    if args.rounds < 1 or args.seconds <= 0:
+        parser.error("--rounds must be >= 1 and --seconds > 0")
+    result = measure(args.rounds, args.seconds)
+    if args.json is not None and str(args.json) == "-":
+        print(json.dumps(result))
+        return 0
+    print(table(result))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

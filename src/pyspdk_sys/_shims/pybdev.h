@@ -1,0 +1,25 @@
+/* _shims/pybdev.c: block devices served by Python code. SPDK queues each I/O
+ * in C; Python workers fetch them in batches and commit results; a poller on
+ * the submitting SPDK thread completes them. See pybdev.py. */
+#define PYSPDK_PYBDEV_REQ_WORDS ...
+
+struct pyspdk_pybdev;
+
+/* App thread only. */
+struct pyspdk_pybdev *pyspdk_pybdev_create(const char *name, uint32_t block_size,
+					   uint64_t num_blocks, uint32_t ops, int64_t timeout_ns,
+					   int *rc);
+void pyspdk_pybdev_unregister(struct pyspdk_pybdev *pb);
+
+/* Any thread. */
+void pyspdk_pybdev_cancel(struct pyspdk_pybdev *pb);
+void pyspdk_pybdev_stop_workers(struct pyspdk_pybdev *pb);
+int pyspdk_pybdev_fd(struct pyspdk_pybdev *pb);
+/* what: 0 unregistered, 1 gone, 2 unregister rc, 3 queued, 4 expired count. */
+int pyspdk_pybdev_state(struct pyspdk_pybdev *pb, int what);
+int pyspdk_pybdev_fetch(struct pyspdk_pybdev *pb, uint64_t *out, int max, int64_t spin_ns,
+			int64_t timeout_ns);
+int pyspdk_pybdev_commit(struct pyspdk_pybdev *pb, const uint64_t *words, const int32_t *statuses,
+			 int count);
+/* Only once gone, with no worker left. */
+void pyspdk_pybdev_free(struct pyspdk_pybdev *pb);
