@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import uuid
 import weakref
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ __all__ = [
 MAX_SOCKET_PATH = 107
 MAX_QUEUES = 256
 _DEV_TYPES = ("blk", "scsi")
+_ACCEPTING = 0x10000  # /proc/net/unix Flags: a listening socket
 
 _socket_dirs: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
@@ -136,6 +138,20 @@ def _dir_of(controller: Controller) -> str:
     return raw[: len(raw) - len(controller.name)]
 
 
+def _listening(path: str) -> bool:
+    """Whether a process listens on the Unix socket `path` (read from /proc/net/unix)."""
+    try:
+        with open("/proc/net/unix") as table:
+            lines = table.read().splitlines()[1:]
+    except OSError:
+        return True  # cannot tell: assume it is in use
+    for line in lines:
+        fields = line.split(None, 7)
+        if len(fields) == 8 and fields[7] == path and int(fields[3], 16) & _ACCEPTING:
+            return True
+    return False
+
+
 def _socket_dir(target: Target, kind: str, bdev: str | None) -> str:
     """The directory SPDK puts this target's vhost sockets in (with a trailing '/')."""
     known = _socket_dirs.get(target)
@@ -168,10 +184,11 @@ def _name_for(target: Target, socket_path: str, kind: str, bdev: str | None) -> 
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"the directory of socket_path {socket_path!r} does not exist")
     if os.path.lexists(socket_path):
-        raise FileExistsError(
-            f"{socket_path!r} already exists (SPDK would replace a socket there): "
-            "delete its controller or the file first"
-        )
+        if not stat.S_ISSOCK(os.lstat(socket_path).st_mode):
+            raise FileExistsError(f"{socket_path!r} exists and is not a socket")
+        if _listening(socket_path):
+            raise FileExistsError(f"a program is listening on {socket_path!r}")
+        # A socket left by a process that died: SPDK replaces it.
     socket_dir = _socket_dir(target, kind, bdev)
     name = os.path.relpath(socket_path, socket_dir)
     if len((socket_dir + name).encode()) > MAX_SOCKET_PATH:
