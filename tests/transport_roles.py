@@ -35,7 +35,7 @@ def serve(args: dict[str, Any]) -> None:
     kind = args["kind"]
     with Runtime(
         cpu_mask=args.get("cpu_mask", "0x1"),
-        hugepages=kind == "vhost",
+        hugepages=kind == "vhost" and args.get("target_hugepages", True),
         mem_size_mb=args.get("mem_size_mb", 1024),
         name="pyspdk-target",
         rpc_socket=args.get("rpc_socket"),
