@@ -15,6 +15,12 @@ Initiator side: a virtio-user controller attached to a socket becomes one bdev
 passing DPDK's hugepage files: the initiator needs hugepages with single-file
 segments, which Runtime(hugepages=True) sets.
 
+Process exit: a process that served vhost-user (a Runtime target) can crash
+as it exits, after SPDK stopped cleanly: DPDK's vhost event thread never
+stops, and SPDK's environment destructor (rte_eal_cleanup) unmaps memory that
+thread still reads (seen on v26.01 in about half of such exits; spdk_tgt
+has the same). Such a program can end with os._exit() once stop() returned.
+
 Every helper takes a Target (Runtime or SpdkProcess) and goes through RPC.
 """
 
