@@ -46,6 +46,7 @@ from .errors import (
     RuntimeStateError,
     rpc_result,
 )
+from .placement import warn_if_held
 
 LOG_LEVELS = ("ERROR", "WARNING", "NOTICE", "INFO", "DEBUG")
 """Values of log_level, as SPDK's log_set_print_level RPC names them."""
@@ -348,6 +349,7 @@ class SpdkProcess:
                     "create a new one"
                 )
             self._state = _State.STARTING
+        warn_if_held(self.cpu_mask, f"SpdkProcess {self.name!r}")
         try:
             self._launch()
             self._wait_ready(time.monotonic() + timeout, timeout)

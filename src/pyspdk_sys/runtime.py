@@ -40,6 +40,7 @@ from ._binding import ffi, lib
 from ._checks import check_config, check_int, check_timeout
 from ._sockets import check_rpc_socket
 from .errors import HugepagesError, RuntimeStateError, StartError
+from .placement import warn_if_held
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -243,6 +244,7 @@ class Runtime:
             self.state = State.STARTING
             _ACTIVE = self
         self._opts = opts
+        warn_if_held(self.cpu_mask, f"Runtime {self.name!r}")
         _HOST.run(self)
         if not self._wait_started(timeout):
             raise TimeoutError(
