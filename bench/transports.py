@@ -99,7 +99,7 @@ def role_initiator(kind: str, socket_path: str, seconds: float) -> None:
         cpu_mask=INITIATOR_MASK, hugepages=kind == "vhost", mem_size_mb=1024, name="bench-init"
     ) as rt:
         if kind == "vhost":
-            (name,) = vhost.attach(rt, "Remote", socket_path, queues=10)
+            (name,) = vhost.attach(rt, "Remote", socket_path, queues=4)
         else:
             (name,) = nvmf.attach(rt, "Remote", "127.0.0.1", PORT, NQN)
         create_malloc(rt, "Local0", SIZE, 512)
