@@ -96,7 +96,10 @@ def role_initiator(kind: str, socket_path: str, seconds: float) -> None:
 
     results: dict[str, float] = {}
     with Runtime(
-        cpu_mask=INITIATOR_MASK, hugepages=kind == "vhost", mem_size_mb=1024, name="bench-init"
+        cpu_mask=INITIATOR_MASK,
+        hugepages=kind == "vhost",
+        mem_size_mb=1024 if kind == "vhost" else 2048,
+        name="bench-init",
     ) as rt:
         if kind == "vhost":
             (name,) = vhost.attach(rt, "Remote", socket_path, queues=4)
