@@ -92,3 +92,23 @@ def test_vhost_checks_paths_and_options(spdk: Any, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="target number"):
         vhost.create_scsi_controller(target, tmp_path / "s.sock", {8: "Malloc0"})
     assert target.calls == []
+
+
+def test_runtime_without_enough_hugepages_says_so(spdk: Any) -> None:
+    """Refused before DPDK starts, naming what is missing (a fresh process: SPDK
+    would start only once here)."""
+    from conftest import run_python
+
+    code = """
+from pyspdk_sys.errors import HugepagesError
+from pyspdk_sys.runtime import Runtime
+rt = Runtime(hugepages=True, mem_size_mb=1 << 22)
+try:
+    rt.start()
+except HugepagesError as exc:
+    print("refused:", exc)
+"""
+    result = run_python(code, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "refused: hugepages=True needs" in result.stdout
+    assert "mem_size_mb=4194304" in result.stdout
