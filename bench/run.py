@@ -145,6 +145,11 @@ def parse_args() -> argparse.Namespace:
         help="measure nothing: render the tables, RESULTS.md and the plot from a results.json",
     )
     parser.add_argument(
+        "--transports",
+        action="store_true",
+        help="also run bench/transports.py (vhost-user and NVMe/TCP against bdevperf)",
+    )
+    parser.add_argument(
         "--no-save",
         action="store_true",
         help="do not rewrite bench/RESULTS.md and bench/iops_vs_qd.png",
@@ -343,6 +348,10 @@ def main() -> int:
     raw, meta = measure(args)
     publish(raw, meta, args)
     log(f"wall time {meta['wall_seconds']:.0f} s")
+    if args.transports:
+        out = args.json.with_name("transports.json")
+        command = [sys.executable, str(BENCH_DIR / "transports.py"), "--json", str(out)]
+        return subprocess.run(command, check=False).returncode
     return 0
 
 

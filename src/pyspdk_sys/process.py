@@ -47,6 +47,7 @@ from .errors import (
     rpc_result,
 )
 from .hugepages import reclaim_stale_files
+from .placement import warn_if_held
 
 LOG_LEVELS = ("ERROR", "WARNING", "NOTICE", "INFO", "DEBUG")
 """Values of log_level, as SPDK's log_set_print_level RPC names them."""
@@ -349,6 +350,7 @@ class SpdkProcess:
                     "create a new one"
                 )
             self._state = _State.STARTING
+        warn_if_held(self.cpu_mask, f"SpdkProcess {self.name!r}")
         try:
             self._launch()
             self._wait_ready(time.monotonic() + timeout, timeout)

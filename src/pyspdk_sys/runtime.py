@@ -35,13 +35,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import _callbacks, _fork
+from . import _callbacks, _fork, hugepages
 from ._binding import ffi, lib
 from ._checks import check_config, check_int, check_timeout
 from ._pools import SMALLEST_MEM_SIZE_MB, with_defaults
 from ._sockets import check_rpc_socket
-from .errors import RuntimeStateError, StartError
-from .hugepages import reclaim_stale_files
+from .errors import HugepagesError, RuntimeStateError, StartError
+from .placement import warn_if_held
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -243,12 +243,14 @@ class Runtime:
                 raise RuntimeStateError(RESTART_REFUSED)
             if self.hugepages:
                 # Pages that killed SPDK processes still hold would make this start fail.
-                reclaim_stale_files(self.hugedir)
+                hugepages.reclaim_stale_files(self.hugedir)
+                self._check_hugepages()
             opts = self._app_opts()
             _HOST.used = True
             self.state = State.STARTING
             _ACTIVE = self
         self._opts = opts
+        warn_if_held(self.cpu_mask, f"Runtime {self.name!r}")
         _HOST.run(self)
         if not self._wait_started(timeout):
             raise TimeoutError(
@@ -256,6 +258,23 @@ class Runtime:
                 "(call stop() to stop it)"
             )
         return self
+
+    def _check_hugepages(self) -> None:
+        """HugepagesError, before DPDK tries, when hugepages=True cannot be met."""
+        pool = hugepages.page_size()
+        if self.hugedir is None and not pool.mounts:
+            raise HugepagesError(
+                f"hugepages=True but no hugetlbfs is mounted for {pool.size_label} pages: "
+                "mount one (pyspdk_sys.hugepages.mount() as root) or pass hugedir"
+            )
+        needed = -(-self.mem_size_mb * 1024 // pool.size_kb)
+        if pool.available < needed:
+            raise HugepagesError(
+                f"hugepages=True needs {needed} free {pool.size_label} pages for "
+                f"mem_size_mb={self.mem_size_mb}, and {pool.available} of {pool.total} are "
+                "free: reserve more (pyspdk_sys.hugepages.reserve() as root, or "
+                "nr_hugepages under /sys/kernel/mm/hugepages) or lower mem_size_mb"
+            )
 
     def _wait_started(self, timeout: float) -> bool:
         started = self._started.wait(timeout)
@@ -489,6 +508,10 @@ class Runtime:
         opts.reactor_mask = self._cstr(self.cpu_mask)
         opts.mem_size = self.mem_size_mb
         opts.no_huge = not self.hugepages
+        # One file per memory segment list instead of one per page: a
+        # virtio-user initiator (pyspdk_sys.vhost) shares its memory with the
+        # target by passing these files' descriptors, at most 8 of them.
+        opts.hugepage_single_segments = self.hugepages
         opts.no_pci = not self.pci
         if self.hugedir is not None:
             opts.hugedir = self._cstr(self.hugedir)
