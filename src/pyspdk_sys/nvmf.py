@@ -26,7 +26,7 @@ from typing import Any
 
 from ._checks import check_int, check_name
 from .errors import RpcError
-from .target import Target
+from .target import Target, check_target
 
 __all__ = [
     "DISCOVERY_NQN",
@@ -63,15 +63,6 @@ class Subsystem:
     listeners: tuple[tuple[str, str, int], ...]  # (trtype, address, port)
 
 
-def _check_target(target: Any) -> Target:
-    if not isinstance(target, Target):
-        raise TypeError(
-            f"expected a Runtime or an SpdkProcess (anything with rpc()), not "
-            f"{type(target).__name__}"
-        )
-    return target
-
-
 def _check_nqn(nqn: Any, what: str = "nqn") -> str:
     if not isinstance(nqn, str):
         raise TypeError(f"{what} must be a str, not {type(nqn).__name__}")
@@ -103,7 +94,7 @@ def create_transport(target: Target, *, exist_ok: bool = True, **options: Any) -
 
     `options` are nvmf_create_transport's (io_unit_size, max_queue_depth, ...).
     """
-    _check_target(target)
+    check_target(target)
     for key in options:
         check_name(key, "a transport option")
     if any(t.get("trtype", "").upper() == "TCP" for t in target.rpc("nvmf_get_transports")):
@@ -124,7 +115,7 @@ def create_subsystem(
     max_namespaces: int | None = None,
 ) -> None:
     """A subsystem `nqn`; `hosts` lists the host NQNs it admits (None: any host)."""
-    _check_target(target)
+    check_target(target)
     _check_nqn(nqn)
     if nqn == DISCOVERY_NQN:
         raise ValueError("the discovery NQN is the target's own: choose another nqn")
@@ -153,7 +144,7 @@ def create_subsystem(
 
 def allow_host(target: Target, nqn: str, host: str) -> None:
     """Admit the host NQN `host` to subsystem `nqn`."""
-    _check_target(target)
+    check_target(target)
     _check_nqn(nqn)
     _check_nqn(host, "host")
     target.rpc("nvmf_subsystem_add_host", {"nqn": nqn, "host": host})
@@ -161,7 +152,7 @@ def allow_host(target: Target, nqn: str, host: str) -> None:
 
 def add_namespace(target: Target, nqn: str, bdev: str, *, nsid: int | None = None) -> int:
     """Serve `bdev` as a namespace of `nqn`; returns its namespace ID."""
-    _check_target(target)
+    check_target(target)
     _check_nqn(nqn)
     check_name(bdev)
     namespace: dict[str, Any] = {"bdev_name": bdev}
@@ -173,7 +164,7 @@ def add_namespace(target: Target, nqn: str, bdev: str, *, nsid: int | None = Non
 
 def add_listener(target: Target, nqn: str, address: str, port: int) -> None:
     """Listen for `nqn` on TCP `address`:`port` (the transport must exist)."""
-    _check_target(target)
+    check_target(target)
     _check_nqn(nqn)
     traddr, adrfam = _check_address(address)
     params = {
@@ -210,12 +201,12 @@ def _from_rpc(entry: dict[str, Any]) -> Subsystem:
 
 def list_subsystems(target: Target) -> list[Subsystem]:
     """Every subsystem of the target, the discovery subsystem included."""
-    return [_from_rpc(e) for e in _check_target(target).rpc("nvmf_get_subsystems")]
+    return [_from_rpc(e) for e in check_target(target).rpc("nvmf_get_subsystems")]
 
 
 def delete_subsystem(target: Target, nqn: str) -> None:
     """Delete subsystem `nqn`: its connections drop, its bdevs stay."""
-    _check_target(target)
+    check_target(target)
     _check_nqn(nqn)
     target.rpc("nvmf_delete_subsystem", {"nqn": nqn})
 
@@ -232,7 +223,7 @@ def serve(
     discovery: bool = False,
 ) -> Subsystem:
     """Transport, subsystem, one namespace per bdev (nsid 1, 2, ...), a listener."""
-    _check_target(target)
+    check_target(target)
     _check_nqn(nqn)
     if isinstance(bdevs, str) or not isinstance(bdevs, Sequence) or not bdevs:
         raise TypeError("bdevs must be a non-empty sequence of bdev names")
@@ -275,7 +266,7 @@ def attach(
     0 (I/O waits until the controller is given up) or from reconnect_delay_sec
     to ctrlr_loss_timeout_sec.
     """
-    _check_target(target)
+    check_target(target)
     check_name(name, "a controller name")
     traddr, adrfam = _check_address(address)
     _check_port(port)
@@ -319,7 +310,7 @@ def attach(
 
 def detach(target: Target, name: str) -> None:
     """Disconnect the NVMe controller `name`; its bdevs go away."""
-    _check_target(target)
+    check_target(target)
     check_name(name, "a controller name")
     try:
         target.rpc("bdev_nvme_detach_controller", {"name": name})

@@ -36,7 +36,7 @@ from typing import Any
 
 from ._checks import check_int, check_name
 from .errors import RpcError
-from .target import Target
+from .target import Target, check_target
 
 __all__ = [
     "Controller",
@@ -70,15 +70,6 @@ class Controller:
     bdevs: tuple[str, ...]  # the bdev (blk) or every LUN's bdev (scsi)
     cpumask: str
     raw_socket: str = field(default="", repr=False, compare=False)  # as SPDK spells it
-
-
-def _check_target(target: Any) -> Target:
-    if not isinstance(target, Target):
-        raise TypeError(
-            f"expected a Runtime or an SpdkProcess (anything with rpc()), not "
-            f"{type(target).__name__}"
-        )
-    return target
 
 
 def _check_socket_path(socket_path: Any) -> str:
@@ -124,7 +115,7 @@ def _from_rpc(entry: dict[str, Any]) -> Controller:
 
 def list_controllers(target: Target) -> list[Controller]:
     """Every vhost controller of the target."""
-    return [_from_rpc(e) for e in _check_target(target).rpc("vhost_get_controllers")]
+    return [_from_rpc(e) for e in check_target(target).rpc("vhost_get_controllers")]
 
 
 def _find(target: Target, socket_path: str) -> Controller:
@@ -214,7 +205,7 @@ def create_blk_controller(
     cpumask: str | None = None,
 ) -> Controller:
     """Serve `bdev` as a vhost-blk controller at `socket_path` (a new Unix socket)."""
-    _check_target(target)
+    check_target(target)
     path = _check_socket_path(socket_path)
     check_name(bdev)
     mask = _check_cpumask(cpumask)
@@ -234,7 +225,7 @@ def create_scsi_controller(
     cpumask: str | None = None,
 ) -> Controller:
     """A vhost-scsi controller at `socket_path`; `luns` maps SCSI target numbers to bdevs."""
-    _check_target(target)
+    check_target(target)
     path = _check_socket_path(socket_path)
     mask = _check_cpumask(cpumask)
     luns = dict(luns or {})
@@ -259,7 +250,7 @@ def add_scsi_lun(
     target: Target, socket_path: str | os.PathLike[str], bdev: str, *, target_num: int = 0
 ) -> None:
     """Add `bdev` as SCSI target `target_num` (0 to 7) of a vhost-scsi controller."""
-    _check_target(target)
+    check_target(target)
     path = _check_socket_path(socket_path)
     check_name(bdev)
     check_int("target_num", target_num, 0, 7)
@@ -274,7 +265,7 @@ def remove_scsi_lun(
     target: Target, socket_path: str | os.PathLike[str], *, target_num: int = 0
 ) -> None:
     """Remove SCSI target `target_num` from a vhost-scsi controller."""
-    _check_target(target)
+    check_target(target)
     path = _check_socket_path(socket_path)
     check_int("target_num", target_num, 0, 7)
     controller = _find(target, path)
@@ -284,7 +275,7 @@ def remove_scsi_lun(
 
 def delete_controller(target: Target, socket_path: str | os.PathLike[str]) -> None:
     """Delete the controller at `socket_path` (its socket goes too)."""
-    _check_target(target)
+    check_target(target)
     controller = _find(target, _check_socket_path(socket_path))
     target.rpc("vhost_delete_controller", {"ctrlr": controller.name})
 
@@ -304,7 +295,7 @@ def attach(
     I/O at the same time (bdevperf needs 2). The initiator's SPDK needs
     hugepages (Runtime(hugepages=True)).
     """
-    _check_target(target)
+    check_target(target)
     check_name(name, "a controller name")
     path = _check_socket_path(socket_path)
     if dev_type not in _DEV_TYPES:
@@ -338,6 +329,6 @@ def attach(
 
 def detach(target: Target, name: str) -> None:
     """Disconnect the virtio-user initiator `name`; its bdevs go away."""
-    _check_target(target)
+    check_target(target)
     check_name(name, "a controller name")
     target.rpc("bdev_virtio_detach_controller", {"name": name})
