@@ -132,12 +132,19 @@ def form_futures(
         return dev.write_async(offset, data)
 
     source = itertools.cycle(offsets(seed))
+    return _futures_in_flight(lambda: submit(next(source)), qd, seconds)
+
+
+def _futures_in_flight(
+    submit: Callable[[], concurrent.futures.Future[Any]], qd: int, seconds: float
+) -> tuple[int, float]:
+    """Keep `qd` futures in flight for `seconds`: wait for the first done, resubmit as many."""
     wait = concurrent.futures.wait
     first = concurrent.futures.FIRST_COMPLETED
     count = 0
     start = time.perf_counter()
     end = start + seconds
-    pending = {submit(next(source)) for _ in range(qd)}
+    pending = {submit() for _ in range(qd)}
     while True:
         done, pending = wait(pending, return_when=first)
         for future in done:
@@ -146,7 +153,7 @@ def form_futures(
         if time.perf_counter() >= end:
             break
         for _ in range(len(done)):
-            pending.add(submit(next(source)))
+            pending.add(submit())
     elapsed = time.perf_counter() - start
     wait(pending)
     return count, elapsed
@@ -305,26 +312,11 @@ def floor_futures(
         work.put(future)
         return future
 
-    wait = concurrent.futures.wait
-    first = concurrent.futures.FIRST_COMPLETED
-    count = 0
-    start = time.perf_counter()
-    end = start + seconds
-    pending = {submit() for _ in range(qd)}
-    while True:
-        done, pending = wait(pending, return_when=first)
-        for future in done:
-            future.result()
-        count += len(done)
-        if time.perf_counter() >= end:
-            break
-        for _ in range(len(done)):
-            pending.add(submit())
-    elapsed = time.perf_counter() - start
-    wait(pending)
-    work.put(None)
-    thread.join()
-    return count, elapsed
+    try:
+        return _futures_in_flight(submit, qd, seconds)
+    finally:
+        work.put(None)
+        thread.join()
 
 
 FORMS: dict[str, Callable[[BlockDevice, str, int, float, int], tuple[int, float]]] = {

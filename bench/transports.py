@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness import find_bdevperf
+
 BLOCK = 4096
 SIZE = 128 << 20
 NQN = "nqn.2016-06.io.spdk:bench"
@@ -140,19 +142,9 @@ def role_initiator(kind: str, socket_path: str, seconds: float) -> None:
 
 
 def _bdevperf_path() -> str | None:
-    if os.environ.get("PYSPDK_BDEVPERF"):
-        return os.environ["PYSPDK_BDEVPERF"]
-    try:
-        toolsdir = subprocess.run(
-            ["pkg-config", "--variable=toolsdir", "spdk_fat"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return shutil.which("bdevperf")
-    path = Path(toolsdir) / "bdevperf"
-    return str(path) if path.is_file() else None
+    """bdevperf as bench/run.py finds it, else one on PATH."""
+    path, _why = find_bdevperf(None)
+    return path or shutil.which("bdevperf")
 
 
 def _bdevperf(

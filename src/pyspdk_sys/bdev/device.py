@@ -721,15 +721,18 @@ class BlockDevice:
     def write_async(self, offset: int, data: Any) -> Future:  # type: ignore[type-arg]
         """Like write(), returning a concurrent.futures.Future of None."""
         future = SpdkFuture()
-        completions = future_reaper(self.runtime).completions
+        self._write_submit(offset, data, future_reaper(self.runtime).completions, future)
+        return future
+
+    def _write_submit(self, offset: int, data: Any, completions: Completions, token: Any) -> None:
+        """Submit a write whose completion goes to `completions` with `token`."""
         if type(data) is bytes or type(data) is bytearray:
             self._need_write("write")
             self._range_submit(
-                lib.PYSPDK_IO_WRITE, "write", offset, len(data), data, completions, future
+                lib.PYSPDK_IO_WRITE, "write", offset, len(data), data, completions, token
             )
         else:
-            self._request_submit(self._write_request(offset, data), completions, future)
-        return future
+            self._request_submit(self._write_request(offset, data), completions, token)
 
     def _loop_future(self) -> tuple[asyncio.Future[Any], Completions]:
         loop = asyncio.get_running_loop()
@@ -750,13 +753,7 @@ class BlockDevice:
     async def awrite(self, offset: int, data: Any) -> None:
         """asyncio form of write()."""
         future, completions = self._loop_future()
-        if type(data) is bytes or type(data) is bytearray:
-            self._need_write("write")
-            self._range_submit(
-                lib.PYSPDK_IO_WRITE, "write", offset, len(data), data, completions, future
-            )
-        else:
-            self._request_submit(self._write_request(offset, data), completions, future)
+        self._write_submit(offset, data, completions, future)
         await future
 
     async def aflush(self, offset: int = 0, length: int | None = None) -> None:
