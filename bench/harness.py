@@ -49,6 +49,34 @@ def bdev_config(kinds: Iterable[str]) -> dict[str, Any]:
     return {"subsystems": [{"subsystem": "bdev", "config": methods}]}
 
 
+SLOW_LATENCY_US = 100
+"""The waiting benchmark's delay bdev: read and write latency longer than any spin worth doing."""
+
+
+def waiting_config() -> dict[str, Any]:
+    """A malloc bdev, and a delay bdev of SLOW_LATENCY_US over a second malloc bdev."""
+    config = bdev_config(["malloc"])
+    methods = config["subsystems"][0]["config"]
+    methods.append(
+        {
+            "method": "bdev_malloc_create",
+            "params": {"name": "Malloc1", "num_blocks": NUM_BLOCKS, "block_size": BLOCK_SIZE},
+        }
+    )
+    latency = {
+        f"{kind}_{op}_latency": SLOW_LATENCY_US
+        for kind in ("avg", "p99")
+        for op in ("read", "write")
+    }
+    methods.append(
+        {
+            "method": "bdev_delay_create",
+            "params": {"name": "Delay0", "base_bdev_name": "Malloc1", **latency},
+        }
+    )
+    return config
+
+
 def memory_kib(pid: int | str = "self") -> dict[str, int]:
     """Resident memory of a process in KiB: VmRSS, VmHWM (peak) and dpdk.
 

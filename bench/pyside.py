@@ -34,6 +34,7 @@ from harness import (
     memory_kib,
     package_fingerprint,
     percentiles_us,
+    waiting_config,
 )
 
 import pyspdk_sys
@@ -511,6 +512,76 @@ def run_latency(request: dict[str, Any]) -> dict[str, Any]:
     return {"forms": {form: percentiles_us(samples) for form, samples in forms.items()}}
 
 
+# ---------------------------------------------------------------- waiting policies
+
+WAIT_POLICIES: dict[str, float | None] = {"adaptive": None, "spin 50 us": 50.0, "futex": 0.0}
+"""BlockDevice(spin_us=...): the default that adapts, a fixed spin, and sleeping at once."""
+
+
+def python_cpu_seconds() -> float:
+    """CPU seconds of this process (ended threads too) less those of SPDK's reactors."""
+    tick = os.sysconf("SC_CLK_TCK")
+    times = os.times()
+    reactors = 0.0
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/stat") as stat:
+                text = stat.read()
+        except OSError:
+            continue  # the thread has ended
+        if text[text.index("(") + 1 : text.rindex(")")].startswith("reactor_"):
+            fields = text.rpartition(")")[2].split()
+            reactors += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return times.user + times.system - reactors
+
+
+def _measure_waiting(
+    form: Callable[[BlockDevice, str, int, float, int], tuple[int, float]],
+    dev: BlockDevice,
+    qd: int,
+    warmup: float,
+    seconds: float,
+    seed: int,
+) -> tuple[tuple[int, float, float], float]:
+    """Reads of one cell after its warm-up: (ops, seconds, Python CPU seconds), seconds."""
+    if warmup > 0:
+        form(dev, "read", qd, warmup, seed)
+    cpu = python_cpu_seconds()
+    ops, elapsed = form(dev, "read", qd, seconds, seed)
+    return (ops, elapsed, python_cpu_seconds() - cpu), elapsed
+
+
+def run_waiting(request: dict[str, Any]) -> dict[str, Any]:
+    """Each waiting policy on a fast (malloc) and a slow (delay) bdev: IOPS and Python CPU."""
+    seconds = float(request["seconds"])
+    warmup = float(request["warmup"])
+    runtime = Runtime(mem_size_mb=MEM_SIZE_MB, cpu_mask=CPU_MASK, config=waiting_config())
+    runtime.start()
+    pinned = pin_off_reactor()
+    names = {"malloc": BDEVS["malloc"], "slow": "Delay0"}
+    results = []
+    for index, cell in enumerate(request["cells"]):
+        dev = runtime.open_bdev(names[cell["bdev"]], spin_us=WAIT_POLICIES[cell["policy"]])
+        measure = functools.partial(
+            _measure_waiting, FORMS[cell["form"]], dev, cell["qd"], warmup, seconds, index
+        )
+        (ops, elapsed, cpu), foreign, attempts = measured(measure)
+        dev.close()
+        results.append(
+            {
+                **cell,
+                "ops": ops,
+                "seconds": elapsed,
+                "iops": ops / elapsed,
+                "python_cpu_us_per_io": cpu / ops * 1e6 if ops else None,
+                "foreign_cpu_s": foreign,
+                "attempts": attempts,
+            }
+        )
+    runtime.stop()
+    return {"cells": results, "pinned_to": pinned}
+
+
 # ---------------------------------------------------------------- idle memory
 
 
@@ -528,7 +599,13 @@ def main() -> None:
     """Dispatch on the sub-command; the request comes as JSON on stdin."""
     command = sys.argv[1]
     request = json.loads(sys.stdin.read() or "{}")
-    handlers = {"io": run_io, "calls": run_calls, "idle": run_idle, "latency": run_latency}
+    handlers = {
+        "io": run_io,
+        "calls": run_calls,
+        "idle": run_idle,
+        "latency": run_latency,
+        "waiting": run_waiting,
+    }
     fingerprint = package_fingerprint()  # of the code this process has just imported
     result = handlers[command](request)
     result["fingerprint"] = fingerprint

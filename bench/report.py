@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from harness import BLOCK_SIZE, MEM_SIZE_MB, NUM_BLOCKS, RETRIES, THREADS, disturbed, median, spread
+from harness import (
+    BLOCK_SIZE,
+    MEM_SIZE_MB,
+    NUM_BLOCKS,
+    RETRIES,
+    SLOW_LATENCY_US,
+    THREADS,
+    disturbed,
+    median,
+    spread,
+)
 
 FORM_LABELS = {
     "blocking": "blocking, 1 thread",
@@ -277,6 +288,7 @@ def summarise(raw: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
             ]
     return {
         "meta": meta,
+        "waiting": _waiting(raw),
         "latency_us": latency,
         "calls": call_stats,
         "calls_net_ns": net,
@@ -291,6 +303,87 @@ def summarise(raw: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         "foreign_cpu": raw["foreign_cpu"],
         "disturbance": _disturbance(raw),
     }
+
+
+def _waiting(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per shape (bdev, form, QD): each policy's median IOPS and Python CPU per I/O."""
+    iops: dict[tuple[str, str, int], dict[str, list[float]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    cpu: dict[tuple[str, str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for cell in raw.get("waiting", []):
+        shape = (cell["bdev"], cell["form"], cell["qd"])
+        iops[shape][cell["policy"]].append(cell["iops"])
+        if cell["python_cpu_us_per_io"] is not None:
+            cpu[shape][cell["policy"]].append(cell["python_cpu_us_per_io"])
+    rows = []
+    for shape, by_policy in iops.items():
+        medians = {policy: statistics.median(values) for policy, values in by_policy.items()}
+        adaptive = medians.get("adaptive")
+        best_fixed = max(
+            (value for policy, value in medians.items() if policy != "adaptive"), default=0.0
+        )
+        rows.append(
+            {
+                "bdev": shape[0],
+                "form": shape[1],
+                "qd": shape[2],
+                "iops": medians,
+                "cpu_us_per_io": {
+                    policy: statistics.median(values) for policy, values in cpu[shape].items()
+                },
+                "adaptive_vs_best_fixed": adaptive / best_fixed
+                if adaptive is not None and best_fixed > 0
+                else None,
+            }
+        )
+    return rows
+
+
+def _waiting_table(summary: dict[str, Any]) -> str:
+    rows = summary.get("waiting") or []
+    if not rows:
+        return ""
+    policies = list(rows[0]["iops"])
+    body = []
+    for row in rows:
+        label = "blocking threads" if row["form"] == "threads" else "`read_many`"
+        body.append(
+            [
+                f"{row['bdev']}, {label}, {row['qd']}",
+                *[
+                    f"{_iops(row['iops'].get(p))} ({row['cpu_us_per_io'].get(p, 0):.1f})"
+                    for p in policies
+                ],
+                ""
+                if row["adaptive_vs_best_fixed"] is None
+                else f"{row['adaptive_vs_best_fixed']:.2f}x",
+            ]
+        )
+    worst = []
+    for policy in policies:
+        shares = [
+            row["iops"][policy] / max(row["iops"].values())
+            for row in rows
+            if policy in row["iops"] and max(row["iops"].values()) > 0
+        ]
+        cpu = [row["cpu_us_per_io"][policy] for row in rows if policy in row["cpu_us_per_io"]]
+        worst.append(
+            [
+                policy,
+                f"{min(shares):.2f}x" if shares else "n/a",
+                f"{max(cpu):.1f}" if cpu else "n/a",
+            ]
+        )
+    return (
+        "\n### Waiting policies: IOPS (Python CPU us per I/O), 4K randread; medians of rounds\n\n"
+        f"`slow` is a delay bdev of {SLOW_LATENCY_US} us over malloc; QD is the threads, or "
+        "`read_many`'s depth. `adaptive` is the default (`spin_us=None`).\n\n"
+        + _table(["bdev, form, QD", *policies, "adaptive / best fixed"], body)
+        + "\n\nEach policy at its worst: its lowest share of the best IOPS of a row, and its "
+        "highest Python CPU per I/O.\n\n"
+        + _table(["policy", "worst share of the best", "most CPU us per I/O"], worst)
+    )
 
 
 def _disturbance(raw: dict[str, Any]) -> dict[str, int]:
@@ -418,6 +511,7 @@ def render(summary: dict[str, Any]) -> str:
     out.append(_sweep_tables(summary))
     out.append(_memory_table(summary))
     out.append(_latency_table(summary))
+    out.append(_waiting_table(summary))
     return "\n".join(out)
 
 

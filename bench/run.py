@@ -58,6 +58,29 @@ def io_cells(sweep: tuple[int, ...]) -> list[dict[str, Any]]:
     return cells
 
 
+WAIT_POLICIES = ("adaptive", "spin 50 us", "futex")
+WAIT_SHAPES = (
+    ("malloc", "threads", 1),
+    ("malloc", "threads", 4),
+    ("malloc", "threads", 16),
+    ("malloc", "many", 1),
+    ("malloc", "many", 32),
+    ("slow", "threads", 1),
+    ("slow", "threads", 16),
+    ("slow", "many", 32),
+)
+"""Blocking reads from 1-16 threads and read_many at QD1 and QD32, on a fast and a slow bdev."""
+
+
+def waiting_cells() -> list[dict[str, Any]]:
+    """Each waiting policy on each shape, the policies of one shape side by side in time."""
+    return [
+        {"bdev": bdev, "form": form, "qd": qd, "policy": policy}
+        for bdev, form, qd in WAIT_SHAPES
+        for policy in WAIT_POLICIES
+    ]
+
+
 def reference_tests(sweep: tuple[int, ...]) -> list[tuple[str, int]]:
     """bdevperf tests of one round for one bdev: the read sweep and the write depths."""
     return [("randread", qd) for qd in sweep] + [("randwrite", qd) for qd in WRITE_QDS]
@@ -204,6 +227,7 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
         "foreign_cpu": [],
         "latency": [],
         "bdevperf_latency": [],
+        "waiting": [],
     }
     fingerprints = {package_fingerprint()}
     whole_run = CpuMeter()
@@ -256,6 +280,15 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
         latency = run_worker(["latency"], {"count": count}, timeout=600)
         fingerprints.add(latency["fingerprint"])
         raw["latency"].append(latency["forms"])
+        waits = waiting_cells()
+        log(f"round {round_no}/{args.rounds}: waiting policies, {len(waits)} cells")
+        waiting = run_worker(
+            ["waiting"],
+            {"seconds": args.seconds, "warmup": warmup, "cells": waits},
+            timeout=len(waits) * (args.seconds + warmup) * 3 + 120,
+        )
+        fingerprints.add(waiting["fingerprint"])
+        raw["waiting"].extend({**cell, "round": round_no} for cell in waiting["cells"])
         log(f"round {round_no}/{args.rounds}: call overhead and idle memory")
         number = 300_000 if args.quick else 1_000_000
         calls = run_worker(

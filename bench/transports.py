@@ -90,6 +90,10 @@ def _threads(dev: Any, seconds: float, count: int = 8) -> float:
     return sum(totals) / (time.perf_counter() - start)
 
 
+WAIT_POLICIES: dict[str, float | None] = {"adaptive": None, "spin50": 50.0, "futex": 0.0}
+"""Blocking waits over the transport: the default that adapts, a fixed spin, a futex sleep."""
+
+
 def role_initiator(kind: str, socket_path: str, seconds: float) -> None:
     from pyspdk_sys import nvmf, vhost
     from pyspdk_sys.bdev.manage import create_malloc
@@ -129,6 +133,12 @@ def role_initiator(kind: str, socket_path: str, seconds: float) -> None:
                 results[f"read_many_bytearray_qd{qd}"] = _rate(into_bytes, seconds)
             results["blocking_8_threads"] = _threads(dev, seconds)
             dma.close()
+        for policy, spin in WAIT_POLICIES.items():
+            with rt.open_bdev(name, spin_us=spin) as waiting:
+                for threads in (1, 8):
+                    results[f"wait_{policy}_{threads}_threads"] = _threads(
+                        waiting, seconds, threads
+                    )
         with rt.open_bdev("Local0") as local:
             results["inprocess_blocking_8_threads"] = _threads(local, seconds)
         if kind == "vhost":
@@ -276,6 +286,7 @@ def table(result: dict[str, Any]) -> str:
         "bdevperf_qd32",
         "blocking_8_threads",
         "inprocess_blocking_8_threads",
+        *(f"wait_{policy}_{n}_threads" for policy in WAIT_POLICIES for n in (1, 8)),
     ]
     lines = [f"{'4 KiB randread, IOPS':32} {'vhost-user':>12} {'NVMe/TCP':>12}"]
     for key in keys:

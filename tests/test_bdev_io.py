@@ -513,3 +513,47 @@ def test_device_deleted_while_open(runtime: Any, rpc: Any) -> None:
         device.read_async(0, 512)
     device.close()
     assert "GoingAway" not in {b["name"] for b in rpc("bdev_get_bdevs")}
+
+
+def test_waiting_adapts_to_the_latency_the_device_shows(
+    runtime: Any, rpc: Any, malloc: str
+) -> None:
+    """By default a blocking wait spins up to the latency the device shows while that is
+    short, hardly at all while it is long, and follows the device both ways."""
+    from pyspdk_sys import lib
+
+    slow = f"Slow{malloc}"
+    latency = {f"{k}_{rw}_latency": 500 for k in ("avg", "p99") for rw in ("read", "write")}
+    rpc("bdev_delay_create", {"base_bdev_name": malloc, "name": slow, **latency})
+    try:
+        with runtime.open_bdev(slow) as device:
+            assert device.spin_us is None  # the default adapts
+            for _ in range(100):
+                device.read(0, 512)
+            assert lib.pyspdk_dev_latency_ns(device._dev, False) > 400_000
+            assert (
+                lib.pyspdk_dev_adaptive_spin_ns(device._dev, False) == lib.PYSPDK_ADAPT_MIN_SPIN_NS
+            )
+            device.read_many([0] * 4, 512)
+            assert lib.pyspdk_dev_latency_ns(device._dev, True) > 0
+            for kind in ("avg_read", "p99_read"):
+                rpc(
+                    "bdev_delay_update_latency",
+                    {"delay_bdev_name": slow, "latency_type": kind, "latency_us": 0},
+                )
+            for _ in range(2000):
+                device.read(0, 512)
+            assert lib.pyspdk_dev_latency_ns(device._dev, False) < 25_000
+            spin = lib.pyspdk_dev_adaptive_spin_ns(device._dev, False)
+            assert 0 < spin <= lib.PYSPDK_ADAPT_MAX_SPIN_NS, spin
+    finally:
+        rpc("bdev_delay_delete", {"name": slow})
+
+
+def test_a_fixed_spin_is_kept(runtime: Any, malloc: str) -> None:
+    with (
+        runtime.open_bdev(malloc, spin_us=0) as sleeper,
+        runtime.open_bdev(malloc, spin_us=25.5) as spinner,
+    ):
+        assert (sleeper.spin_us, spinner.spin_us) == (0.0, 25.5)
+        assert sleeper.read(0, 512) == spinner.read(0, 512)

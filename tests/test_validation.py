@@ -48,7 +48,8 @@ def test_open_options(
     with dev:
         assert isinstance(writable, bool)
         assert isinstance(queue_depth, int) and 1 <= queue_depth <= 65536
-        assert (math.isfinite(float(spin_us)) and timeout is None) or timeout > 0
+        assert spin_us is None or math.isfinite(float(spin_us))
+        assert timeout is None or timeout > 0
         assert len(dev.read(0, 512)) == 512
 
 

@@ -59,6 +59,7 @@ struct pyspdk_io {
 	int aio_status;
 	uint32_t state;
 	/* Engine-private. */
+	int64_t submitted_ns;        /* blocking requests, for pyspdk_adapt */
 	struct pyspdk_dev *dev;
 	struct pyspdk_io *next;
 	struct spdk_bdev_io_wait_entry wait;
@@ -79,6 +80,8 @@ struct pyspdk_dev {
 	struct pyspdk_job *jobs_posted;              /* by any thread, under lock */
 	struct pyspdk_job *jobs;                     /* running, app thread only */
 	struct pyspdk_dev *next;     /* the engine's list (app thread only) */
+	struct pyspdk_adapt adapt_io;  /* latency of blocking requests (app thread) */
+	struct pyspdk_adapt adapt_job; /* latency of jobs (app thread) */
 };
 
 static struct {
@@ -99,7 +102,12 @@ pyspdk_io_finish(struct pyspdk_io *io)
 {
 	if (io->cq) {
 		pyspdk_cq_push(io->cq, io);
-	} else if (__atomic_exchange_n(&io->state, PYSPDK_IO_DONE, __ATOMIC_ACQ_REL) ==
+		return;
+	}
+	if (io->status == 0 && io->dev) {
+		pyspdk_adapt_learn(&io->dev->adapt_io, io->submitted_ns, pyspdk_now_ns());
+	}
+	if (__atomic_exchange_n(&io->state, PYSPDK_IO_DONE, __ATOMIC_ACQ_REL) ==
 		   PYSPDK_IO_SLEEPING) {
 		pyspdk_futex_wake_all(&io->state);
 	}
@@ -371,6 +379,7 @@ pyspdk_dev_open(const char *name, bool write, uint32_t queue_depth, int *rc)
 static int
 pyspdk_dev_submit(struct pyspdk_dev *dev, struct pyspdk_io **ios, int count)
 {
+	int64_t now;
 	int i;
 
 	if (count <= 0) {
@@ -386,8 +395,10 @@ pyspdk_dev_submit(struct pyspdk_dev *dev, struct pyspdk_io **ios, int count)
 		pthread_mutex_unlock(&dev->lock);
 		return dev->removed ? -ENODEV : -EBADF;
 	}
+	now = pyspdk_now_ns();
 	for (i = 0; i < count; i++) {
 		ios[i]->dev = dev;
+		ios[i]->submitted_ns = now;
 		ios[i]->status = 0;
 		__atomic_store_n(&ios[i]->state, PYSPDK_IO_PENDING, __ATOMIC_RELEASE);
 		ios[i]->next = i + 1 < count ? ios[i + 1] : NULL;
@@ -409,31 +420,14 @@ pyspdk_io_is_done(struct pyspdk_io *io)
 	return __atomic_load_n(&io->state, __ATOMIC_ACQUIRE) == PYSPDK_IO_DONE;
 }
 
-/* Wait at most timeout_ns (spinning spin_ns first) for a request without a
- * completion queue. 0 when it is over; -ETIMEDOUT or -EINTR otherwise, and
- * the request is still the engine's. */
+/* The sleeping part of pyspdk_io_wait, after any spin. */
 static int
-pyspdk_io_wait(struct pyspdk_io *io, int64_t spin_ns, int64_t timeout_ns)
+pyspdk_io_sleep(struct pyspdk_io *io, int64_t timeout_ns)
 {
-	struct timespec spin_end, deadline;
+	struct timespec deadline;
 	uint32_t expected;
 	int rc;
 
-	if (spin_ns > timeout_ns) {
-		spin_ns = timeout_ns;
-	}
-	if (spin_ns > 0 && !pyspdk_io_is_done(io)) {
-		pyspdk_deadline(&spin_end, spin_ns);
-		__atomic_add_fetch(&g_pyspdk_io.spinners, 1, __ATOMIC_RELAXED);
-		while (!pyspdk_io_is_done(io) && pyspdk_ns_left(&spin_end) > 0) {
-			if (__atomic_load_n(&g_pyspdk_io.spinners, __ATOMIC_RELAXED) > 1) {
-				sched_yield();
-			} else {
-				pyspdk_cpu_relax();
-			}
-		}
-		__atomic_sub_fetch(&g_pyspdk_io.spinners, 1, __ATOMIC_RELAXED);
-	}
 	pyspdk_deadline(&deadline, timeout_ns > 0 ? timeout_ns : 0);
 	for (;;) {
 		if (pyspdk_io_is_done(io)) {
@@ -450,6 +444,25 @@ pyspdk_io_wait(struct pyspdk_io *io, int64_t spin_ns, int64_t timeout_ns)
 			return pyspdk_io_is_done(io) ? 0 : rc;
 		}
 	}
+}
+
+/* Wait at most timeout_ns (spinning spin_ns first; < 0: as the device's
+ * latency suggests, see pyspdk_adapt) for a request without a completion
+ * queue. 0 when it is over; -ETIMEDOUT or -EINTR otherwise, and the request
+ * is still the engine's. */
+static int
+pyspdk_io_wait(struct pyspdk_io *io, int64_t spin_ns, int64_t timeout_ns)
+{
+	int64_t lend_ns = 0;
+
+	if (spin_ns < 0) {
+		spin_ns = pyspdk_adapt_budget(&io->dev->adapt_io);
+		lend_ns = PYSPDK_ADAPT_MAX_LEND_NS;
+	}
+	/* Nobody sleeps on the word before this waiter, so PENDING is "not over". */
+	pyspdk_spin_while(&io->state, PYSPDK_IO_PENDING, spin_ns < timeout_ns ? spin_ns : timeout_ns,
+			  &g_pyspdk_io.spinners, lend_ns);
+	return pyspdk_io_sleep(io, timeout_ns);
 }
 
 /* Submit one request and wait for it at most timeout_ns: the blocking path,
@@ -499,6 +512,22 @@ pyspdk_dev_free(struct pyspdk_dev *dev)
 {
 	pthread_mutex_destroy(&dev->lock);
 	free(dev);
+}
+
+/* What adaptive waits have learnt of the device: the smoothed completion
+ * latency of its blocking requests, or of its jobs. */
+static int64_t
+pyspdk_dev_latency_ns(struct pyspdk_dev *dev, bool jobs)
+{
+	return __atomic_load_n(jobs ? &dev->adapt_job.latency_ns : &dev->adapt_io.latency_ns,
+			       __ATOMIC_RELAXED);
+}
+
+/* The spin (in this thread's own CPU time) an adaptive wait would choose now. */
+static int64_t
+pyspdk_dev_adaptive_spin_ns(struct pyspdk_dev *dev, bool jobs)
+{
+	return pyspdk_adapt_budget(jobs ? &dev->adapt_job : &dev->adapt_io);
 }
 
 static uint32_t

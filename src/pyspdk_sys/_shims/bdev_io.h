@@ -45,7 +45,8 @@ void pyspdk_io_engine_stop(void);
 int pyspdk_io_open_count(void);
 
 /* Any thread. Waits take at most timeout_ns: -ETIMEDOUT or -EINTR mean "not
- * yet", and the request is still the engine's. */
+ * yet", and the request is still the engine's. A spin_ns < 0 adapts the spin
+ * to the latency the device's waiters have seen (wait.c, pyspdk_adapt). */
 int pyspdk_dev_submit(struct pyspdk_dev *dev, struct pyspdk_io **ios, int count);
 int pyspdk_io_run(struct pyspdk_dev *dev, struct pyspdk_io *io, int64_t spin_ns, int64_t timeout_ns);
 int pyspdk_io_wait(struct pyspdk_io *io, int64_t spin_ns, int64_t timeout_ns);
@@ -53,3 +54,7 @@ bool pyspdk_io_is_done(struct pyspdk_io *io);
 int pyspdk_dev_wait_closed(struct pyspdk_dev *dev, int64_t timeout_ns);
 void pyspdk_dev_free(struct pyspdk_dev *dev);
 uint32_t pyspdk_dev_inflight(struct pyspdk_dev *dev);
+int64_t pyspdk_dev_latency_ns(struct pyspdk_dev *dev, bool jobs);
+int64_t pyspdk_dev_adaptive_spin_ns(struct pyspdk_dev *dev, bool jobs);
+#define PYSPDK_ADAPT_MIN_SPIN_NS ...
+#define PYSPDK_ADAPT_MAX_SPIN_NS ...

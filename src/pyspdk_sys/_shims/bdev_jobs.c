@@ -31,6 +31,7 @@ struct pyspdk_job {
 	bool starting;               /* defer the end until the start loop is done */
 	bool ended;
 	struct pyspdk_job *link;
+	int64_t posted_ns;           /* for pyspdk_adapt */
 	/* Futex word: 0 the engine's, 1 over (or never posted): its owner's. */
 	uint32_t over;
 };
@@ -53,6 +54,9 @@ pyspdk_job_over(struct pyspdk_job *job)
 			*link = job->link;
 			break;
 		}
+	}
+	if (!job->cancelled) {
+		pyspdk_adapt_learn(&dev->adapt_job, job->posted_ns, pyspdk_now_ns());
 	}
 	__atomic_store_n(&job->over, 1, __ATOMIC_RELEASE);
 	pyspdk_futex_wake_all(&job->over);
@@ -241,6 +245,7 @@ pyspdk_job_post(struct pyspdk_dev *dev, struct pyspdk_job *job, int op, uint64_t
 	for (i = 0; i < depth; i++) {
 		slots[i].job = job;
 	}
+	job->posted_ns = pyspdk_now_ns();
 	pthread_mutex_lock(&dev->lock);
 	if (!dev->accepting) {
 		pthread_mutex_unlock(&dev->lock);
@@ -254,12 +259,19 @@ pyspdk_job_post(struct pyspdk_dev *dev, struct pyspdk_job *job, int op, uint64_t
 	return 0;
 }
 
-/* Any thread: wait at most timeout_ns for the job to be over. 0, or
+/* Any thread: wait at most timeout_ns for the job to be over (spinning
+ * spin_ns first; < 0: as the device's job latency suggests). 0, or
  * -ETIMEDOUT / -EINTR while it is not. */
 static int
 pyspdk_job_wait(struct pyspdk_job *job, int64_t spin_ns, int64_t timeout_ns)
 {
-	return pyspdk_wait_word(&job->over, 0, spin_ns, timeout_ns, NULL);
+	int64_t lend_ns = 0;
+
+	if (spin_ns < 0) {
+		spin_ns = pyspdk_adapt_budget(&job->dev->adapt_job);
+		lend_ns = PYSPDK_ADAPT_MAX_LEND_NS;
+	}
+	return pyspdk_wait_word(&job->over, 0, spin_ns, timeout_ns, &g_pyspdk_io.spinners, lend_ns);
 }
 
 static bool
