@@ -453,12 +453,8 @@ pyspdk_io_sleep(struct pyspdk_io *io, int64_t timeout_ns)
 static int
 pyspdk_io_wait(struct pyspdk_io *io, int64_t spin_ns, int64_t timeout_ns)
 {
-	int64_t lend_ns = 0;
+	int64_t lend_ns = pyspdk_adapt_spin(&io->dev->adapt_io, &spin_ns);
 
-	if (spin_ns < 0) {
-		spin_ns = pyspdk_adapt_budget(&io->dev->adapt_io);
-		lend_ns = PYSPDK_ADAPT_MAX_LEND_NS;
-	}
 	/* Nobody sleeps on the word before this waiter, so PENDING is "not over". */
 	pyspdk_spin_while(&io->state, PYSPDK_IO_PENDING, spin_ns < timeout_ns ? spin_ns : timeout_ns,
 			  &g_pyspdk_io.spinners, lend_ns);

@@ -265,12 +265,8 @@ pyspdk_job_post(struct pyspdk_dev *dev, struct pyspdk_job *job, int op, uint64_t
 static int
 pyspdk_job_wait(struct pyspdk_job *job, int64_t spin_ns, int64_t timeout_ns)
 {
-	int64_t lend_ns = 0;
+	int64_t lend_ns = pyspdk_adapt_spin(&job->dev->adapt_job, &spin_ns);
 
-	if (spin_ns < 0) {
-		spin_ns = pyspdk_adapt_budget(&job->dev->adapt_job);
-		lend_ns = PYSPDK_ADAPT_MAX_LEND_NS;
-	}
 	return pyspdk_wait_word(&job->over, 0, spin_ns, timeout_ns, &g_pyspdk_io.spinners, lend_ns);
 }
 

@@ -204,6 +204,18 @@ pyspdk_adapt_budget(struct pyspdk_adapt *adapt)
 	return budget < PYSPDK_ADAPT_MAX_SPIN_NS ? budget : PYSPDK_ADAPT_MAX_SPIN_NS;
 }
 
+/* Resolve a caller's spin: spin_ns < 0 asks `adapt`. Returns the time the
+ * spin may lend to other threads (0 for a fixed spin). */
+static int64_t
+pyspdk_adapt_spin(struct pyspdk_adapt *adapt, int64_t *spin_ns)
+{
+	if (*spin_ns >= 0) {
+		return 0;
+	}
+	*spin_ns = pyspdk_adapt_budget(adapt);
+	return PYSPDK_ADAPT_MAX_LEND_NS;
+}
+
 /* A request (or job) submitted at submitted_ns was completed at done_ns. The
  * percentile moves up by 99 steps when a latency lies above it and down by
  * one otherwise, so it settles where 1 in 100 lie above; a step is 1/64 of
