@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -515,6 +516,56 @@ def test_device_deleted_while_open(runtime: Any, rpc: Any) -> None:
     assert "GoingAway" not in {b["name"] for b in rpc("bdev_get_bdevs")}
 
 
+def _polled_cpus(runtime: Any) -> set[int]:
+    from pyspdk_sys.placement import all_held_cores, cores_of
+
+    return {*cores_of(runtime.cpu_mask), *all_held_cores()}
+
+
+def _on_cpu(cpu: int, fn: Any) -> Any:
+    """fn() in a thread pinned to `cpu`; its result, or its exception raised here."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        os.sched_setaffinity(0, {cpu})
+        try:
+            out["result"] = fn()
+        except BaseException as exc:  # handed to the caller below
+            out["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if "error" in out:
+        raise out["error"]
+    return out["result"]
+
+
+def _free_cpu(runtime: Any) -> int:
+    free = sorted(os.sched_getaffinity(0) - _polled_cpus(runtime))
+    if not free:
+        pytest.skip("every CPU this process may use is polled by a reactor: no spin to see")
+    return free[0]
+
+
+def test_adaptive_waits_do_not_spin_on_a_reactors_cpu(runtime: Any, malloc: str) -> None:
+    """A waiter on a CPU a reactor busy-polls sleeps at once: its spin is the reactor's loss."""
+    from pyspdk_sys import lib
+
+    reactor_cpu = min(_polled_cpus(runtime) & os.sched_getaffinity(0))
+    with runtime.open_bdev(malloc) as device:
+        for _ in range(200):
+            device.read(0, 512)
+        assert _on_cpu(reactor_cpu, lib.pyspdk_on_polled_cpu)
+        assert (
+            _on_cpu(reactor_cpu, lambda: lib.pyspdk_dev_adaptive_spin_ns(device._dev, False)) == 0
+        )
+        assert _on_cpu(reactor_cpu, lambda: device.read(0, 512)) == device.read(0, 512)
+        free = _free_cpu(runtime)
+        assert not _on_cpu(free, lib.pyspdk_on_polled_cpu)
+        assert _on_cpu(free, lambda: lib.pyspdk_dev_adaptive_spin_ns(device._dev, False)) > 0
+
+
 def test_waiting_adapts_to_the_latency_the_device_shows(
     runtime: Any, rpc: Any, malloc: str
 ) -> None:
@@ -522,6 +573,7 @@ def test_waiting_adapts_to_the_latency_the_device_shows(
     short, hardly at all while it is long, and follows the device both ways."""
     from pyspdk_sys import lib
 
+    free = _free_cpu(runtime)
     slow = f"Slow{malloc}"
     latency = {f"{k}_{rw}_latency": 500 for k in ("avg", "p99") for rw in ("read", "write")}
     rpc("bdev_delay_create", {"base_bdev_name": malloc, "name": slow, **latency})
@@ -531,9 +583,8 @@ def test_waiting_adapts_to_the_latency_the_device_shows(
             for _ in range(100):
                 device.read(0, 512)
             assert lib.pyspdk_dev_latency_ns(device._dev, False) > 400_000
-            assert (
-                lib.pyspdk_dev_adaptive_spin_ns(device._dev, False) == lib.PYSPDK_ADAPT_MIN_SPIN_NS
-            )
+            spin = _on_cpu(free, lambda: lib.pyspdk_dev_adaptive_spin_ns(device._dev, False))
+            assert spin == lib.PYSPDK_ADAPT_MIN_SPIN_NS
             device.read_many([0] * 4, 512)
             assert lib.pyspdk_dev_latency_ns(device._dev, True) > 0
             for kind in ("avg_read", "p99_read"):
@@ -544,7 +595,7 @@ def test_waiting_adapts_to_the_latency_the_device_shows(
             for _ in range(2000):
                 device.read(0, 512)
             assert lib.pyspdk_dev_latency_ns(device._dev, False) < 25_000
-            spin = lib.pyspdk_dev_adaptive_spin_ns(device._dev, False)
+            spin = _on_cpu(free, lambda: lib.pyspdk_dev_adaptive_spin_ns(device._dev, False))
             assert 0 < spin <= lib.PYSPDK_ADAPT_MAX_SPIN_NS, spin
     finally:
         rpc("bdev_delay_delete", {"name": slow})

@@ -20,7 +20,7 @@ LOCK_PATH = "/var/tmp/spdk_cpu_lock_{:03d}"
 _HEX = re.compile(r"0x([0-9a-fA-F]+)")
 _LIST = re.compile(r"\[([0-9,\-\s]+)\]")
 
-__all__ = ["CoreSharingWarning", "cores_of", "held_cores", "warn_if_held"]
+__all__ = ["CoreSharingWarning", "all_held_cores", "cores_of", "held_cores", "warn_if_held"]
 
 
 class CoreSharingWarning(UserWarning):
@@ -86,6 +86,24 @@ def held_cores(mask: str) -> dict[int, int]:
         if pid is not None and pid != os.getpid():
             held[core] = pid
     return held
+
+
+def all_held_cores() -> dict[int, int]:
+    """Core -> pid for every core whose SPDK lock another process holds now."""
+    prefix = LOCK_PATH.format(0)[:-3]
+    directory, _, stem = prefix.rpartition("/")
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return {}
+    cores = [
+        int(name[len(stem) :])
+        for name in names
+        if name.startswith(stem) and name[len(stem) :].isdigit()
+    ]
+    if not cores:
+        return {}
+    return held_cores(f"[{','.join(map(str, cores))}]")
 
 
 def warn_if_held(mask: str, who: str, stacklevel: int = 3) -> dict[int, int]:

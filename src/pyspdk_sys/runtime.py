@@ -41,7 +41,7 @@ from ._checks import check_config, check_int, check_timeout
 from ._pools import SMALLEST_MEM_SIZE_MB, with_defaults
 from ._sockets import check_rpc_socket
 from .errors import HugepagesError, RuntimeStateError, StartError
-from .placement import warn_if_held
+from .placement import all_held_cores, cores_of, warn_if_held
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -210,6 +210,7 @@ class Runtime:
         self._config_file: str | None = None
         self._stop_hooks: list[Callable[[], None]] = []
         self._teardown_hooks: list[Callable[[], None]] = []
+        self._polled_cpus: list[int] = []
         # Per-runtime services (the completion thread, each loop's reader, the
         # in-process RPC client, the I/O engine), made on first use by the
         # modules that own them: see service().
@@ -420,6 +421,19 @@ class Runtime:
     def _run_teardown_hooks(self) -> None:
         _run_hooks(self._teardown_hooks, "teardown")
 
+    def _mark_polled_cpus(self, polled: bool) -> None:
+        """Tell adaptive waits which CPUs reactors busy-poll, so they do not spin there.
+
+        This runtime's cores, and other SPDK processes' as their core locks show
+        at start; unmarked again when the runtime's app returns.
+        """
+        if polled:
+            self._polled_cpus = sorted({*cores_of(self.cpu_mask), *all_held_cores()})
+        for cpu in self._polled_cpus:
+            lib.pyspdk_mark_polled_cpu(cpu, polled)
+        if not polled:
+            self._polled_cpus = []
+
     # ------------------------------------------------------------ SPDK thread side
 
     def _run_app(self) -> None:
@@ -427,11 +441,13 @@ class Runtime:
         self._handle = ffi.new_handle(self)
         _callbacks.work_owner = self
         rc = -1
+        self._mark_polled_cpus(True)
         try:
             rc = lib.spdk_app_start(self._opts, lib.pyspdk_app_started, self._handle)
             self._run_teardown_hooks()
             lib.spdk_app_fini()
         finally:
+            self._mark_polled_cpus(False)
             self._rc = rc
             self._after_app_returned()
 

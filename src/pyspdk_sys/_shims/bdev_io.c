@@ -519,11 +519,15 @@ pyspdk_dev_latency_ns(struct pyspdk_dev *dev, bool jobs)
 			       __ATOMIC_RELAXED);
 }
 
-/* The spin (in this thread's own CPU time) an adaptive wait would choose now. */
+/* The spin (in this thread's own CPU time) an adaptive wait from this thread
+ * would choose now: 0 on a CPU a reactor polls. */
 static int64_t
 pyspdk_dev_adaptive_spin_ns(struct pyspdk_dev *dev, bool jobs)
 {
-	return pyspdk_adapt_budget(jobs ? &dev->adapt_job : &dev->adapt_io);
+	int64_t spin_ns = -1;
+
+	pyspdk_adapt_spin(jobs ? &dev->adapt_job : &dev->adapt_io, &spin_ns);
+	return spin_ns;
 }
 
 static uint32_t

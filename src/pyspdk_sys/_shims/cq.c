@@ -71,7 +71,8 @@ pyspdk_cq_fd(struct pyspdk_cq *cq)
 }
 
 /* Take up to max finished requests. Waits at most timeout_ns (spinning spin_ns
- * first) for the first one; 0 does not wait. Returns how many it took (0 when
+ * first; < 0: up to -spin_ns unless on a polled CPU) for the first one; 0
+ * does not wait. Returns how many it took (0 when
  * none arrived in time or a signal came) or -errno. */
 static int
 pyspdk_cq_reap(struct pyspdk_cq *cq, struct pyspdk_io **out, int max, int64_t spin_ns,
@@ -82,6 +83,9 @@ pyspdk_cq_reap(struct pyspdk_cq *cq, struct pyspdk_io **out, int max, int64_t sp
 	uint64_t drained;
 	int n = 0;
 
+	if (spin_ns < 0) {
+		spin_ns = pyspdk_on_polled_cpu() ? 0 : -spin_ns;
+	}
 	if (timeout_ns > 0 && __atomic_load_n(&cq->count, __ATOMIC_ACQUIRE) == 0) {
 		pyspdk_deadline(&spin_end, spin_ns > 0 ? spin_ns : 0);
 		while (__atomic_load_n(&cq->count, __ATOMIC_ACQUIRE) == 0 &&

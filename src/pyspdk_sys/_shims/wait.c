@@ -204,12 +204,50 @@ pyspdk_adapt_budget(struct pyspdk_adapt *adapt)
 	return budget < PYSPDK_ADAPT_MAX_SPIN_NS ? budget : PYSPDK_ADAPT_MAX_SPIN_NS;
 }
 
-/* Resolve a caller's spin: spin_ns < 0 asks `adapt`. Returns the time the
- * spin may lend to other threads (0 for a fixed spin). */
+/* CPUs an SPDK reactor busy-polls: this process's reactors, and other SPDK
+ * processes' as last seen (a count per CPU, as several owners may mark one).
+ * An adaptive waiter that finds itself on one of them does not spin: every
+ * cycle it spins, and every yield it lends, goes to or from a reactor that
+ * never sleeps, and a futex wake-up preempts that reactor at once instead. */
+#define PYSPDK_MAX_CPUS 1024
+
+static uint16_t g_pyspdk_polled_cpus[PYSPDK_MAX_CPUS];
+
+/* Mark (or, with polled false, unmark) one CPU as a reactor's. */
+static void
+pyspdk_mark_polled_cpu(int cpu, bool polled)
+{
+	if (cpu < 0 || cpu >= PYSPDK_MAX_CPUS) {
+		return;
+	}
+	if (polled) {
+		__atomic_add_fetch(&g_pyspdk_polled_cpus[cpu], 1, __ATOMIC_RELAXED);
+	} else if (__atomic_load_n(&g_pyspdk_polled_cpus[cpu], __ATOMIC_RELAXED) > 0) {
+		__atomic_sub_fetch(&g_pyspdk_polled_cpus[cpu], 1, __ATOMIC_RELAXED);
+	}
+}
+
+/* Whether the calling thread runs on a CPU a reactor polls, now. */
+static bool
+pyspdk_on_polled_cpu(void)
+{
+	int cpu = sched_getcpu();
+
+	return cpu >= 0 && cpu < PYSPDK_MAX_CPUS &&
+	       __atomic_load_n(&g_pyspdk_polled_cpus[cpu], __ATOMIC_RELAXED) > 0;
+}
+
+/* Resolve a caller's spin: spin_ns < 0 asks `adapt`, and is 0 on a polled
+ * CPU. Returns the time the spin may lend to other threads (0 for a fixed
+ * spin). */
 static int64_t
 pyspdk_adapt_spin(struct pyspdk_adapt *adapt, int64_t *spin_ns)
 {
 	if (*spin_ns >= 0) {
+		return 0;
+	}
+	if (pyspdk_on_polled_cpu()) {
+		*spin_ns = 0;
 		return 0;
 	}
 	*spin_ns = pyspdk_adapt_budget(adapt);

@@ -99,8 +99,9 @@ class BlockDevice:
         """Microseconds a blocking wait spins before it sleeps; None adapts it to the device."""
         # -1 lets the engine adapt each blocking wait's spin to the latency it sees.
         self._spin_ns = -1 if spin is None else int(spin * 1000)
-        # Completion queues are read by one thread per batch or runtime: a fixed spin.
-        self._queue_spin_ns = _QUEUE_SPIN_NS if spin is None else self._spin_ns
+        # Completion queues are read by one thread per batch or runtime: a fixed
+        # spin, which the engine skips on a CPU a reactor polls (negative).
+        self._queue_spin_ns = -_QUEUE_SPIN_NS if spin is None else self._spin_ns
         self._timeout_ns = -1 if seconds is None else int(seconds * 1e9)
         self._first_slice = (
             WAIT_SLICE_NS if self._timeout_ns < 0 else min(WAIT_SLICE_NS, self._timeout_ns)
