@@ -158,6 +158,14 @@ def test_open_options_checked(runtime: Any, malloc: str) -> None:
         runtime.open_bdev(malloc, queue_depth=0)
     with pytest.raises(TypeError, match="device name is a str"):
         runtime.open_bdev(b"Malloc0")
+    for lanes in (0, 65):
+        with pytest.raises(ValueError, match="lanes"):
+            runtime.open_bdev(malloc, lanes=lanes)
+    # More lanes than reactor cores: one per core (this runtime has one).
+    with runtime.open_bdev(malloc, lanes=4) as dev:
+        assert dev.lanes == 1
+        dev.write(0, b"L" * 512)
+        assert dev.read(0, 512) == b"L" * 512
 
 
 def test_futures_and_asyncio(dev: Any) -> None:

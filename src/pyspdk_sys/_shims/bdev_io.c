@@ -39,7 +39,9 @@ enum {
 
 struct pyspdk_cq;
 struct pyspdk_dev;
+struct pyspdk_lane;
 struct pyspdk_job;
+struct pyspdk_job_part;
 
 struct pyspdk_io {
 	/* Filled by the caller before submission. */
@@ -61,39 +63,71 @@ struct pyspdk_io {
 	/* Engine-private. */
 	int64_t submitted_ns;        /* blocking requests, for pyspdk_adapt */
 	struct pyspdk_dev *dev;
+	struct pyspdk_lane *lane;
 	struct pyspdk_io *next;
 	struct spdk_bdev_io_wait_entry wait;
 };
 
-struct pyspdk_dev {
-	struct spdk_bdev_desc *desc;
+/* The most SPDK threads (reactor cores) the engine spreads a device over. */
+#define PYSPDK_MAX_LANES 64
+
+/* One SPDK thread the engine runs on: its poller, and the lanes it serves. */
+struct pyspdk_engine_thread {
+	struct spdk_thread *thread;
+	struct spdk_poller *poller;
+	struct pyspdk_lane *lanes;   /* this thread only */
+	int pending;                 /* some lane here has queued work */
+};
+
+/* A device's share of one engine thread: its channel and its queues. Only
+ * that thread touches it, except for the fields under `lock`. */
+struct pyspdk_lane {
+	struct pyspdk_dev *dev;
+	struct pyspdk_engine_thread *home;
 	struct spdk_io_channel *ch;
-	struct spdk_bdev *bdev;
-	uint32_t queue_depth;
-	uint32_t inflight;           /* handed to the bdev layer (app thread only) */
-	uint32_t state;              /* futex word; PYSPDK_DEV_* */
-	bool removed;                /* the bdev is going away (hot remove) */
-	pthread_mutex_t lock;        /* guards sq and accepting */
+	uint32_t inflight;           /* handed to the bdev layer */
+	uint32_t state;              /* PYSPDK_DEV_* of this lane */
+	bool linked;                 /* on home->lanes */
+	bool unreached;              /* owner thread: no message reached its thread */
+	pthread_mutex_t lock;        /* guards sq, jobs_posted, accepting and refusal */
 	bool accepting;
-	struct pyspdk_io *sq_head, *sq_tail;     /* queued by any thread */
-	struct pyspdk_io *backlog_head, *backlog_tail; /* app thread only */
-	struct pyspdk_job *jobs_posted;              /* by any thread, under lock */
-	struct pyspdk_job *jobs;                     /* running, app thread only */
-	struct pyspdk_dev *next;     /* the engine's list (app thread only) */
-	struct pyspdk_adapt adapt_io;  /* latency of blocking requests (app thread) */
-	struct pyspdk_adapt adapt_job; /* latency of jobs (app thread) */
+	int refusal;                 /* what a submission gets once not accepting */
+	struct pyspdk_io *sq_head, *sq_tail;         /* queued by any thread */
+	struct pyspdk_job_part *jobs_posted;         /* by any thread */
+	struct pyspdk_io *backlog_head, *backlog_tail;
+	struct pyspdk_job_part *jobs;                /* running */
+	struct pyspdk_lane *next;    /* home->lanes */
+};
+
+struct pyspdk_dev {
+	struct spdk_bdev_desc *desc; /* the owner thread's */
+	struct spdk_bdev *bdev;
+	struct spdk_thread *owner;   /* the app thread: opens, hears hot removal, closes */
+	uint32_t queue_depth;        /* per lane */
+	uint32_t state;              /* futex word; PYSPDK_DEV_* of the device */
+	bool removed;                /* the bdev is going away (hot remove) */
+	int close_status;            /* what queued requests end with when it closes */
+	uint32_t lanes_open;         /* owner thread: lanes still holding a channel */
+	uint32_t setting_up;         /* futex word: lanes whose channel is not made yet */
+	int setup_rc;                /* the first lane's failure to get a channel */
+	struct pyspdk_dev *next;     /* the engine's list (owner thread only) */
+	struct pyspdk_adapt adapt_io;  /* latency of blocking requests */
+	struct pyspdk_adapt adapt_job; /* latency of jobs */
+	uint32_t nlanes;
+	struct pyspdk_lane lanes[];
 };
 
 static struct {
+	struct pyspdk_engine_thread threads[PYSPDK_MAX_LANES];
+	uint32_t nthreads;           /* 0 until the first device opens */
 	struct pyspdk_dev *devs;     /* open devices, app thread only */
-	struct spdk_poller *poller;
-	int pending;                 /* some device has queued requests */
 	int spinners;                /* blocking waiters spinning now */
+	uint32_t callers;            /* calling threads dealt a lane so far */
 } g_pyspdk_io;
 
-static void pyspdk_io_pump(struct pyspdk_dev *dev);
-static void pyspdk_jobs_start(struct pyspdk_dev *dev, struct pyspdk_job *posted);
-static void pyspdk_jobs_cancel(struct pyspdk_dev *dev, struct pyspdk_job *posted);
+static void pyspdk_io_pump(struct pyspdk_lane *lane);
+static void pyspdk_jobs_start(struct pyspdk_lane *lane, struct pyspdk_job_part *posted);
+static void pyspdk_jobs_cancel(struct pyspdk_lane *lane, struct pyspdk_job_part *parts);
 static void pyspdk_cq_push(struct pyspdk_cq *cq, struct pyspdk_io *io);
 
 /* The request is over: publish it. After this the caller may free it. */
@@ -113,14 +147,27 @@ pyspdk_io_finish(struct pyspdk_io *io)
 	}
 }
 
-static void
-pyspdk_dev_release(struct pyspdk_dev *dev)
+/* Run fn(arg) on `thread`: at once when that is this thread, else by message. */
+static int
+pyspdk_run_on(struct spdk_thread *thread, spdk_msg_fn fn, void *arg)
 {
+	if (thread == spdk_get_thread()) {
+		fn(arg);
+		return 0;
+	}
+	return spdk_thread_send_msg(thread, fn, arg);
+}
+
+/* Owner thread: one more lane has given back its channel; after the last,
+ * close the descriptor and publish the device as closed. */
+static void
+pyspdk_dev_lane_gone(void *arg)
+{
+	struct pyspdk_dev *dev = arg;
 	struct pyspdk_dev **link;
 
-	if (dev->ch) {
-		spdk_put_io_channel(dev->ch);
-		dev->ch = NULL;
+	if (--dev->lanes_open > 0) {
+		return;
 	}
 	if (dev->desc) {
 		spdk_bdev_close(dev->desc);
@@ -136,11 +183,37 @@ pyspdk_dev_release(struct pyspdk_dev *dev)
 	pyspdk_futex_wake_all(&dev->state);
 }
 
+/* Lane thread: nothing of the lane is in the bdev layer any more. */
+static void
+pyspdk_lane_release(struct pyspdk_lane *lane)
+{
+	struct pyspdk_lane **link;
+
+	if (lane->ch) {
+		spdk_put_io_channel(lane->ch);
+		lane->ch = NULL;
+	}
+	if (lane->linked) {
+		for (link = &lane->home->lanes; *link; link = &(*link)->next) {
+			if (*link == lane) {
+				*link = lane->next;
+				break;
+			}
+		}
+		lane->linked = false;
+	}
+	lane->state = PYSPDK_DEV_CLOSED;
+	/* The device (and this lane with it) may be freed once the owner hears. */
+	if (pyspdk_run_on(lane->dev->owner, pyspdk_dev_lane_gone, lane->dev) != 0) {
+		fprintf(stderr, "pyspdk: no SPDK message to close a lane: a device stays open\n");
+	}
+}
+
 static void
 pyspdk_io_done(struct spdk_bdev_io *bdev_io, bool success, void *arg)
 {
 	struct pyspdk_io *io = arg;
-	struct pyspdk_dev *dev = io->dev;
+	struct pyspdk_lane *lane = io->lane;
 
 	if (!success) {
 		io->status = 1;
@@ -148,17 +221,16 @@ pyspdk_io_done(struct spdk_bdev_io *bdev_io, bool success, void *arg)
 		spdk_bdev_io_get_aio_status(bdev_io, &io->aio_status);
 	}
 	spdk_bdev_free_io(bdev_io);
-	dev->inflight--;
+	lane->inflight--;
 	pyspdk_io_finish(io);
-	pyspdk_io_pump(dev);
+	pyspdk_io_pump(lane);
 }
 
 static int
 pyspdk_io_start(struct pyspdk_io *io)
 {
-	struct pyspdk_dev *dev = io->dev;
-	struct spdk_bdev_desc *d = dev->desc;
-	struct spdk_io_channel *ch = dev->ch;
+	struct spdk_bdev_desc *d = io->dev->desc;
+	struct spdk_io_channel *ch = io->lane->ch;
 
 	switch (io->op) {
 	case PYSPDK_IO_READ:
@@ -195,11 +267,11 @@ static void
 pyspdk_io_retry(void *arg)
 {
 	struct pyspdk_io *io = arg;
-	struct pyspdk_dev *dev = io->dev;
+	struct pyspdk_lane *lane = io->lane;
 
 	if (pyspdk_io_submit_one(io) != 0) {
 		/* Refused: its queue-depth slot is free for what waits behind it. */
-		pyspdk_io_pump(dev);
+		pyspdk_io_pump(lane);
 	}
 }
 
@@ -209,22 +281,22 @@ pyspdk_io_retry(void *arg)
 static int
 pyspdk_io_submit_one(struct pyspdk_io *io)
 {
-	struct pyspdk_dev *dev = io->dev;
+	struct pyspdk_lane *lane = io->lane;
 	int rc = pyspdk_io_start(io);
 
 	if (rc == -ENOMEM) {
 		/* Out of bdev_io structures: SPDK calls back when one frees up. */
-		io->wait.bdev = dev->bdev;
+		io->wait.bdev = io->dev->bdev;
 		io->wait.cb_fn = pyspdk_io_retry;
 		io->wait.cb_arg = io;
-		rc = spdk_bdev_queue_io_wait(dev->bdev, dev->ch, &io->wait);
+		rc = spdk_bdev_queue_io_wait(io->dev->bdev, lane->ch, &io->wait);
 		if (rc == 0) {
 			return 0;
 		}
 	}
 	if (rc != 0) {
 		io->status = rc;
-		dev->inflight--;
+		lane->inflight--;
 		pyspdk_io_finish(io);
 	}
 	return rc;
@@ -242,90 +314,128 @@ pyspdk_io_cancel_list(struct pyspdk_io *io, int status)
 	}
 }
 
-/* On the app thread: move queued requests on while queue depth allows. */
+/* Lane thread: move queued requests on while queue depth allows. */
 static void
-pyspdk_io_pump(struct pyspdk_dev *dev)
+pyspdk_io_pump(struct pyspdk_lane *lane)
 {
 	struct pyspdk_io *io;
 
-	while (dev->backlog_head && dev->inflight < dev->queue_depth &&
-	       dev->state == PYSPDK_DEV_OPEN) {
-		io = dev->backlog_head;
-		dev->backlog_head = io->next;
-		if (!dev->backlog_head) {
-			dev->backlog_tail = NULL;
+	while (lane->backlog_head && lane->inflight < lane->dev->queue_depth &&
+	       lane->state == PYSPDK_DEV_OPEN) {
+		io = lane->backlog_head;
+		lane->backlog_head = io->next;
+		if (!lane->backlog_head) {
+			lane->backlog_tail = NULL;
 		}
-		dev->inflight++;
+		lane->inflight++;
 		pyspdk_io_submit_one(io);
 	}
-	if (dev->state == PYSPDK_DEV_CLOSING && dev->inflight == 0) {
-		pyspdk_dev_release(dev);
+	if (lane->state == PYSPDK_DEV_CLOSING && lane->inflight == 0) {
+		pyspdk_lane_release(lane);
 	}
 }
 
 static int
 pyspdk_io_poll(void *ctx)
 {
-	struct pyspdk_dev *dev, *next;
+	struct pyspdk_engine_thread *home = ctx;
+	struct pyspdk_lane *lane, *next;
 	struct pyspdk_io *head, *tail;
+	struct pyspdk_job_part *jobs;
 
-	(void)ctx;
-	if (__atomic_load_n(&g_pyspdk_io.pending, __ATOMIC_ACQUIRE) == 0) {
+	if (__atomic_load_n(&home->pending, __ATOMIC_ACQUIRE) == 0) {
 		return SPDK_POLLER_IDLE;
 	}
-	__atomic_store_n(&g_pyspdk_io.pending, 0, __ATOMIC_RELEASE);
-	for (dev = g_pyspdk_io.devs; dev; dev = next) {
-		next = dev->next;
-		struct pyspdk_job *jobs;
-
-		pthread_mutex_lock(&dev->lock);
-		head = dev->sq_head;
-		tail = dev->sq_tail;
-		dev->sq_head = dev->sq_tail = NULL;
-		jobs = dev->jobs_posted;
-		dev->jobs_posted = NULL;
-		pthread_mutex_unlock(&dev->lock);
+	__atomic_store_n(&home->pending, 0, __ATOMIC_RELEASE);
+	for (lane = home->lanes; lane; lane = next) {
+		next = lane->next;
+		pthread_mutex_lock(&lane->lock);
+		head = lane->sq_head;
+		tail = lane->sq_tail;
+		lane->sq_head = lane->sq_tail = NULL;
+		jobs = lane->jobs_posted;
+		lane->jobs_posted = NULL;
+		pthread_mutex_unlock(&lane->lock);
 		if (jobs) {
-			pyspdk_jobs_start(dev, jobs);
+			pyspdk_jobs_start(lane, jobs);
 		}
 		if (head) {
-			if (dev->backlog_tail) {
-				dev->backlog_tail->next = head;
+			if (lane->backlog_tail) {
+				lane->backlog_tail->next = head;
 			} else {
-				dev->backlog_head = head;
+				lane->backlog_head = head;
 			}
-			dev->backlog_tail = tail;
-			pyspdk_io_pump(dev);
+			lane->backlog_tail = tail;
+			pyspdk_io_pump(lane);
 		}
 	}
 	return SPDK_POLLER_BUSY;
 }
 
-/* Stop accepting, cancel what the bdev layer has not seen, and close once
- * the requests it holds complete. App thread only. */
+/* Any thread: the lane takes nothing more; what it had queued and not seen
+ * ends with `status`, and later submissions get `refusal`. */
+static void
+pyspdk_lane_refuse(struct pyspdk_lane *lane, int status, int refusal)
+{
+	struct pyspdk_io *queued;
+	struct pyspdk_job_part *posted;
+
+	pthread_mutex_lock(&lane->lock);
+	lane->accepting = false;
+	lane->refusal = refusal;
+	queued = lane->sq_head;
+	lane->sq_head = lane->sq_tail = NULL;
+	posted = lane->jobs_posted;
+	lane->jobs_posted = NULL;
+	pthread_mutex_unlock(&lane->lock);
+	pyspdk_jobs_cancel(NULL, posted);
+	pyspdk_io_cancel_list(queued, status);
+}
+
+/* Lane thread: cancel what the bdev layer has not seen, and give the channel
+ * back once it hands back what it holds. */
+static void
+pyspdk_lane_close(void *arg)
+{
+	struct pyspdk_lane *lane = arg;
+
+	if (!lane->ch) {
+		pyspdk_lane_release(lane); /* never got a channel */
+		return;
+	}
+	lane->state = PYSPDK_DEV_CLOSING;
+	pyspdk_jobs_cancel(lane, NULL);
+	pyspdk_io_cancel_list(lane->backlog_head, lane->dev->close_status);
+	lane->backlog_head = lane->backlog_tail = NULL;
+	pyspdk_io_pump(lane);
+}
+
+/* Owner thread: stop accepting, cancel what the bdev layer has not seen, and
+ * close once every lane's requests are back. */
 static void
 pyspdk_dev_begin_close(struct pyspdk_dev *dev, int status)
 {
-	struct pyspdk_io *queued;
+	struct pyspdk_lane *lanes = dev->lanes;
+	uint32_t i, n = dev->nlanes;
 
 	if (dev->state != PYSPDK_DEV_OPEN) {
 		return;
 	}
-	struct pyspdk_job *posted;
-
-	pthread_mutex_lock(&dev->lock);
-	dev->accepting = false;
-	queued = dev->sq_head;
-	dev->sq_head = dev->sq_tail = NULL;
-	posted = dev->jobs_posted;
-	dev->jobs_posted = NULL;
-	pthread_mutex_unlock(&dev->lock);
-	dev->state = PYSPDK_DEV_CLOSING;
-	pyspdk_jobs_cancel(dev, posted);
-	pyspdk_io_cancel_list(dev->backlog_head, status);
-	dev->backlog_head = dev->backlog_tail = NULL;
-	pyspdk_io_cancel_list(queued, status);
-	pyspdk_io_pump(dev);
+	__atomic_store_n(&dev->state, PYSPDK_DEV_CLOSING, __ATOMIC_RELEASE);
+	dev->close_status = status;
+	for (i = 0; i < n; i++) {
+		pyspdk_lane_refuse(&lanes[i], status, dev->removed ? -ENODEV : -EBADF);
+	}
+	/* Once the last lane is closed the device may be freed: after that
+	 * call, nothing here touches it. */
+	for (i = 0; i < n; i++) {
+		if (lanes[i].unreached) {
+			continue; /* counted as gone when its setup could not be sent */
+		}
+		if (pyspdk_run_on(lanes[i].home->thread, pyspdk_lane_close, &lanes[i]) != 0) {
+			fprintf(stderr, "pyspdk: no SPDK message to close a lane: a device stays open\n");
+		}
+	}
 }
 
 static void
@@ -340,47 +450,221 @@ pyspdk_dev_event(enum spdk_bdev_event_type type, struct spdk_bdev *bdev, void *c
 	}
 }
 
+/* Lane thread: get the lane's channel and start serving it; without one the
+ * lane refuses everything with -ENOMEM until pyspdk_lane_close, which comes
+ * after this (both are sent from the owner thread, in order), releases it. */
+static void
+pyspdk_lane_setup(void *arg)
+{
+	struct pyspdk_lane *lane = arg;
+	struct pyspdk_dev *dev = lane->dev;
+	int expected = 0;
+
+	lane->ch = spdk_bdev_get_io_channel(dev->desc);
+	if (lane->ch) {
+		lane->next = lane->home->lanes;
+		lane->home->lanes = lane;
+		lane->linked = true;
+		__atomic_store_n(&lane->home->pending, 1, __ATOMIC_RELEASE);
+	} else {
+		__atomic_compare_exchange_n(&dev->setup_rc, &expected, -ENOMEM, false,
+					    __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+		pyspdk_lane_refuse(lane, -ENOMEM, -ENOMEM);
+	}
+	if (__atomic_sub_fetch(&dev->setting_up, 1, __ATOMIC_ACQ_REL) == 0) {
+		pyspdk_futex_wake_all(&dev->setting_up);
+	}
+}
+
+static void
+pyspdk_engine_thread_start(void *arg)
+{
+	struct pyspdk_engine_thread *home = arg;
+
+	home->poller = spdk_poller_register(pyspdk_io_poll, home, 0);
+}
+
+static void
+pyspdk_engine_thread_stop(void *arg)
+{
+	struct pyspdk_engine_thread *home = arg;
+
+	spdk_poller_unregister(&home->poller);
+	if (home != &g_pyspdk_io.threads[0]) {
+		spdk_thread_exit(spdk_get_thread());
+	}
+}
+
+/* App thread, before the first device: a poller here, and an SPDK thread
+ * with a poller on each other reactor core. */
+static int
+pyspdk_io_engine_start(void)
+{
+	struct pyspdk_engine_thread *home = &g_pyspdk_io.threads[0];
+	struct spdk_cpuset cpus;
+	struct spdk_thread *thread;
+	uint32_t core, here = spdk_env_get_current_core();
+	char name[32];
+
+	memset(home, 0, sizeof(*home));
+	home->thread = spdk_get_thread();
+	pyspdk_engine_thread_start(home);
+	if (!home->poller) {
+		return -ENOMEM;
+	}
+	g_pyspdk_io.nthreads = 1;
+	SPDK_ENV_FOREACH_CORE(core) {
+		if (core == here || g_pyspdk_io.nthreads == PYSPDK_MAX_LANES) {
+			continue;
+		}
+		spdk_cpuset_zero(&cpus);
+		spdk_cpuset_set_cpu(&cpus, core, true);
+		snprintf(name, sizeof(name), "pyspdk_io_%u", core);
+		thread = spdk_thread_create(name, &cpus);
+		if (!thread) {
+			break; /* fewer lanes, still correct */
+		}
+		home = &g_pyspdk_io.threads[g_pyspdk_io.nthreads];
+		memset(home, 0, sizeof(*home));
+		home->thread = thread;
+		if (spdk_thread_send_msg(thread, pyspdk_engine_thread_start, home) != 0) {
+			break; /* the thread has nothing to do and exits with the app */
+		}
+		g_pyspdk_io.nthreads++;
+	}
+	return 0;
+}
+
 /* ---------------------------------------------------------------- API */
 
+/* App thread: open `name` with one lane on each of the engine's threads (at
+ * most `lanes`; 0 for all). Lane 0, on this thread, is ready on return; the
+ * others get their channels on their own threads (pyspdk_dev_wait_ready). */
 static struct pyspdk_dev *
-pyspdk_dev_open(const char *name, bool write, uint32_t queue_depth, int *rc)
+pyspdk_dev_open(const char *name, bool write, uint32_t queue_depth, uint32_t lanes, int *rc)
 {
-	struct pyspdk_dev *dev = calloc(1, sizeof(*dev));
+	struct pyspdk_dev *dev;
+	struct pyspdk_lane *lane;
+	uint32_t i, n;
 
+	if (g_pyspdk_io.nthreads == 0) {
+		*rc = pyspdk_io_engine_start();
+		if (*rc != 0) {
+			return NULL;
+		}
+	}
+	if (spdk_get_thread() != g_pyspdk_io.threads[0].thread) {
+		*rc = -EXDEV; /* devices open on the app thread, where the engine began */
+		return NULL;
+	}
+	n = lanes == 0 || lanes > g_pyspdk_io.nthreads ? g_pyspdk_io.nthreads : lanes;
+	dev = calloc(1, sizeof(*dev) + n * sizeof(struct pyspdk_lane));
 	if (!dev) {
 		*rc = -ENOMEM;
 		return NULL;
 	}
-	pthread_mutex_init(&dev->lock, NULL);
 	*rc = spdk_bdev_open_ext(name, write, pyspdk_dev_event, dev, &dev->desc);
 	if (*rc != 0) {
 		free(dev);
 		return NULL;
 	}
 	dev->bdev = spdk_bdev_desc_get_bdev(dev->desc);
-	dev->ch = spdk_bdev_get_io_channel(dev->desc);
-	if (!dev->ch) {
+	dev->owner = spdk_get_thread();
+	dev->queue_depth = queue_depth;
+	dev->nlanes = n;
+	for (i = 0; i < n; i++) {
+		lane = &dev->lanes[i];
+		lane->dev = dev;
+		lane->home = &g_pyspdk_io.threads[i];
+		lane->accepting = true;
+		lane->state = PYSPDK_DEV_OPEN;
+		pthread_mutex_init(&lane->lock, NULL);
+	}
+	/* Lane 0 first, here: without its channel there is no device at all. */
+	dev->lanes[0].ch = spdk_bdev_get_io_channel(dev->desc);
+	if (!dev->lanes[0].ch) {
 		spdk_bdev_close(dev->desc);
+		for (i = 0; i < n; i++) {
+			pthread_mutex_destroy(&dev->lanes[i].lock);
+		}
 		free(dev);
 		*rc = -ENOMEM;
 		return NULL;
 	}
-	if (!g_pyspdk_io.poller) {
-		g_pyspdk_io.poller = spdk_poller_register(pyspdk_io_poll, NULL, 0);
-	}
-	dev->queue_depth = queue_depth;
-	dev->accepting = true;
+	dev->lanes[0].next = dev->lanes[0].home->lanes;
+	dev->lanes[0].home->lanes = &dev->lanes[0];
+	dev->lanes[0].linked = true;
+	dev->lanes_open = n;
+	dev->setting_up = n - 1;
 	dev->state = PYSPDK_DEV_OPEN;
 	dev->next = g_pyspdk_io.devs;
 	g_pyspdk_io.devs = dev;
+	for (i = 1; i < n; i++) {
+		lane = &dev->lanes[i];
+		if (spdk_thread_send_msg(lane->home->thread, pyspdk_lane_setup, lane) != 0) {
+			dev->setup_rc = -ENOMEM;
+			pyspdk_lane_refuse(lane, -ENOMEM, -ENOMEM);
+			lane->state = PYSPDK_DEV_CLOSED;
+			lane->unreached = true;
+			dev->lanes_open--;
+			__atomic_sub_fetch(&dev->setting_up, 1, __ATOMIC_ACQ_REL);
+		}
+	}
 	return dev;
+}
+
+/* Any thread but the app thread: wait at most timeout_ns for every lane to
+ * have its channel. 0; -ENOMEM when one could not get one (close the
+ * device); -ETIMEDOUT or -EINTR while they are not all there. */
+static int
+pyspdk_dev_wait_ready(struct pyspdk_dev *dev, int64_t timeout_ns)
+{
+	struct timespec deadline;
+	uint32_t left;
+	int rc;
+
+	pyspdk_deadline(&deadline, timeout_ns > 0 ? timeout_ns : 0);
+	while ((left = __atomic_load_n(&dev->setting_up, __ATOMIC_ACQUIRE)) != 0) {
+		rc = pyspdk_futex_sleep(&dev->setting_up, left, &deadline);
+		if (rc != 0 && __atomic_load_n(&dev->setting_up, __ATOMIC_ACQUIRE) != 0) {
+			return rc;
+		}
+	}
+	return __atomic_load_n(&dev->setup_rc, __ATOMIC_RELAXED);
+}
+
+static uint32_t
+pyspdk_dev_lanes(struct pyspdk_dev *dev)
+{
+	return dev->nlanes;
+}
+
+/* The SPDK threads the engine runs on (0 before the first device opens). */
+static uint32_t
+pyspdk_io_engine_threads(void)
+{
+	return g_pyspdk_io.nthreads;
+}
+
+/* The lane the calling thread uses: threads are dealt lanes in turn, once,
+ * so one thread's requests always share a lane and keep their order. */
+static struct pyspdk_lane *
+pyspdk_caller_lane(struct pyspdk_dev *dev)
+{
+	static __thread uint32_t ticket;
+
+	if (ticket == 0) {
+		ticket = __atomic_add_fetch(&g_pyspdk_io.callers, 1, __ATOMIC_RELAXED);
+	}
+	return &dev->lanes[(ticket - 1) % dev->nlanes];
 }
 
 static int
 pyspdk_dev_submit(struct pyspdk_dev *dev, struct pyspdk_io **ios, int count)
 {
+	struct pyspdk_lane *lane = pyspdk_caller_lane(dev);
 	int64_t now;
-	int i;
+	int i, refusal;
 
 	if (count <= 0) {
 		return -EINVAL;
@@ -390,27 +674,29 @@ pyspdk_dev_submit(struct pyspdk_dev *dev, struct pyspdk_io **ios, int count)
 			return -EBUSY; /* still the engine's: never queue a request twice */
 		}
 	}
-	pthread_mutex_lock(&dev->lock);
-	if (!dev->accepting) {
-		pthread_mutex_unlock(&dev->lock);
-		return dev->removed ? -ENODEV : -EBADF;
+	pthread_mutex_lock(&lane->lock);
+	if (!lane->accepting) {
+		refusal = lane->refusal;
+		pthread_mutex_unlock(&lane->lock);
+		return refusal;
 	}
 	now = pyspdk_now_ns();
 	for (i = 0; i < count; i++) {
 		ios[i]->dev = dev;
+		ios[i]->lane = lane;
 		ios[i]->submitted_ns = now;
 		ios[i]->status = 0;
 		__atomic_store_n(&ios[i]->state, PYSPDK_IO_PENDING, __ATOMIC_RELEASE);
 		ios[i]->next = i + 1 < count ? ios[i + 1] : NULL;
 	}
-	if (dev->sq_tail) {
-		dev->sq_tail->next = ios[0];
+	if (lane->sq_tail) {
+		lane->sq_tail->next = ios[0];
 	} else {
-		dev->sq_head = ios[0];
+		lane->sq_head = ios[0];
 	}
-	dev->sq_tail = ios[count - 1];
-	pthread_mutex_unlock(&dev->lock);
-	__atomic_store_n(&g_pyspdk_io.pending, 1, __ATOMIC_RELEASE);
+	lane->sq_tail = ios[count - 1];
+	pthread_mutex_unlock(&lane->lock);
+	__atomic_store_n(&lane->home->pending, 1, __ATOMIC_RELEASE);
 	return 0;
 }
 
@@ -476,8 +762,8 @@ pyspdk_io_run(struct pyspdk_dev *dev, struct pyspdk_io *io, int64_t spin_ns, int
 	return pyspdk_io_wait(io, spin_ns, timeout_ns);
 }
 
-/* App thread: close now if idle, else once the bdev layer hands back what it
- * holds. Queued requests end with -ECANCELED. */
+/* App thread: close once every lane's bdev layer hands back what it holds.
+ * Queued requests end with -ECANCELED. */
 static void
 pyspdk_dev_close(struct pyspdk_dev *dev)
 {
@@ -506,7 +792,11 @@ pyspdk_dev_wait_closed(struct pyspdk_dev *dev, int64_t timeout_ns)
 static void
 pyspdk_dev_free(struct pyspdk_dev *dev)
 {
-	pthread_mutex_destroy(&dev->lock);
+	uint32_t i;
+
+	for (i = 0; i < dev->nlanes; i++) {
+		pthread_mutex_destroy(&dev->lanes[i].lock);
+	}
 	free(dev);
 }
 
@@ -533,16 +823,27 @@ pyspdk_dev_adaptive_spin_ns(struct pyspdk_dev *dev, bool jobs)
 static uint32_t
 pyspdk_dev_inflight(struct pyspdk_dev *dev)
 {
-	return __atomic_load_n(&dev->inflight, __ATOMIC_RELAXED);
+	uint32_t i, n = 0;
+
+	for (i = 0; i < dev->nlanes; i++) {
+		n += __atomic_load_n(&dev->lanes[i].inflight, __ATOMIC_RELAXED);
+	}
+	return n;
 }
 
-/* App thread, when the runtime stops: no device may remain open. */
+/* App thread, when the runtime stops, after every device began to close:
+ * the pollers go, and the engine's own threads exit once their lanes have
+ * given back their channels. */
 static void
 pyspdk_io_engine_stop(void)
 {
-	if (g_pyspdk_io.poller) {
-		spdk_poller_unregister(&g_pyspdk_io.poller);
+	uint32_t i;
+
+	for (i = 0; i < g_pyspdk_io.nthreads; i++) {
+		pyspdk_run_on(g_pyspdk_io.threads[i].thread, pyspdk_engine_thread_stop,
+			      &g_pyspdk_io.threads[i]);
 	}
+	g_pyspdk_io.nthreads = 0;
 }
 
 static int

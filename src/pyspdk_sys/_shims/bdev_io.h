@@ -1,6 +1,6 @@
 /* _shims/bdev_io.c: the block I/O engine. Python threads queue requests, a
- * poller on the SPDK app thread submits them with the bdev API, completions
- * finish in C without the GIL. */
+ * poller on an SPDK thread (one per reactor core: a device's lanes) submits
+ * them with the bdev API, completions finish in C without the GIL. */
 
 #define PYSPDK_IO_READ ...
 #define PYSPDK_IO_WRITE ...
@@ -38,11 +38,14 @@ struct pyspdk_io {
 	...;
 };
 
-/* App thread only. */
-struct pyspdk_dev *pyspdk_dev_open(const char *name, bool write, uint32_t queue_depth, int *rc);
+/* App thread only. lanes: at most this many SPDK threads (0: one per reactor
+ * core); queue_depth: the most requests in flight per lane. */
+struct pyspdk_dev *pyspdk_dev_open(const char *name, bool write, uint32_t queue_depth,
+				   uint32_t lanes, int *rc);
 void pyspdk_dev_close(struct pyspdk_dev *dev);
 void pyspdk_io_engine_stop(void);
 int pyspdk_io_open_count(void);
+uint32_t pyspdk_io_engine_threads(void);
 
 /* Any thread. Waits take at most timeout_ns: -ETIMEDOUT or -EINTR mean "not
  * yet", and the request is still the engine's. A spin_ns < 0 adapts the spin
@@ -51,7 +54,9 @@ int pyspdk_dev_submit(struct pyspdk_dev *dev, struct pyspdk_io **ios, int count)
 int pyspdk_io_run(struct pyspdk_dev *dev, struct pyspdk_io *io, int64_t spin_ns, int64_t timeout_ns);
 int pyspdk_io_wait(struct pyspdk_io *io, int64_t spin_ns, int64_t timeout_ns);
 bool pyspdk_io_is_done(struct pyspdk_io *io);
+int pyspdk_dev_wait_ready(struct pyspdk_dev *dev, int64_t timeout_ns);
 int pyspdk_dev_wait_closed(struct pyspdk_dev *dev, int64_t timeout_ns);
+uint32_t pyspdk_dev_lanes(struct pyspdk_dev *dev);
 void pyspdk_dev_free(struct pyspdk_dev *dev);
 uint32_t pyspdk_dev_inflight(struct pyspdk_dev *dev);
 int64_t pyspdk_dev_latency_ns(struct pyspdk_dev *dev, bool jobs);

@@ -1,15 +1,34 @@
-/* Jobs (declared in bdev_jobs.h): the throughput path: one call hands the engine `count` same-sized I/Os,
- * their offsets in an array and their data in one buffer region (I/O i at
- * base + i * io_bytes). On the SPDK thread the job keeps `depth` of them in
- * flight, starting the next one from the completion of the last, as
- * bdevperf does; each I/O's status lands in statuses[i]. The caller sleeps
- * until the whole job is over: one crossing for the lot.
+/* Jobs (declared in bdev_jobs.h): the throughput path: one call hands the
+ * engine `count` same-sized I/Os, their offsets in an array and their data in
+ * one buffer region (I/O i at base + i * io_bytes). The job is split into
+ * parts, one per lane of the device (contiguous ranges of I/Os, the `depth`
+ * slots shared out). On its lane's SPDK thread a part keeps its slots busy,
+ * starting the next I/O from the completion of the last, as bdevperf does;
+ * each I/O's status lands in statuses[i]. The caller sleeps until the last
+ * part is over: one crossing for the lot.
  */
 
 struct pyspdk_job_slot {
-	struct pyspdk_job *job;
+	struct pyspdk_job_part *part;
 	uint64_t index;
 	struct spdk_bdev_io_wait_entry wait;
+};
+
+/* The I/Os [next, end) of a job that one lane runs, with `depth` slots. */
+struct pyspdk_job_part {
+	struct pyspdk_job *job;
+	struct pyspdk_lane *lane;
+	struct pyspdk_job_slot *slots;
+	uint32_t depth;
+	uint64_t end;
+	/* The lane's thread only, once posted. */
+	uint64_t next;
+	uint64_t left;               /* I/Os not finished */
+	bool cancelled;
+	bool starting;               /* defer the end until the start loop is done */
+	bool ended;
+	bool linked;                 /* on lane->jobs */
+	struct pyspdk_job_part *link;
 };
 
 struct pyspdk_job {
@@ -21,42 +40,44 @@ struct pyspdk_job {
 	uint64_t io_bytes;
 	char *base;
 	int32_t *statuses;
-	uint32_t depth;
-	struct pyspdk_job_slot *slots;
-	/* App thread only. */
-	uint64_t next;
-	uint64_t finished;
-	uint32_t inflight;
-	bool cancelled;
-	bool starting;               /* defer the end until the start loop is done */
-	bool ended;
-	struct pyspdk_job *link;
 	int64_t posted_ns;           /* for pyspdk_adapt */
+	uint32_t parts_left;         /* parts not over (atomic) */
+	uint32_t cancelled;          /* some part was cancelled (atomic) */
 	/* Futex word: 0 the engine's, 1 over (or never posted): its owner's. */
 	uint32_t over;
 };
 
 static void pyspdk_job_next(struct pyspdk_job_slot *slot);
 
-/* The last touch of a job: once `over` is set its owner may free it. */
+/* A part is over. The last one ends the job: once `over` is set its owner
+ * may free the job and its parts, so nothing here touches them after. */
 static void
-pyspdk_job_over(struct pyspdk_job *job)
+pyspdk_part_over(struct pyspdk_job_part *part)
 {
-	struct pyspdk_dev *dev = job->dev;
-	struct pyspdk_job **link;
+	struct pyspdk_job *job = part->job;
+	struct pyspdk_job_part **link;
 
-	if (job->starting) {
-		job->ended = true;
+	if (part->starting) {
+		part->ended = true;
 		return;
 	}
-	for (link = &dev->jobs; *link; link = &(*link)->link) {
-		if (*link == job) {
-			*link = job->link;
-			break;
+	if (part->linked) {
+		for (link = &part->lane->jobs; *link; link = &(*link)->link) {
+			if (*link == part) {
+				*link = part->link;
+				break;
+			}
 		}
+		part->linked = false;
 	}
-	if (!job->cancelled) {
-		pyspdk_adapt_learn(&dev->adapt_job, job->posted_ns, pyspdk_now_ns());
+	if (part->cancelled) {
+		__atomic_store_n(&job->cancelled, 1, __ATOMIC_RELAXED);
+	}
+	if (__atomic_sub_fetch(&job->parts_left, 1, __ATOMIC_ACQ_REL) != 0) {
+		return;
+	}
+	if (!__atomic_load_n(&job->cancelled, __ATOMIC_RELAXED)) {
+		pyspdk_adapt_learn(&job->dev->adapt_job, job->posted_ns, pyspdk_now_ns());
 	}
 	__atomic_store_n(&job->over, 1, __ATOMIC_RELEASE);
 	pyspdk_futex_wake_all(&job->over);
@@ -66,40 +87,38 @@ static void
 pyspdk_job_io_done(struct spdk_bdev_io *bdev_io, bool success, void *arg)
 {
 	struct pyspdk_job_slot *slot = arg;
-	struct pyspdk_job *job = slot->job;
-	struct pyspdk_dev *dev = job->dev;
+	struct pyspdk_job_part *part = slot->part;
+	struct pyspdk_lane *lane = part->lane;
 
-	job->statuses[slot->index] = success ? 0 : 1;
+	part->job->statuses[slot->index] = success ? 0 : 1;
 	spdk_bdev_free_io(bdev_io);
-	job->finished++;
-	job->inflight--;
-	dev->inflight--;
+	part->left--;
+	lane->inflight--;
 	pyspdk_job_next(slot);
 	/* A freed queue-depth slot: requests queued behind the job move on
-	 * (or the closing device is released). */
-	pyspdk_io_pump(dev);
+	 * (or the closing lane is released). */
+	pyspdk_io_pump(lane);
 }
 
 static int pyspdk_job_submit(struct pyspdk_job_slot *slot);
 
-/* Keep this slot busy with the job's next I/O; an I/O the bdev layer refuses
- * at once is recorded and the slot moves on. Ends the job when nothing is
- * left. */
+/* Keep this slot busy with the part's next I/O; an I/O the bdev layer
+ * refuses at once is recorded and the slot moves on. Ends the part when
+ * nothing is left. */
 static void
 pyspdk_job_next(struct pyspdk_job_slot *slot)
 {
-	struct pyspdk_job *job = slot->job;
+	struct pyspdk_job_part *part = slot->part;
 
-	while (job->next < job->count && !job->cancelled) {
-		slot->index = job->next++;
-		job->inflight++;
-		job->dev->inflight++;
+	while (part->next < part->end && !part->cancelled) {
+		slot->index = part->next++;
+		part->lane->inflight++;
 		if (pyspdk_job_submit(slot) == 0) {
 			return;
 		}
 	}
-	if (job->finished == job->count) {
-		pyspdk_job_over(job);
+	if (part->left == 0) {
+		pyspdk_part_over(part);
 	}
 }
 
@@ -107,12 +126,12 @@ static void
 pyspdk_job_retry(void *arg)
 {
 	struct pyspdk_job_slot *slot = arg;
-	struct pyspdk_dev *dev = slot->job->dev;
+	struct pyspdk_lane *lane = slot->part->lane;
 
 	/* Still counted in flight: submit the same I/O again. */
 	if (pyspdk_job_submit(slot) != 0) {
 		pyspdk_job_next(slot);
-		pyspdk_io_pump(dev);
+		pyspdk_io_pump(lane);
 	}
 }
 
@@ -121,106 +140,113 @@ pyspdk_job_retry(void *arg)
 static int
 pyspdk_job_submit(struct pyspdk_job_slot *slot)
 {
-	struct pyspdk_job *job = slot->job;
+	struct pyspdk_job_part *part = slot->part;
+	struct pyspdk_job *job = part->job;
+	struct pyspdk_lane *lane = part->lane;
 	struct pyspdk_dev *dev = job->dev;
 	uint64_t index = slot->index;
 	char *buf = job->base + index * job->io_bytes;
 	int rc;
 
 	if (job->op == PYSPDK_IO_WRITE) {
-		rc = spdk_bdev_write_blocks(dev->desc, dev->ch, buf, job->offsets_blocks[index],
+		rc = spdk_bdev_write_blocks(dev->desc, lane->ch, buf, job->offsets_blocks[index],
 					    job->io_blocks, pyspdk_job_io_done, slot);
 	} else {
-		rc = spdk_bdev_read_blocks(dev->desc, dev->ch, buf, job->offsets_blocks[index],
+		rc = spdk_bdev_read_blocks(dev->desc, lane->ch, buf, job->offsets_blocks[index],
 					   job->io_blocks, pyspdk_job_io_done, slot);
 	}
 	if (rc == -ENOMEM) {
 		slot->wait.bdev = dev->bdev;
 		slot->wait.cb_fn = pyspdk_job_retry;
 		slot->wait.cb_arg = slot;
-		rc = spdk_bdev_queue_io_wait(dev->bdev, dev->ch, &slot->wait);
+		rc = spdk_bdev_queue_io_wait(dev->bdev, lane->ch, &slot->wait);
 	}
 	if (rc != 0) {
 		job->statuses[index] = rc;
-		job->finished++;
-		job->inflight--;
-		dev->inflight--;
+		part->left--;
+		lane->inflight--;
 	}
 	return rc;
 }
 
-/* App thread: the device is closing; what the job has not started ends
- * with -ECANCELED. */
+/* What the part has not started ends with -ECANCELED. On the lane's thread,
+ * or on any thread for a part the lane never took. */
 static void
-pyspdk_job_cancel(struct pyspdk_job *job)
+pyspdk_part_cancel(struct pyspdk_job_part *part)
 {
 	uint64_t i;
 
-	job->cancelled = true;
-	for (i = job->next; i < job->count; i++) {
-		job->statuses[i] = -ECANCELED;
+	part->cancelled = true;
+	for (i = part->next; i < part->end; i++) {
+		part->job->statuses[i] = -ECANCELED;
 	}
-	job->finished += job->count - job->next;
-	job->next = job->count;
-	if (job->finished == job->count) {
-		pyspdk_job_over(job);
+	part->left -= part->end - part->next;
+	part->next = part->end;
+	if (part->left == 0) {
+		pyspdk_part_over(part);
+	}
+}
+
+/* Cancel the posted parts in `posted` (never taken by a lane) and, with a
+ * lane, on its thread, the parts it runs. */
+static void
+pyspdk_jobs_cancel(struct pyspdk_lane *lane, struct pyspdk_job_part *posted)
+{
+	struct pyspdk_job_part *part, *next;
+
+	for (part = posted; part; part = next) {
+		next = part->link;
+		pyspdk_part_cancel(part);
+	}
+	for (part = lane ? lane->jobs : NULL; part; part = next) {
+		next = part->link;
+		pyspdk_part_cancel(part);
 	}
 }
 
 static void
-pyspdk_jobs_cancel(struct pyspdk_dev *dev, struct pyspdk_job *posted)
+pyspdk_jobs_start(struct pyspdk_lane *lane, struct pyspdk_job_part *posted)
 {
-	struct pyspdk_job *job, *next;
-
-	for (job = posted; job; job = next) {
-		next = job->link;
-		job->link = dev->jobs;
-		dev->jobs = job;
-		pyspdk_job_cancel(job);
-	}
-	for (job = dev->jobs; job; job = next) {
-		next = job->link;
-		pyspdk_job_cancel(job);
-	}
-}
-
-static void
-pyspdk_jobs_start(struct pyspdk_dev *dev, struct pyspdk_job *posted)
-{
-	struct pyspdk_job *job, *next;
+	struct pyspdk_job_part *part, *next;
 	uint32_t i;
 
-	for (job = posted; job; job = next) {
-		next = job->link;
-		job->link = dev->jobs;
-		dev->jobs = job;
-		job->starting = true;
-		for (i = 0; i < job->depth && job->next < job->count && !job->cancelled; i++) {
-			pyspdk_job_next(&job->slots[i]);
+	for (part = posted; part; part = next) {
+		next = part->link;
+		part->link = lane->jobs;
+		lane->jobs = part;
+		part->linked = true;
+		part->starting = true;
+		for (i = 0; i < part->depth && part->next < part->end && !part->cancelled; i++) {
+			pyspdk_job_next(&part->slots[i]);
 		}
-		job->starting = false;
-		if (job->ended) {
-			pyspdk_job_over(job);
+		part->starting = false;
+		if (part->ended) {
+			pyspdk_part_over(part);
 		}
 	}
 }
 
 /* Any thread: check the offsets (bytes), convert them to blocks in place,
- * and post the job. -EINVAL with *bad set to the first bad index, -EBADF
- * when the device is closed. */
+ * split the job over at most `nparts` of the device's lanes, and post it.
+ * -EINVAL with *bad set to the first bad index; the device's refusal
+ * (-EBADF, -ENODEV) when it is closed. */
 static int
-pyspdk_job_post(struct pyspdk_dev *dev, struct pyspdk_job *job, int op, uint64_t *offsets,
-		uint64_t count, uint64_t io_bytes, void *base, int32_t *statuses,
-		struct pyspdk_job_slot *slots, uint32_t depth, uint64_t *bad)
+pyspdk_job_post(struct pyspdk_dev *dev, struct pyspdk_job *job, struct pyspdk_job_part *parts,
+		uint32_t nparts, int op, uint64_t *offsets, uint64_t count, uint64_t io_bytes,
+		void *base, int32_t *statuses, struct pyspdk_job_slot *slots, uint32_t depth,
+		uint64_t *bad)
 {
 	uint32_t block_size = spdk_bdev_get_block_size(dev->bdev);
 	uint64_t size = spdk_bdev_get_num_blocks(dev->bdev) * block_size;
-	uint64_t i;
+	uint64_t i, first;
+	uint32_t p, n, slot0, refused = 0;
+	struct pyspdk_job_part *part;
+	int rc = 0;
 
 	if (!__atomic_load_n(&job->over, __ATOMIC_ACQUIRE)) {
 		return -EBUSY; /* still running: never post a job twice */
 	}
-	if (count == 0 || depth == 0 || io_bytes == 0 || io_bytes % block_size) {
+	if (count == 0 || depth == 0 || io_bytes == 0 || io_bytes % block_size || nparts == 0) {
 		*bad = 0;
 		return -EINVAL;
 	}
@@ -231,6 +257,9 @@ pyspdk_job_post(struct pyspdk_dev *dev, struct pyspdk_job *job, int op, uint64_t
 		}
 		offsets[i] /= block_size;
 	}
+	n = nparts < dev->nlanes ? nparts : dev->nlanes;
+	n = n < depth ? n : depth;
+	n = n < count ? n : (uint32_t)count;
 	memset(job, 0, sizeof(*job));
 	job->dev = dev;
 	job->op = op;
@@ -240,22 +269,45 @@ pyspdk_job_post(struct pyspdk_dev *dev, struct pyspdk_job *job, int op, uint64_t
 	job->io_bytes = io_bytes;
 	job->base = base;
 	job->statuses = statuses;
-	job->depth = depth;
-	job->slots = slots;
-	for (i = 0; i < depth; i++) {
-		slots[i].job = job;
+	job->parts_left = n;
+	for (p = 0; p < n; p++) {
+		part = &parts[p];
+		memset(part, 0, sizeof(*part));
+		part->job = job;
+		part->lane = &dev->lanes[p];
+		first = count * p / n;
+		part->next = first;
+		part->end = count * (p + 1) / n;
+		part->left = part->end - first;
+		slot0 = (uint32_t)((uint64_t)depth * p / n);
+		part->depth = (uint32_t)((uint64_t)depth * (p + 1) / n) - slot0;
+		part->slots = &slots[slot0];
+		for (i = 0; i < part->depth; i++) {
+			part->slots[i].part = part;
+		}
 	}
 	job->posted_ns = pyspdk_now_ns();
-	pthread_mutex_lock(&dev->lock);
-	if (!dev->accepting) {
-		pthread_mutex_unlock(&dev->lock);
-		job->over = 1;
-		return dev->removed ? -ENODEV : -EBADF;
+	/* All lanes or none: a device that began closing takes no part. */
+	for (p = 0; p < n; p++) {
+		pthread_mutex_lock(&dev->lanes[p].lock);
+		if (!dev->lanes[p].accepting && !refused++) {
+			rc = dev->lanes[p].refusal;
+		}
 	}
-	job->link = dev->jobs_posted;
-	dev->jobs_posted = job;
-	pthread_mutex_unlock(&dev->lock);
-	__atomic_store_n(&g_pyspdk_io.pending, 1, __ATOMIC_RELEASE);
+	for (p = 0; p < n; p++) {
+		if (!refused) {
+			parts[p].link = dev->lanes[p].jobs_posted;
+			dev->lanes[p].jobs_posted = &parts[p];
+		}
+		pthread_mutex_unlock(&dev->lanes[p].lock);
+	}
+	if (refused) {
+		job->over = 1;
+		return rc;
+	}
+	for (p = 0; p < n; p++) {
+		__atomic_store_n(&dev->lanes[p].home->pending, 1, __ATOMIC_RELEASE);
+	}
 	return 0;
 }
 

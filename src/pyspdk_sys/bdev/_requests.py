@@ -234,12 +234,13 @@ class Job:
     frees nothing before.
     """
 
-    __slots__ = ("bad", "held", "job", "offsets", "pins", "pooled", "slots", "statuses")
+    __slots__ = ("bad", "held", "job", "offsets", "parts", "pins", "pooled", "slots", "statuses")
 
-    def __init__(self, offsets: array.array[int], depth: int) -> None:
+    def __init__(self, offsets: array.array[int], depth: int, lanes: int) -> None:
         self.offsets = offsets
         self.job = ffi.new("struct pyspdk_job *")
         self.job.over = 1  # not posted: the owner's
+        self.parts = ffi.new("struct pyspdk_job_part[]", lanes)
         self.slots = ffi.new("struct pyspdk_job_slot[]", depth)
         self.statuses = ffi.new("int32_t[]", len(offsets))
         self.bad = ffi.new("uint64_t *")

@@ -44,6 +44,7 @@ __all__ = ["BlockDevice"]
 
 _NOT_YET = (-errno.ETIMEDOUT, -errno.EINTR)
 _MAX_DEPTH = 65536
+_MAX_LANES = 64  # PYSPDK_MAX_LANES
 _MAX_SPIN_US = 1_000_000.0
 _QUEUE_SPIN_NS = 50_000
 _CLOSED_NOTE = "is closed"
@@ -69,8 +70,15 @@ class BlockDevice:
     the *_blocks methods take block numbers. Close it (or use `with`) to
     release the SPDK descriptor; stopping the runtime closes it too.
     A blocking call spins before it sleeps: by default (spin_us=None) about as
-    long as the device's recent completions took, and not at all once they
-    take over 50 us; or a fixed spin_us microseconds.
+    long as the device's recent completions took, not at all once they take
+    over 50 us, and never on a CPU a reactor polls; or a fixed spin_us
+    microseconds.
+
+    With several reactor cores (Runtime(cpu_mask="0x3")) the device has a
+    lane on each (at most `lanes`): a channel and a queue on that core's SPDK
+    thread. Each calling thread keeps to one lane, so its requests keep their
+    order; read_many/write_many spread over all of them. queue_depth is per
+    lane.
     """
 
     def __init__(
@@ -82,6 +90,7 @@ class BlockDevice:
         queue_depth: int = 128,
         spin_us: float | None = None,
         timeout: float | None = None,
+        lanes: int | None = None,
     ) -> None:
         if not isinstance(runtime, Runtime):
             raise TypeError(f"runtime must be a Runtime, not {type(runtime).__name__}")
@@ -90,6 +99,8 @@ class BlockDevice:
         check_int("queue_depth", queue_depth, 1, _MAX_DEPTH)
         spin = None if spin_us is None else check_float("spin_us", spin_us, 0.0, _MAX_SPIN_US)
         seconds = check_timeout("timeout", timeout)
+        if lanes is not None:
+            check_int("lanes", lanes, 1, _MAX_LANES)
         require_running(runtime)
         self.runtime = runtime
         self.name = name
@@ -122,7 +133,9 @@ class BlockDevice:
         # Completion queues of batches that ended with nothing pending, for the next batch.
         self._spare_queues: list[Completions] = []
         runtime.service(_Engine, _Engine)
-        self.info, self._dev = runtime.call(self._open_on_spdk_thread, encoded)
+        self.info, self._dev = runtime.call(self._open_on_spdk_thread, encoded, lanes or 0)
+        self.lanes: int = lib.pyspdk_dev_lanes(self._dev)
+        """The SPDK threads (reactor cores) this device's I/O runs on."""
         self.block_size = self.info.block_size
         self.num_blocks = self.info.num_blocks
         self.size = self.info.size
@@ -130,14 +143,27 @@ class BlockDevice:
         runtime.add_stop_hook(self._close_on_spdk_thread)
         runtime.add_teardown_hook(self._teardown)
         _fork.track(self)
+        if self.lanes > 1 and not runtime.on_spdk_thread():
+            self._wait_lanes_ready()
 
-    def _open_on_spdk_thread(self, encoded: bytes) -> tuple[BdevInfo, Any]:
+    def _wait_lanes_ready(self) -> None:
+        """Until every lane has its channel; closed again, and the error raised, if one has none."""
+        deadline = time.monotonic() + 30.0
+        while (rc := lib.pyspdk_dev_wait_ready(self._dev, WAIT_SLICE_NS)) in _NOT_YET:
+            if time.monotonic() > deadline:
+                rc = -errno.ETIMEDOUT
+                break
+        if rc != 0:
+            self.close()
+            raise error_from_rc(rc, f"cannot open {self.name} on every reactor core")
+
+    def _open_on_spdk_thread(self, encoded: bytes, lanes: int) -> tuple[BdevInfo, Any]:
         bdev = lib.spdk_bdev_get_by_name(encoded)
         if bdev == ffi.NULL:
             raise DeviceNotFoundError(f"no block device named {self.name!r}")
         info = describe(bdev)
         rc = ffi.new("int *")
-        dev = lib.pyspdk_dev_open(encoded, self.writable, self.queue_depth, rc)
+        dev = lib.pyspdk_dev_open(encoded, self.writable, self.queue_depth, lanes, rc)
         if dev == ffi.NULL:
             if rc[0] == -errno.EPERM:
                 raise PermissionError(
@@ -785,7 +811,8 @@ class BlockDevice:
 
         The throughput path: one call hands SPDK the whole list, which runs
         with `depth` I/Os in flight (default: the device's queue_depth) and
-        the next started from each completion, on the SPDK thread. `into` is
+        the next started from each completion, on the SPDK threads (split
+        over the device's lanes, each with its share of `depth`). `into` is
         a DmaBuffer (zero-copy), a writable buffer, or None for a new bytes
         object; it must hold len(offsets) * length bytes. A failed I/O raises
         IoError once all are over, with `failed`: the indices of every
@@ -878,7 +905,7 @@ class BlockDevice:
             return buffer if buffer is not None else b""
         refuse_wait_on_spdk_thread(name)
         depth = min(depth or self.queue_depth, count)
-        job = Job(table, depth)
+        job = Job(table, depth, self.lanes)
         try:
             self._enter_blocking()
         except BaseException:
@@ -899,6 +926,8 @@ class BlockDevice:
             rc = lib.pyspdk_job_post(
                 self._dev,
                 job.job,
+                job.parts,
+                self.lanes,
                 op,
                 ffi.from_buffer("uint64_t[]", table),
                 count,

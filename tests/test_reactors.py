@@ -1,0 +1,185 @@
+"""More than one reactor: a device gets a lane (channel and queue) on each core's SPDK thread.
+
+Each test starts its own Runtime(cpu_mask="0x3") in a subprocess: SPDK starts
+once per process, and the session runtime has one core.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+
+from conftest import run_python
+
+pytestmark = pytest.mark.skipif(
+    len(os.sched_getaffinity(0)) < 2, reason="two reactors need two CPUs this process may use"
+)
+
+PRELUDE = """
+import asyncio, errno, json, os, threading
+from pyspdk_sys.runtime import Runtime
+from pyspdk_sys.bdev.manage import create_malloc
+from pyspdk_sys.errors import IoError, RuntimeStateError
+
+rt = Runtime(cpu_mask="0x3", mem_size_mb=1024, name="two-reactors")
+rt.start()
+found = {}
+
+def channel_ops(name):
+    stat = rt.rpc("bdev_get_iostat", {"names": [name], "per_channel": True})
+    return {ch["thread_id"]: ch["num_read_ops"] + ch["num_write_ops"] for ch in stat["channels"]}
+
+def thread_ids():
+    return {t["name"]: t["id"] for r in rt.rpc("framework_get_reactors")["reactors"]
+            for t in r["lw_threads"]}
+"""
+
+EPILOGUE = """
+rt.stop()
+print("FOUND " + json.dumps(found))
+"""
+
+
+def _run(spdk: Any, body: str) -> dict[str, Any]:
+    result = run_python(PRELUDE + body + EPILOGUE, timeout=240)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("FOUND ")]
+    assert result.returncode == 0 and lines, (result.stdout[-3000:], result.stderr[-3000:])
+    found: dict[str, Any] = json.loads(lines[-1][len("FOUND ") :])
+    return found
+
+
+def test_io_spreads_over_both_reactors_and_keeps_its_data(spdk: Any) -> None:
+    found = _run(
+        spdk,
+        """
+create_malloc(rt, "Both", 32 << 20, 512)
+create_malloc(rt, "One", 32 << 20, 512)
+dev = rt.open_bdev("Both", queue_depth=16)
+found["lanes"] = dev.lanes
+reactors = rt.rpc("framework_get_reactors")["reactors"]
+found["placement"] = {t["name"]: r["lcore"] for r in reactors for t in r["lw_threads"]}
+ids = thread_ids()
+found["ids"] = [ids["app_thread"], ids["pyspdk_io_1"]]
+
+# read_many/write_many: one job split over both lanes, every byte checked.
+count, size = 4000, 4096
+offsets = [((i * 2654435761) % 4096) * size for i in range(count)]  # below 16 MiB
+offsets = list(dict.fromkeys(offsets))
+data = os.urandom(len(offsets) * size)
+dev.write_many(offsets, size, data, depth=32)
+back = dev.read_many(offsets, size, depth=32)
+found["many_equal"] = back == data
+found["after_many"] = channel_ops("Both")
+
+# Blocking calls from 6 threads, each on its own blocks, checked.
+errors = []
+def worker(k):
+    try:
+        for i in range(300):
+            offset = (k * 300 + i) * 512 + (16 << 20)
+            payload = bytes([k, i % 256]) * 256
+            dev.write(offset, payload)
+            if dev.read(offset, 512) != payload:
+                errors.append((k, i))
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
+for t in threads: t.start()
+for t in threads: t.join()
+found["blocking_errors"] = errors
+found["after_blocking"] = channel_ops("Both")
+
+# Futures and asyncio over the lanes, in order per thread.
+futures = [dev.read_async(o, size) for o in offsets[:200]]
+found["futures_equal"] = b"".join(f.result() for f in futures) == data[: 200 * size]
+async def aread_all():
+    return await asyncio.gather(*(dev.aread(o, size) for o in offsets[:200]))
+found["asyncio_equal"] = b"".join(asyncio.run(aread_all())) == data[: 200 * size]
+
+# lanes=1 keeps a device on the app thread.
+with rt.open_bdev("One", lanes=1) as one:
+    found["one_lanes"] = one.lanes
+    one.read_many([i * size for i in range(256)], size, depth=32)
+    found["one_ops"] = channel_ops("One")
+dev.close()
+""",
+    )
+    app, other = found["ids"]
+    assert found["lanes"] == 2
+    assert found["placement"]["app_thread"] == 0 and found["placement"]["pyspdk_io_1"] == 1
+    assert found["many_equal"] and found["futures_equal"] and found["asyncio_equal"]
+    assert found["blocking_errors"] == []
+    many = {int(k): v for k, v in found["after_many"].items()}
+    # The job's two halves, each written and read on its own core.
+    assert many[app] > 1000 and many[other] > 1000, many
+    blocking = {int(k): v for k, v in found["after_blocking"].items()}
+    assert blocking[app] - many[app] >= 1800 and blocking[other] - many[other] >= 1800, blocking
+    assert found["one_lanes"] == 1
+    one_ops = {int(k): v for k, v in found["one_ops"].items() if v}
+    assert one_ops == {app: 256}, one_ops
+
+
+def test_removal_and_close_with_io_in_flight_on_both_reactors(spdk: Any) -> None:
+    """A bdev deleted under a split job ends every I/O, then refuses with ENODEV; stop is clean."""
+    found = _run(
+        spdk,
+        """
+create_malloc(rt, "Base", 32 << 20, 512)
+latency = {f"{k}_{rw}_latency": 20000 for k in ("avg", "p99") for rw in ("read", "write")}
+rt.rpc("bdev_delay_create", {"base_bdev_name": "Base", "name": "Slow", **latency})
+dev = rt.open_bdev("Slow")
+found["lanes"] = dev.lanes
+outcome = {}
+def many():
+    try:
+        dev.read_many([i * 4096 for i in range(2000)], 4096, depth=8)
+        outcome["many"] = "completed"
+    except IoError as exc:
+        outcome["many"] = [exc.errno, len(exc.failed)]
+    except Exception as exc:
+        outcome["many"] = repr(exc)
+job = threading.Thread(target=many)
+job.start()
+import time
+time.sleep(0.3)
+rt.rpc("bdev_delay_delete", {"name": "Slow"})
+job.join(30)
+found["job_joined"] = not job.is_alive()
+found["many"] = outcome.get("many")
+try:
+    dev.read(0, 512)
+    found["after"] = "read worked"
+except IoError as exc:
+    found["after"] = exc.errno
+dev.close()
+found["bdevs"] = [b["name"] for b in rt.rpc("bdev_get_bdevs")]
+
+# A device closed while a split job still runs on both lanes.
+rt.rpc("bdev_delay_create", {"base_bdev_name": "Base", "name": "Slow2", **latency})
+dev2 = rt.open_bdev("Slow2")
+def many2():
+    try:
+        dev2.read_many([i * 4096 for i in range(400)], 4096, depth=4)
+        outcome["many2"] = "completed"
+    except (IoError, RuntimeStateError) as exc:
+        outcome["many2"] = type(exc).__name__
+job = threading.Thread(target=many2)
+job.start()
+time.sleep(0.2)
+rt.stop()  # the runtime's stop closes dev2 under the running job
+job.join(30)
+found["stopped_job_joined"] = not job.is_alive()
+found["many2"] = outcome.get("many2")
+""",
+    )
+    assert found["lanes"] == 2
+    assert found["job_joined"]
+    many = found["many"]
+    assert many != "completed" and isinstance(many, list), many
+    assert found["after"] == 19  # ENODEV
+    assert "Slow" not in found["bdevs"] and "Base" in found["bdevs"]
+    # Stopping the runtime under a split job ends it (cancelled), and nothing hangs.
+    assert found["stopped_job_joined"] and found["many2"] == "IoError", found["many2"]
