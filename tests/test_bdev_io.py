@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
 import errno
 import os
@@ -329,7 +330,7 @@ def test_read_many_write_many(runtime: Any, dev: Any) -> None:
         assert dev.read(offsets[i], 4096) == data[i * 4096 : (i + 1) * 4096]
     into = bytearray(200 * 4096)
     assert dev.read_many(reversed(offsets), 4096, into, depth=1) is into
-    assert into[:4096] == data[-4096:]
+    assert into == b"".join(data[i * 4096 : (i + 1) * 4096] for i in reversed(range(200)))
     with DmaBuffer(runtime, 200 * 4096) as buffer:
         dev.read_many(offsets, 4096, buffer)
         assert bytes(buffer.view) == data
@@ -337,6 +338,24 @@ def test_read_many_write_many(runtime: Any, dev: Any) -> None:
         dev.write_many(offsets, 4096, buffer)
     assert dev.read(offsets[3], 4096) == bytes(4096)
     assert dev.read_many([], 4096) == b""
+
+
+def test_many_through_plain_memory_keeps_every_io_in_its_place(dev: Any) -> None:
+    """Plain buffers go through a few bounce buffers, reused in turn: no I/O gets another's data."""
+    count, size = 300, 1024
+    offsets = [((i * 7919) % 2048) * 4096 for i in range(count)]
+    offsets = list(dict.fromkeys(offsets))
+    count = len(offsets)
+    source = array.array("Q", range(count * size // 8))  # a buffer of another format
+    for depth in (1, 7, 64):
+        dev.write_many(offsets, size, memoryview(source), depth=depth)
+        into = bytearray(count * size)
+        dev.read_many(offsets, size, into, depth=depth)
+        assert into == source.tobytes(), depth
+        for i in (0, count // 2, count - 1):
+            assert dev.read(offsets[i], size) == source.tobytes()[i * size : (i + 1) * size]
+    with pytest.raises(TypeError, match="writable"):
+        dev.read_many(offsets, size, bytes(count * size))
 
 
 def test_aread_many_awrite_many_leave_the_loop_free(runtime: Any, rpc: Any, malloc: str) -> None:
@@ -431,6 +450,8 @@ def test_read_many_reports_every_failure(error_dev: tuple[Any, str], rpc: Any) -
     assert len(caught.value.failed) == 3
     good = [i for i in range(64) if i not in caught.value.failed]
     assert all(into[i * 512 : (i + 1) * 512] == bytes([i]) * 512 for i in good)
+    # A failed read leaves its bytes alone: no other I/O's data lands there.
+    assert all(into[i * 512 : (i + 1) * 512] == bytes(512) for i in caught.value.failed)
     assert len(device.read_many([0], 512)) == 512  # usable afterwards
 
 

@@ -1,6 +1,10 @@
 /* Jobs (declared in bdev_jobs.h): the throughput path: one call hands the
  * engine `count` same-sized I/Os, their offsets in an array and their data in
- * one buffer region (I/O i at base + i * io_bytes). The job is split into
+ * one buffer region (I/O i at base + i * io_bytes). When that region is not
+ * DMA-able memory (`user`), `base` is instead one DMA bounce buffer per slot,
+ * and the lane's thread copies each I/O's data between the two as it goes:
+ * after each read completes, before each write starts, overlapping the copies
+ * with the I/Os still in flight. The job is split into
  * parts, one per lane of the device (contiguous ranges of I/Os, the `depth`
  * slots shared out). On its lane's SPDK thread a part keeps its slots busy,
  * starting the next I/O from the completion of the last, as bdevperf does;
@@ -11,6 +15,7 @@
 struct pyspdk_job_slot {
 	struct pyspdk_job_part *part;
 	uint64_t index;
+	char *bounce;                /* this slot's DMA buffer, with a `user` region */
 	struct spdk_bdev_io_wait_entry wait;
 };
 
@@ -39,6 +44,7 @@ struct pyspdk_job {
 	uint32_t io_blocks;
 	uint64_t io_bytes;
 	char *base;
+	char *user;                  /* NULL: the I/Os' data is at base */
 	int32_t *statuses;
 	int64_t posted_ns;           /* for pyspdk_adapt */
 	uint32_t parts_left;         /* parts not over (atomic) */
@@ -90,7 +96,12 @@ pyspdk_job_io_done(struct spdk_bdev_io *bdev_io, bool success, void *arg)
 	struct pyspdk_job_part *part = slot->part;
 	struct pyspdk_lane *lane = part->lane;
 
-	part->job->statuses[slot->index] = success ? 0 : 1;
+	struct pyspdk_job *job = part->job;
+
+	job->statuses[slot->index] = success ? 0 : 1;
+	if (success && job->user && job->op != PYSPDK_IO_WRITE) {
+		memcpy(job->user + slot->index * job->io_bytes, slot->bounce, job->io_bytes);
+	}
 	spdk_bdev_free_io(bdev_io);
 	part->left--;
 	lane->inflight--;
@@ -145,10 +156,13 @@ pyspdk_job_submit(struct pyspdk_job_slot *slot)
 	struct pyspdk_lane *lane = part->lane;
 	struct pyspdk_dev *dev = job->dev;
 	uint64_t index = slot->index;
-	char *buf = job->base + index * job->io_bytes;
+	char *buf = job->user ? slot->bounce : job->base + index * job->io_bytes;
 	int rc;
 
 	if (job->op == PYSPDK_IO_WRITE) {
+		if (job->user) {
+			memcpy(buf, job->user + index * job->io_bytes, job->io_bytes);
+		}
 		rc = spdk_bdev_write_blocks(dev->desc, lane->ch, buf, job->offsets_blocks[index],
 					    job->io_blocks, pyspdk_job_io_done, slot);
 	} else {
@@ -233,8 +247,8 @@ pyspdk_jobs_start(struct pyspdk_lane *lane, struct pyspdk_job_part *posted)
 static int
 pyspdk_job_post(struct pyspdk_dev *dev, struct pyspdk_job *job, struct pyspdk_job_part *parts,
 		uint32_t nparts, int op, uint64_t *offsets, uint64_t count, uint64_t io_bytes,
-		void *base, int32_t *statuses, struct pyspdk_job_slot *slots, uint32_t depth,
-		uint64_t *bad)
+		void *base, void *user, int32_t *statuses, struct pyspdk_job_slot *slots,
+		uint32_t depth, uint64_t *bad)
 {
 	uint32_t block_size = spdk_bdev_get_block_size(dev->bdev);
 	uint64_t size = spdk_bdev_get_num_blocks(dev->bdev) * block_size;
@@ -268,6 +282,7 @@ pyspdk_job_post(struct pyspdk_dev *dev, struct pyspdk_job *job, struct pyspdk_jo
 	job->io_blocks = (uint32_t)(io_bytes / block_size);
 	job->io_bytes = io_bytes;
 	job->base = base;
+	job->user = user;
 	job->statuses = statuses;
 	job->parts_left = n;
 	for (p = 0; p < n; p++) {
@@ -284,6 +299,7 @@ pyspdk_job_post(struct pyspdk_dev *dev, struct pyspdk_job *job, struct pyspdk_jo
 		part->slots = &slots[slot0];
 		for (i = 0; i < part->depth; i++) {
 			part->slots[i].part = part;
+			part->slots[i].bounce = user ? job->base + (slot0 + i) * io_bytes : NULL;
 		}
 	}
 	job->posted_ns = pyspdk_now_ns();

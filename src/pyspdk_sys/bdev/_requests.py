@@ -234,7 +234,18 @@ class Job:
     frees nothing before.
     """
 
-    __slots__ = ("bad", "held", "job", "offsets", "parts", "pins", "pooled", "slots", "statuses")
+    __slots__ = (
+        "bad",
+        "held",
+        "job",
+        "offsets",
+        "parts",
+        "pins",
+        "pooled",
+        "slots",
+        "statuses",
+        "user",
+    )
 
     def __init__(self, offsets: array.array[int], depth: int, lanes: int) -> None:
         self.offsets = offsets
@@ -247,11 +258,20 @@ class Job:
         self.pooled: tuple[BufferPool, Any, int] | None = None
         self.held: DmaBuffer | None = None
         self.pins: list[memoryview] = []
+        self.user: Any = None
+
+    def pin_user(self, view: memoryview, *, writable: bool) -> Any:
+        """A pointer to `view`'s bytes that the SPDK threads copy to or from until release()."""
+        self.user = ffi.from_buffer("char[]", view, require_writable=writable)
+        return self.user
 
     def is_over(self) -> bool:
         return bool(lib.pyspdk_job_is_over(self.job))
 
     def release(self) -> None:
+        if self.user is not None:
+            ffi.release(self.user)  # before the view: it is an export of the view
+            self.user = None
         if self.held is not None:
             self.held.release()
             self.held = None

@@ -814,9 +814,12 @@ class BlockDevice:
         the next started from each completion, on the SPDK threads (split
         over the device's lanes, each with its share of `depth`). `into` is
         a DmaBuffer (zero-copy), a writable buffer, or None for a new bytes
-        object; it must hold len(offsets) * length bytes. A failed I/O raises
-        IoError once all are over, with `failed`: the indices of every
-        failure; the others' data is in `into` (when one was given).
+        object; it must hold len(offsets) * length bytes. A plain buffer goes
+        through one DMA bounce buffer per I/O in flight, copied by the SPDK
+        threads as each read ends or write starts, so the copies overlap the
+        I/O. A failed I/O raises IoError once all are over, with `failed`: the
+        indices of every failure; the others' data is in `into` (when one was
+        given), and a failed read leaves its bytes of `into` as they were.
         """
         return self._many(lib.PYSPDK_IO_READ, "read_many", offsets, length, into, depth)
 
@@ -913,16 +916,21 @@ class BlockDevice:
                 view.release()
             raise
         try:
+            user = ffi.NULL
             if isinstance(view, DmaBuffer):
                 base = view.acquire()
                 job.held = view
-            else:
-                if view is not None:
-                    job.pins.append(view)
-                base = self.pool.get(total)
+            elif view is None:
+                base = self.pool.get(total)  # the new bytes object is made from it at the end
                 job.pooled = (self.pool, base, total)
-                if writing:
-                    ffi.memmove(base, view, total)
+            else:
+                # Plain memory: a DMA bounce buffer per slot, the copies done by
+                # the SPDK threads as each I/O ends (reads) or starts (writes).
+                job.pins.append(view)
+                user = job.pin_user(view, writable=not writing)
+                bounce = depth * length
+                base = self.pool.get(bounce)
+                job.pooled = (self.pool, base, bounce)
             rc = lib.pyspdk_job_post(
                 self._dev,
                 job.job,
@@ -933,6 +941,7 @@ class BlockDevice:
                 count,
                 length,
                 base,
+                user,
                 job.statuses,
                 job.slots,
                 depth,
@@ -953,8 +962,6 @@ class BlockDevice:
                     lambda step: lib.pyspdk_job_wait(job.job, 0, step),
                     f"{name} of {count} I/Os",
                 )
-            if not writing and view is not None and not isinstance(view, DmaBuffer):
-                ffi.memmove(view, base, total)
             statuses = array.array("i")
             statuses.frombytes(ffi.buffer(job.statuses))
             if statuses.count(0) != count:
