@@ -68,6 +68,12 @@ struct pyspdk_io {
 	struct spdk_bdev_io_wait_entry wait;
 };
 
+/* Lanes, engine threads and job parts are written per I/O by their own
+ * cores: each starts on a cache line of its own, or the cores' writes to
+ * neighbours ping-pong the line between them (the second core then added
+ * nothing to a job's throughput). */
+#define PYSPDK_CACHE_LINE 64
+
 /* The most SPDK threads (reactor cores) the engine spreads a device over. */
 #define PYSPDK_MAX_LANES 64
 
@@ -77,7 +83,7 @@ struct pyspdk_engine_thread {
 	struct spdk_poller *poller;
 	struct pyspdk_lane *lanes;   /* this thread only */
 	int pending;                 /* some lane here has queued work */
-};
+} __attribute__((aligned(PYSPDK_CACHE_LINE)));
 
 /* A device's share of one engine thread: its channel and its queues. Only
  * that thread touches it, except for the fields under `lock`. */
@@ -97,7 +103,7 @@ struct pyspdk_lane {
 	struct pyspdk_io *backlog_head, *backlog_tail;
 	struct pyspdk_job_part *jobs;                /* running */
 	struct pyspdk_lane *next;    /* home->lanes */
-};
+} __attribute__((aligned(PYSPDK_CACHE_LINE)));
 
 struct pyspdk_dev {
 	struct spdk_bdev_desc *desc; /* the owner thread's */
@@ -546,6 +552,7 @@ pyspdk_dev_open(const char *name, bool write, uint32_t queue_depth, uint32_t lan
 	struct pyspdk_dev *dev;
 	struct pyspdk_lane *lane;
 	uint32_t i, n;
+	size_t size;
 
 	if (g_pyspdk_io.nthreads == 0) {
 		*rc = pyspdk_io_engine_start();
@@ -558,7 +565,12 @@ pyspdk_dev_open(const char *name, bool write, uint32_t queue_depth, uint32_t lan
 		return NULL;
 	}
 	n = lanes == 0 || lanes > g_pyspdk_io.nthreads ? g_pyspdk_io.nthreads : lanes;
-	dev = calloc(1, sizeof(*dev) + n * sizeof(struct pyspdk_lane));
+	size = sizeof(*dev) + n * sizeof(struct pyspdk_lane);
+	size = (size + PYSPDK_CACHE_LINE - 1) & ~(size_t)(PYSPDK_CACHE_LINE - 1);
+	dev = aligned_alloc(PYSPDK_CACHE_LINE, size);
+	if (dev) {
+		memset(dev, 0, size);
+	}
 	if (!dev) {
 		*rc = -ENOMEM;
 		return NULL;

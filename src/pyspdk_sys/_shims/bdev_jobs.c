@@ -4,12 +4,14 @@
  * DMA-able memory (`user`), `base` is instead one DMA bounce buffer per slot,
  * and the lane's thread copies each I/O's data between the two as it goes:
  * after each read completes, before each write starts, overlapping the copies
- * with the I/Os still in flight. The job is split into
- * parts, one per lane of the device (contiguous ranges of I/Os, the `depth`
- * slots shared out). On its lane's SPDK thread a part keeps its slots busy,
- * starting the next I/O from the completion of the last, as bdevperf does;
- * each I/O's status lands in statuses[i]. The caller sleeps until the last
- * part is over: one crossing for the lot.
+ * with the I/Os still in flight. The job has a part on each lane of the
+ * device (the `depth` slots shared out). On its lane's SPDK thread a part
+ * keeps its slots busy, starting the next I/O from the completion of the
+ * last, as bdevperf does; parts claim the job's I/Os in chunks from one
+ * cursor, so a lane whose core is also running something else (the caller's
+ * thread, say) does less of the job instead of holding up its end. Each
+ * I/O's status lands in statuses[i]. The caller sleeps until the last part
+ * is over: one crossing for the lot.
  */
 
 struct pyspdk_job_slot {
@@ -19,22 +21,24 @@ struct pyspdk_job_slot {
 	struct spdk_bdev_io_wait_entry wait;
 };
 
-/* The I/Os [next, end) of a job that one lane runs, with `depth` slots. */
+/* What one lane runs of a job, with `depth` slots: the I/Os [next, end) of
+ * the chunk it claimed last. */
 struct pyspdk_job_part {
 	struct pyspdk_job *job;
 	struct pyspdk_lane *lane;
 	struct pyspdk_job_slot *slots;
 	uint32_t depth;
-	uint64_t end;
 	/* The lane's thread only, once posted. */
 	uint64_t next;
-	uint64_t left;               /* I/Os not finished */
+	uint64_t end;
+	uint64_t inflight;           /* I/Os handed to the bdev layer, not back */
+	uint64_t failed;             /* I/Os whose status is not 0 */
 	bool cancelled;
 	bool starting;               /* defer the end until the start loop is done */
 	bool ended;
 	bool linked;                 /* on lane->jobs */
 	struct pyspdk_job_part *link;
-};
+} __attribute__((aligned(PYSPDK_CACHE_LINE))); /* the owner aligns the array too */
 
 struct pyspdk_job {
 	struct pyspdk_dev *dev;
@@ -49,9 +53,34 @@ struct pyspdk_job {
 	int64_t posted_ns;           /* for pyspdk_adapt */
 	uint32_t parts_left;         /* parts not over (atomic) */
 	uint32_t cancelled;          /* some part was cancelled (atomic) */
+	uint64_t failed;             /* the parts' failures, once over (atomic) */
+	uint64_t chunk;              /* I/Os a part claims at a time */
 	/* Futex word: 0 the engine's, 1 over (or never posted): its owner's. */
 	uint32_t over;
-};
+	/* The first I/O no part has claimed (atomic), on a line of its own: the
+	 * lanes' cores write it, and read the fields above per I/O. */
+	uint64_t cursor __attribute__((aligned(PYSPDK_CACHE_LINE)));
+} __attribute__((aligned(PYSPDK_CACHE_LINE))); /* the owner aligns it too */
+
+/* The lane's thread: claim the job's next chunk for this part. False when
+ * none is left (or the part is cancelled). */
+static bool
+pyspdk_part_claim(struct pyspdk_job_part *part)
+{
+	struct pyspdk_job *job = part->job;
+	uint64_t first;
+
+	if (part->cancelled) {
+		return false;
+	}
+	first = __atomic_fetch_add(&job->cursor, job->chunk, __ATOMIC_RELAXED);
+	if (first >= job->count) {
+		return false;
+	}
+	part->next = first;
+	part->end = job->count - first < job->chunk ? job->count : first + job->chunk;
+	return true;
+}
 
 static void pyspdk_job_next(struct pyspdk_job_slot *slot);
 
@@ -79,6 +108,9 @@ pyspdk_part_over(struct pyspdk_job_part *part)
 	if (part->cancelled) {
 		__atomic_store_n(&job->cancelled, 1, __ATOMIC_RELAXED);
 	}
+	if (part->failed) {
+		__atomic_add_fetch(&job->failed, part->failed, __ATOMIC_RELAXED);
+	}
 	if (__atomic_sub_fetch(&job->parts_left, 1, __ATOMIC_ACQ_REL) != 0) {
 		return;
 	}
@@ -95,15 +127,17 @@ pyspdk_job_io_done(struct spdk_bdev_io *bdev_io, bool success, void *arg)
 	struct pyspdk_job_slot *slot = arg;
 	struct pyspdk_job_part *part = slot->part;
 	struct pyspdk_lane *lane = part->lane;
-
 	struct pyspdk_job *job = part->job;
 
-	job->statuses[slot->index] = success ? 0 : 1;
+	if (!success) {
+		job->statuses[slot->index] = 1; /* a success leaves its zero (no line to fetch) */
+		part->failed++;
+	}
 	if (success && job->user && job->op != PYSPDK_IO_WRITE) {
 		memcpy(job->user + slot->index * job->io_bytes, slot->bounce, job->io_bytes);
 	}
 	spdk_bdev_free_io(bdev_io);
-	part->left--;
+	part->inflight--;
 	lane->inflight--;
 	pyspdk_job_next(slot);
 	/* A freed queue-depth slot: requests queued behind the job move on
@@ -121,14 +155,15 @@ pyspdk_job_next(struct pyspdk_job_slot *slot)
 {
 	struct pyspdk_job_part *part = slot->part;
 
-	while (part->next < part->end && !part->cancelled) {
+	while (!part->cancelled && (part->next < part->end || pyspdk_part_claim(part))) {
 		slot->index = part->next++;
+		part->inflight++;
 		part->lane->inflight++;
 		if (pyspdk_job_submit(slot) == 0) {
 			return;
 		}
 	}
-	if (part->left == 0) {
+	if (part->inflight == 0) {
 		pyspdk_part_over(part);
 	}
 }
@@ -177,26 +212,34 @@ pyspdk_job_submit(struct pyspdk_job_slot *slot)
 	}
 	if (rc != 0) {
 		job->statuses[index] = rc;
-		part->left--;
+		part->failed++;
+		part->inflight--;
 		lane->inflight--;
 	}
 	return rc;
 }
 
-/* What the part has not started ends with -ECANCELED. On the lane's thread,
- * or on any thread for a part the lane never took. */
+/* What the part has not started, and what no part has claimed yet, ends
+ * with -ECANCELED. On the lane's thread, or on any thread for a part the
+ * lane never took. */
 static void
 pyspdk_part_cancel(struct pyspdk_job_part *part)
 {
-	uint64_t i;
+	struct pyspdk_job *job = part->job;
+	uint64_t i, unclaimed;
 
 	part->cancelled = true;
 	for (i = part->next; i < part->end; i++) {
-		part->job->statuses[i] = -ECANCELED;
+		job->statuses[i] = -ECANCELED;
 	}
-	part->left -= part->end - part->next;
+	part->failed += part->end - part->next;
 	part->next = part->end;
-	if (part->left == 0) {
+	unclaimed = __atomic_exchange_n(&job->cursor, job->count, __ATOMIC_RELAXED);
+	for (i = unclaimed; i < job->count; i++) {
+		job->statuses[i] = -ECANCELED;
+		part->failed++;
+	}
+	if (part->inflight == 0) {
 		pyspdk_part_over(part);
 	}
 }
@@ -230,8 +273,11 @@ pyspdk_jobs_start(struct pyspdk_lane *lane, struct pyspdk_job_part *posted)
 		lane->jobs = part;
 		part->linked = true;
 		part->starting = true;
-		for (i = 0; i < part->depth && part->next < part->end && !part->cancelled; i++) {
+		for (i = 0; i < part->depth && !part->cancelled; i++) {
 			pyspdk_job_next(&part->slots[i]);
+			if (part->inflight <= i) {
+				break; /* nothing left to claim (or refused at once) */
+			}
 		}
 		part->starting = false;
 		if (part->ended) {
@@ -241,7 +287,7 @@ pyspdk_jobs_start(struct pyspdk_lane *lane, struct pyspdk_job_part *posted)
 }
 
 /* Any thread: check the offsets (bytes), convert them to blocks in place,
- * split the job over at most `nparts` of the device's lanes, and post it.
+ * give the job a part on at most `nparts` of the device's lanes, and post it.
  * -EINVAL with *bad set to the first bad index; the device's refusal
  * (-EBADF, -ENODEV) when it is closed. */
 static int
@@ -252,7 +298,7 @@ pyspdk_job_post(struct pyspdk_dev *dev, struct pyspdk_job *job, struct pyspdk_jo
 {
 	uint32_t block_size = spdk_bdev_get_block_size(dev->bdev);
 	uint64_t size = spdk_bdev_get_num_blocks(dev->bdev) * block_size;
-	uint64_t i, first;
+	uint64_t i;
 	uint32_t p, n, slot0, refused = 0;
 	struct pyspdk_job_part *part;
 	int rc = 0;
@@ -264,12 +310,28 @@ pyspdk_job_post(struct pyspdk_dev *dev, struct pyspdk_job *job, struct pyspdk_jo
 		*bad = 0;
 		return -EINVAL;
 	}
-	for (i = 0; i < count; i++) {
-		if (offsets[i] % block_size || offsets[i] > size || size - offsets[i] < io_bytes) {
-			*bad = i;
-			return -EINVAL;
+	if ((block_size & (block_size - 1)) == 0) {
+		/* The usual case, without a division per I/O (a big job's cost
+		 * on the caller's thread was mostly these). */
+		uint32_t shift = (uint32_t)__builtin_ctz(block_size);
+
+		for (i = 0; i < count; i++) {
+			if ((offsets[i] & (block_size - 1)) || offsets[i] > size ||
+			    size - offsets[i] < io_bytes) {
+				*bad = i;
+				return -EINVAL;
+			}
+			offsets[i] >>= shift;
 		}
-		offsets[i] /= block_size;
+	} else {
+		for (i = 0; i < count; i++) {
+			if (offsets[i] % block_size || offsets[i] > size ||
+			    size - offsets[i] < io_bytes) {
+				*bad = i;
+				return -EINVAL;
+			}
+			offsets[i] /= block_size;
+		}
 	}
 	n = nparts < dev->nlanes ? nparts : dev->nlanes;
 	n = n < depth ? n : depth;
@@ -285,15 +347,15 @@ pyspdk_job_post(struct pyspdk_dev *dev, struct pyspdk_job *job, struct pyspdk_jo
 	job->user = user;
 	job->statuses = statuses;
 	job->parts_left = n;
+	/* Chunks small enough that the parts end together, large enough that
+	 * the shared cursor moves rarely. */
+	job->chunk = count / (n * 8ULL);
+	job->chunk = job->chunk < 1 ? 1 : job->chunk > 64 ? 64 : job->chunk;
 	for (p = 0; p < n; p++) {
 		part = &parts[p];
 		memset(part, 0, sizeof(*part));
 		part->job = job;
 		part->lane = &dev->lanes[p];
-		first = count * p / n;
-		part->next = first;
-		part->end = count * (p + 1) / n;
-		part->left = part->end - first;
 		slot0 = (uint32_t)((uint64_t)depth * p / n);
 		part->depth = (uint32_t)((uint64_t)depth * (p + 1) / n) - slot0;
 		part->slots = &slots[slot0];
@@ -336,6 +398,13 @@ pyspdk_job_wait(struct pyspdk_job *job, int64_t spin_ns, int64_t timeout_ns)
 	int64_t lend_ns = pyspdk_adapt_spin(&job->dev->adapt_job, &spin_ns);
 
 	return pyspdk_wait_word(&job->over, 0, spin_ns, timeout_ns, &g_pyspdk_io.spinners, lend_ns);
+}
+
+/* Once over: how many of the job's I/Os failed (their statuses are not 0). */
+static uint64_t
+pyspdk_job_failures(struct pyspdk_job *job)
+{
+	return __atomic_load_n(&job->failed, __ATOMIC_ACQUIRE);
 }
 
 static bool

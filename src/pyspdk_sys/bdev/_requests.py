@@ -227,6 +227,21 @@ class AsyncSlot:
             self.capacity = 0
 
 
+_CACHE_LINE = 64
+
+
+def _cache_aligned(ctype: str, count: int) -> tuple[Any, Any]:
+    """A zeroed array of `count` ctype on cache lines of its own, and the memory to keep alive.
+
+    Lanes' cores write their own parts per I/O, and the job's cursor per
+    chunk: sharing a line with what another core writes would make the cores
+    fight over it.
+    """
+    raw = ffi.new("char[]", ffi.sizeof(ctype) * count + _CACHE_LINE)
+    start = -int(ffi.cast("uintptr_t", raw)) % _CACHE_LINE
+    return ffi.cast(f"{ctype} *", raw + start), raw
+
+
 class Job:
     """One read_many/write_many call: the job, its slots, statuses, offsets and memory.
 
@@ -238,8 +253,10 @@ class Job:
         "bad",
         "held",
         "job",
+        "job_memory",
         "offsets",
         "parts",
+        "parts_memory",
         "pins",
         "pooled",
         "slots",
@@ -249,9 +266,9 @@ class Job:
 
     def __init__(self, offsets: array.array[int], depth: int, lanes: int) -> None:
         self.offsets = offsets
-        self.job = ffi.new("struct pyspdk_job *")
+        self.job, self.job_memory = _cache_aligned("struct pyspdk_job", 1)
         self.job.over = 1  # not posted: the owner's
-        self.parts = ffi.new("struct pyspdk_job_part[]", lanes)
+        self.parts, self.parts_memory = _cache_aligned("struct pyspdk_job_part", lanes)
         self.slots = ffi.new("struct pyspdk_job_slot[]", depth)
         self.statuses = ffi.new("int32_t[]", len(offsets))
         self.bad = ffi.new("uint64_t *")

@@ -962,9 +962,9 @@ class BlockDevice:
                     lambda step: lib.pyspdk_job_wait(job.job, 0, step),
                     f"{name} of {count} I/Os",
                 )
-            statuses = array.array("i")
-            statuses.frombytes(ffi.buffer(job.statuses))
-            if statuses.count(0) != count:
+            if lib.pyspdk_job_failures(job.job):
+                statuses = array.array("i")
+                statuses.frombytes(ffi.buffer(job.statuses))
                 failed = [i for i, status in enumerate(statuses) if status]
                 first = failed[0]
                 offset = table[first] * self.block_size  # the engine converted it to blocks
