@@ -37,12 +37,18 @@ class BdevperfError(RuntimeError):
 
 
 class Bdevperf:
-    """One bdevperf process on one bdev kind ("malloc" or "null"), one core."""
+    """One bdevperf process on one bdev kind ("malloc" or "null"), on the cores of cpu_mask.
 
-    def __init__(self, path: str, kind: str, workdir: Path) -> None:
+    With several cores, -C gives each core a job on the bdev, and a test's IOPS
+    are the sum of the cores'.
+    """
+
+    def __init__(self, path: str, kind: str, workdir: Path, cpu_mask: str = "0x1") -> None:
         self.path = path
         self.kind = kind
         self.workdir = workdir
+        self.cpu_mask = cpu_mask
+        self.cores = bin(int(cpu_mask, 16)).count("1")
         self.socket = str(workdir / f"bdevperf-{kind}-{os.getpid()}.sock")
         self.config = workdir / f"bdevperf-{kind}.json"
         self.log = workdir / f"bdevperf-{kind}.log"
@@ -57,7 +63,8 @@ class Bdevperf:
             "-s",
             str(MEM_SIZE_MB),
             "-m",
-            "0x1",
+            self.cpu_mask,
+            *(["-C"] if self.cores > 1 else []),
             "--disable-cpumask-locks",
             "--json",
             str(self.config),
@@ -157,14 +164,14 @@ class Bdevperf:
             timeout=seconds + 60,
         )
         jobs = result["results"]
-        if len(jobs) != 1:
-            raise BdevperfError(f"expected one job, bdevperf ran {len(jobs)}: {jobs}")
-        job = jobs[0]
-        if job.get("queue_depth") != queue_depth or job.get("workload") != workload:
-            raise BdevperfError(f"bdevperf ran {job}, not {workload} at depth {queue_depth}")
-        if job.get("io_failed"):
-            raise BdevperfError(f"bdevperf reported failed I/O: {job}")
-        return float(job["iops"])
+        if len(jobs) != self.cores:
+            raise BdevperfError(f"expected {self.cores} job(s), bdevperf ran {len(jobs)}: {jobs}")
+        for job in jobs:
+            if job.get("queue_depth") != queue_depth or job.get("workload") != workload:
+                raise BdevperfError(f"bdevperf ran {job}, not {workload} at depth {queue_depth}")
+            if job.get("io_failed"):
+                raise BdevperfError(f"bdevperf reported failed I/O: {job}")
+        return float(sum(job["iops"] for job in jobs))
 
     def run_sampling_memory(
         self, workload: str, queue_depth: int, seconds: int
@@ -230,12 +237,17 @@ class Bdevperf:
 
 
 def run_reference(
-    path: str, kind: str, tests: list[tuple[str, int]], seconds: int, sample_memory: bool
+    path: str,
+    kind: str,
+    tests: list[tuple[str, int]],
+    seconds: int,
+    sample_memory: bool,
+    cpu_mask: str = "0x1",
 ) -> dict[str, Any]:
     """Start bdevperf on `kind`, warm it up, run every (workload, qd) test once."""
     with (
         tempfile.TemporaryDirectory(prefix="pyspdk-bench-") as workdir,
-        Bdevperf(path, kind, Path(workdir)) as perf,
+        Bdevperf(path, kind, Path(workdir), cpu_mask) as perf,
     ):
         idle = perf.memory()
         perf.run("randread", 32, 1)  # warm-up, discarded
@@ -257,7 +269,7 @@ def run_reference(
                     "attempts": attempts,
                 }
             )
-        latency = perf.latency(seconds) if kind == "malloc" else None
+        latency = perf.latency(seconds) if kind == "malloc" and perf.cores == 1 else None
         return {
             "tests": results,
             "memory_idle": idle,

@@ -213,16 +213,18 @@ _MANY_CALL = 1024  # I/Os per read_many/write_many call
 _MANY_POOL = 1 << 17  # random offsets drawn from, so the data is not cache-hot
 
 
-def form_many(dev: BlockDevice, op: str, qd: int, seconds: float, seed: int) -> tuple[int, float]:
-    """read_many/write_many: 1024 random I/Os per call, `qd` of them in flight.
+def form_many(
+    dev: BlockDevice, op: str, qd: int, seconds: float, seed: int, call: int = _MANY_CALL
+) -> tuple[int, float]:
+    """read_many/write_many: `call` (1024) random I/Os per call, `qd` of them in flight.
 
     The throughput path: offsets are fresh on every call and spread over the
     whole device, as bdevperf's are; the data goes to one reused DMA buffer.
     """
     rng = random.Random(seed)
     pool = array.array("Q", (rng.randrange(NUM_BLOCKS) * IO_SIZE for _ in range(_MANY_POOL)))
-    buffer = DmaBuffer(dev.runtime, _MANY_CALL * IO_SIZE)
-    buffer.view[:] = random.randbytes(_MANY_CALL * IO_SIZE)
+    buffer = DmaBuffer(dev.runtime, call * IO_SIZE)
+    buffer.view[:] = random.randbytes(call * IO_SIZE)
     run = dev.read_many if op == "read" else dev.write_many
     count = 0
     first = 0
@@ -230,9 +232,9 @@ def form_many(dev: BlockDevice, op: str, qd: int, seconds: float, seed: int) -> 
     end = start + seconds
     try:
         while time.perf_counter() < end:
-            run(pool[first : first + _MANY_CALL], IO_SIZE, buffer, depth=qd)
-            count += _MANY_CALL
-            first = (first + _MANY_CALL) % _MANY_POOL
+            run(pool[first : first + call], IO_SIZE, buffer, depth=qd)
+            count += call
+            first = (first + call) % _MANY_POOL
         return count, time.perf_counter() - start
     finally:
         buffer.close()
@@ -327,6 +329,8 @@ FORMS: dict[str, Callable[[BlockDevice, str, int, float, int], tuple[int, float]
     "asyncio": form_asyncio,
     "batch": form_batch,
     "many": form_many,
+    # Larger calls: the caller's turn-around between calls costs less of each.
+    "many_16k": functools.partial(form_many, call=16384),
     "amany": form_amany,
     "floor_asyncio": floor_asyncio,
     "floor_futures": floor_futures,
@@ -582,6 +586,47 @@ def run_waiting(request: dict[str, Any]) -> dict[str, Any]:
     return {"cells": results, "pinned_to": pinned}
 
 
+# ---------------------------------------------------------------- more than one reactor
+
+REACTORS_MASK = "0x3"
+
+
+def run_reactors(request: dict[str, Any]) -> dict[str, Any]:
+    """read_many and blocking threads with a reactor on each of two cores.
+
+    Every core polls, so Python is not pinned: its threads share the cores with
+    the reactors (and, adaptive waits seeing that, sleep instead of spinning).
+    Each cell runs on a device with a lane per core and on one kept to the
+    app thread's core (lanes=1), for the speed-up.
+    """
+    seconds = float(request["seconds"])
+    warmup = float(request["warmup"])
+    runtime = Runtime(
+        mem_size_mb=MEM_SIZE_MB, cpu_mask=REACTORS_MASK, config=bdev_config(BDEVS)
+    ).start()
+    results = []
+    for index, cell in enumerate(request["cells"]):
+        dev = runtime.open_bdev(BDEVS[cell["bdev"]], lanes=cell["lanes"])
+        measure = functools.partial(
+            _measure_cell, FORMS[cell["form"]], dev, "read", cell["qd"], warmup, seconds, index
+        )
+        (ops, elapsed), foreign, attempts = measured(measure)
+        results.append(
+            {
+                **cell,
+                "lanes_used": dev.lanes,
+                "ops": ops,
+                "seconds": elapsed,
+                "iops": ops / elapsed,
+                "foreign_cpu_s": foreign,
+                "attempts": attempts,
+            }
+        )
+        dev.close()
+    runtime.stop()
+    return {"cells": results, "cpu_mask": REACTORS_MASK}
+
+
 # ---------------------------------------------------------------- idle memory
 
 
@@ -605,6 +650,7 @@ def main() -> None:
         "idle": run_idle,
         "latency": run_latency,
         "waiting": run_waiting,
+        "reactors": run_reactors,
     }
     fingerprint = package_fingerprint()  # of the code this process has just imported
     result = handlers[command](request)

@@ -254,6 +254,29 @@ def summarise(raw: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         find("malloc", "read", "amany", 32),
         find("malloc", "read", "many", 32),
     )
+    reactors = _reactors(raw)
+    reference_iops = median([t["iops"] for t in raw.get("bdevperf_reactors", [])])
+    for form in ("many_16k", "many"):
+        label = (
+            f"`read_many` ({_MANY_FORMS[form]} per call) over 2 reactors vs "
+            "`bdevperf -m 0x3 -C`, null, QD32 per core"
+        )
+        two_lanes = next(
+            (r for r in reactors if r["form"] == form and r["lanes"] is None),
+            None,
+        )
+        if two_lanes is None or not reference_iops:
+            goals.append(_goal(label, ">= 0.9x", "n/a", None))
+            continue
+        ratio = two_lanes["iops"] / reference_iops
+        goals.append(
+            _goal(
+                label,
+                ">= 0.9x",
+                f"{ratio:.2f}x ({_iops(two_lanes['iops'])} vs {_iops(reference_iops)})",
+                ratio >= 0.9,
+            )
+        )
     idle = mem["python_idle_no_bdev"]["ratio_vs_bdevperf_idle"]
     goals.append(
         _goal(
@@ -289,6 +312,8 @@ def summarise(raw: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     return {
         "meta": meta,
         "waiting": _waiting(raw),
+        "reactors": reactors,
+        "bdevperf_reactors_iops": reference_iops,
         "latency_us": latency,
         "calls": call_stats,
         "calls_net_ns": net,
@@ -338,6 +363,50 @@ def _waiting(raw: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+_MANY_FORMS = {"many": "1024", "many_16k": "16384"}
+"""read_many forms of the two-reactor cells: I/Os per call."""
+
+
+def _reactors(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per two-reactor cell (bdev, form, QD, lanes): the median IOPS of the rounds."""
+    by_cell: dict[tuple[str, str, int, int | None], list[float]] = defaultdict(list)
+    for cell in raw.get("reactors", []):
+        by_cell[(cell["bdev"], cell["form"], cell["qd"], cell["lanes"])].append(cell["iops"])
+    return [
+        {"bdev": bdev, "form": form, "qd": qd, "lanes": lanes, "iops": statistics.median(values)}
+        for (bdev, form, qd, lanes), values in by_cell.items()
+    ]
+
+
+def _reactors_table(summary: dict[str, Any]) -> str:
+    rows = summary.get("reactors") or []
+    if not rows:
+        return ""
+    reference = summary.get("bdevperf_reactors_iops")
+    body = [
+        [
+            f"{row['bdev']}, "
+            + (
+                f"`read_many` ({_MANY_FORMS[row['form']]} per call)"
+                if row["form"] in _MANY_FORMS
+                else "blocking threads"
+            )
+            + f", {row['qd']}",
+            "one per core" if row["lanes"] is None else str(row["lanes"]),
+            _iops(row["iops"]),
+        ]
+        for row in rows
+    ]
+    if reference:
+        body.append(["null, `bdevperf -m 0x3 -C -q 32` (32 per core)", "", _iops(reference)])
+    return (
+        "\n### Two reactors (cpu_mask 0x3): 4K randread IOPS, medians of rounds\n\n"
+        "Both cores poll, so Python is not pinned and shares them with the reactors. "
+        "QD is `read_many`'s depth over all lanes, or the threads.\n\n"
+        + _table(["bdev, form, QD", "lanes", "IOPS"], body)
+    )
 
 
 def _waiting_table(summary: dict[str, Any]) -> str:
@@ -512,6 +581,7 @@ def render(summary: dict[str, Any]) -> str:
     out.append(_memory_table(summary))
     out.append(_latency_table(summary))
     out.append(_waiting_table(summary))
+    out.append(_reactors_table(summary))
     return "\n".join(out)
 
 

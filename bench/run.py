@@ -81,6 +81,19 @@ def waiting_cells() -> list[dict[str, Any]]:
     ]
 
 
+REACTORS_MASK = "0x3"
+REACTOR_CELLS: list[dict[str, Any]] = [
+    # depth 64: 32 per core, as bdevperf -q 32 runs on each core with -C.
+    {"bdev": "null", "form": "many", "qd": 64, "lanes": None},
+    {"bdev": "null", "form": "many", "qd": 64, "lanes": 1},
+    {"bdev": "null", "form": "many_16k", "qd": 64, "lanes": None},
+    {"bdev": "null", "form": "many_16k", "qd": 64, "lanes": 1},
+    {"bdev": "malloc", "form": "threads", "qd": THREADS, "lanes": None},
+    {"bdev": "malloc", "form": "threads", "qd": THREADS, "lanes": 1},
+]
+"""Two reactors (cpu_mask 0x3): read_many and blocking threads, over a lane per core and one."""
+
+
 def reference_tests(sweep: tuple[int, ...]) -> list[tuple[str, int]]:
     """bdevperf tests of one round for one bdev: the read sweep and the write depths."""
     return [("randread", qd) for qd in sweep] + [("randwrite", qd) for qd in WRITE_QDS]
@@ -228,6 +241,8 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
         "latency": [],
         "bdevperf_latency": [],
         "waiting": [],
+        "reactors": [],
+        "bdevperf_reactors": [],
     }
     fingerprints = {package_fingerprint()}
     whole_run = CpuMeter()
@@ -289,6 +304,24 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
         )
         fingerprints.add(waiting["fingerprint"])
         raw["waiting"].extend({**cell, "round": round_no} for cell in waiting["cells"])
+        log(f"round {round_no}/{args.rounds}: two reactors ({REACTORS_MASK}), Python and bdevperf")
+        reactors = run_worker(
+            ["reactors"],
+            {"seconds": args.seconds, "warmup": warmup, "cells": REACTOR_CELLS},
+            timeout=len(REACTOR_CELLS) * (args.seconds + warmup) * 3 + 120,
+        )
+        fingerprints.add(reactors["fingerprint"])
+        raw["reactors"].extend({**cell, "round": round_no} for cell in reactors["cells"])
+        if bdevperf:
+            try:
+                ref = run_reference(
+                    bdevperf, "null", [("randread", 32)], 1, False, cpu_mask=REACTORS_MASK
+                )
+                raw["bdevperf_reactors"].extend(
+                    {**test, "round": round_no} for test in ref["tests"]
+                )
+            except BdevperfError as exc:
+                log(f"bdevperf on {REACTORS_MASK} failed, its ratio is skipped: {exc}")
         log(f"round {round_no}/{args.rounds}: call overhead and idle memory")
         number = 300_000 if args.quick else 1_000_000
         calls = run_worker(
