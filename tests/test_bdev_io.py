@@ -637,3 +637,38 @@ def test_a_fixed_spin_is_kept(runtime: Any, malloc: str) -> None:
     ):
         assert (sleeper.spin_us, spinner.spin_us) == (0.0, 25.5)
         assert sleeper.read(0, 512) == spinner.read(0, 512)
+
+
+def test_a_gone_peer_ends_blocking_waits_with_enotconn(runtime: Any, rpc: Any, malloc: str) -> None:
+    """A bdev served by another process (vhost-user) whose peer is gone: IoError, not a hang.
+
+    A delay bdev stands in for requests that do not come back soon; the probe
+    that vhost.attach registers is replaced by one the test controls.
+    """
+    import time
+
+    from pyspdk_sys.bdev import _peers
+    from pyspdk_sys.errors import IoError
+
+    slow = f"{malloc}Peer"
+    latency = {f"{k}_{rw}_latency": 1_200_000 for k in ("avg", "p99") for rw in ("read", "write")}
+    rpc("bdev_delay_create", {"base_bdev_name": malloc, "name": slow, **latency})
+    gone = threading.Event()
+    _peers.watch(runtime, [slow], lambda: "the peer left" if gone.is_set() else None)
+    try:
+        with runtime.open_bdev(slow) as dev:
+            # While the peer is there, a slow request is waited for, however long.
+            assert len(dev.read(0, 512)) == 512
+            gone.set()
+            started = time.monotonic()
+            with pytest.raises(IoError) as caught:
+                dev.read(0, 512)
+            assert caught.value.errno == errno.ENOTCONN
+            assert "the peer left" in str(caught.value) and slow in str(caught.value)
+            assert time.monotonic() - started < 1.0  # checked every 0.5 s
+            with pytest.raises(IoError) as caught:
+                dev.read_many([0, 512, 1024], 512)
+            assert caught.value.errno == errno.ENOTCONN
+    finally:
+        _peers.unwatch(runtime, [slow])
+        rpc("bdev_delay_delete", {"name": slow})

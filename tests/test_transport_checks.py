@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +113,42 @@ except HugepagesError as exc:
     assert result.returncode == 0, result.stderr[-2000:]
     assert "refused: hugepages=True needs" in result.stdout
     assert "mem_size_mb=4194304" in result.stdout
+
+
+def test_vhost_target_probe_tells_a_listener_gone(spdk: Any, tmp_path: Path) -> None:
+    """The probe behind ENOTCONN watches the one socket that listened at attach time."""
+    import socket
+
+    from pyspdk_sys import vhost
+
+    path = str(tmp_path / "t.sock")
+    assert vhost._target_gone_probe(path) is None  # nothing listens: nothing to watch
+    first = socket.socket(socket.AF_UNIX)
+    first.bind(path)
+    first.listen()
+    probe = vhost._target_gone_probe(path)
+    assert probe is not None and probe() is None
+    first.close()
+    reason = probe()
+    assert reason is not None and path in reason and "stopped listening" in reason
+    # A new target at the same path is a new socket: the old connection stays dead.
+    os.unlink(path)
+    second = socket.socket(socket.AF_UNIX)
+    second.bind(path)
+    second.listen()
+    try:
+        assert probe() is not None
+        assert vhost._target_gone_probe(path)() is None  # type: ignore[misc]
+    finally:
+        second.close()
+    # A target binds through its own socket dir: the same file, spelt another way.
+    (tmp_path / "sub").mkdir()
+    third = socket.socket(socket.AF_UNIX)
+    third.bind(str(tmp_path / "sub" / ".." / "u.sock"))
+    third.listen()
+    try:
+        probe = vhost._target_gone_probe(str(tmp_path / "u.sock"))
+        assert probe is not None and probe() is None
+    finally:
+        third.close()
+    assert probe() is not None

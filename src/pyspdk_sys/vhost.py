@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._checks import check_int, check_name
+from .bdev import _peers
 from .errors import RpcError
 from .target import Target, check_target
 
@@ -58,6 +59,8 @@ _DEV_TYPES = ("blk", "scsi")
 _ACCEPTING = 0x10000  # /proc/net/unix Flags: a listening socket
 
 _socket_dirs: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+# Per target: the bdevs each attached controller made, watched for its target going away.
+_attached: weakref.WeakKeyDictionary[Any, dict[str, list[str]]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -135,18 +138,62 @@ def _dir_of(controller: Controller) -> str:
     return raw[: len(raw) - len(controller.name)]
 
 
-def _listening(path: str) -> bool:
-    """Whether a process listens on the Unix socket `path` (read from /proc/net/unix)."""
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _listeners(path: str) -> set[int] | None:
+    """The inodes of the sockets listening at Unix socket `path`; None if /proc cannot tell.
+
+    A target names its socket through its own socket dir, so the path it bound
+    may be spelt another way ("/srv/../tmp/a.sock"): an entry of the same base
+    name counts when it is the same file.
+    """
     try:
         with open("/proc/net/unix") as table:
             lines = table.read().splitlines()[1:]
     except OSError:
-        return True  # cannot tell: assume it is in use
+        return None
+    base = os.path.basename(path)
+    found = set()
     for line in lines:
         fields = line.split(None, 7)
-        if len(fields) == 8 and fields[7] == path and int(fields[3], 16) & _ACCEPTING:
-            return True
-    return False
+        if len(fields) != 8 or not int(fields[3], 16) & _ACCEPTING:
+            continue
+        bound = fields[7]
+        if bound == path or (os.path.basename(bound) == base and _same_file(bound, path)):
+            found.add(int(fields[6]))
+    return found
+
+
+def _listening(path: str) -> bool:
+    """Whether a process listens on the Unix socket `path` (read from /proc/net/unix)."""
+    found = _listeners(path)
+    return found is None or bool(found)  # cannot tell: assume it is in use
+
+
+def _target_gone_probe(path: str) -> _peers.Probe | None:
+    """A probe that tells when the socket now listening at `path` stops listening.
+
+    A target that dies (or deletes the controller) closes it; one started
+    again at the same path listens on a new socket, which does not revive the
+    old connection. None when no single listener is seen (nothing to watch).
+    """
+    found = _listeners(path)
+    if not found or len(found) != 1:
+        return None
+    (inode,) = found
+
+    def gone() -> str | None:
+        now = _listeners(path)
+        if now is None or inode in now:
+            return None
+        return f"the vhost-user target at {path} is gone (its socket stopped listening)"
+
+    return gone
 
 
 def _socket_dir(target: Target, kind: str, bdev: str | None) -> str:
@@ -293,7 +340,11 @@ def attach(
 
     Each open I/O channel takes one queue: give one per thread that will do
     I/O at the same time (bdevperf needs 2). The initiator's SPDK needs
-    hugepages (Runtime(hugepages=True)).
+    hugepages (Runtime(hugepages=True)). SPDK's initiator never notices the
+    target going away: a BlockDevice on these bdevs checks the target's socket
+    while a blocking call or read_many/write_many waits, and raises IoError
+    (ENOTCONN) within about a second once it stopped listening. Futures and
+    awaitables are not watched: give them a timeout.
     """
     check_target(target)
     check_name(name, "a controller name")
@@ -313,6 +364,7 @@ def attach(
     if queue_size is not None:
         check_int("queue_size", queue_size, 1, 32768)
         params["vq_size"] = queue_size
+    probe = _target_gone_probe(path)
     try:
         result: list[str] = target.rpc("bdev_virtio_attach_controller", params)
     except RpcError as exc:
@@ -324,6 +376,9 @@ def attach(
                 "start the initiator with hugepages=True)",
             ) from None
         raise
+    if probe is not None:
+        _peers.watch(target, result, probe)
+        _attached.setdefault(target, {})[name] = list(result)
     return list(result)
 
 
@@ -332,3 +387,4 @@ def detach(target: Target, name: str) -> None:
     check_target(target)
     check_name(name, "a controller name")
     target.rpc("bdev_virtio_detach_controller", {"name": name})
+    _peers.unwatch(target, _attached.get(target, {}).pop(name, []))

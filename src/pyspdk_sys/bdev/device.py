@@ -35,8 +35,9 @@ from .._completions import (
     loop_reapers,
 )
 from ..dma import MIN_ALIGN, BufferPool, DmaBuffer, require_running
-from ..errors import DeviceNotFoundError, RuntimeStateError, error_from_rc, io_error
+from ..errors import DeviceNotFoundError, IoError, RuntimeStateError, error_from_rc, io_error
 from ..runtime import Runtime, SpdkFuture, refuse_wait_on_spdk_thread
+from ._peers import probe_for
 from ._requests import AsyncSlot, BlockingSlot, Job, Request, status_error
 from .manage import BdevInfo, describe
 
@@ -47,6 +48,7 @@ _MAX_DEPTH = 65536
 _MAX_LANES = 64  # PYSPDK_MAX_LANES
 _MAX_SPIN_US = 1_000_000.0
 _QUEUE_SPIN_NS = 50_000
+_PEER_CHECK_NS = 500_000_000  # how often a long wait asks whether a remote peer is gone
 _CLOSED_NOTE = "is closed"
 
 
@@ -126,6 +128,8 @@ class BlockDevice:
         self._closed = False
         self._closed_why = _CLOSED_NOTE
         self._abandoned: list[Owner] = []
+        # Whether the process serving this bdev (a vhost-user target) is gone.
+        self._peer_gone = probe_for(runtime, name)
         self._local = threading.local()
         self._slots: list[BlockingSlot] = []
         self._aslots: list[AsyncSlot] = []
@@ -337,13 +341,24 @@ class BlockDevice:
             with self._lock:
                 self._abandoned.extend(still)
 
-    def _wait_more(self, wait_once: Callable[[int], int], what: str) -> int:
+    def _wait_more(
+        self,
+        wait_once: Callable[[int], int],
+        what: str,
+        op: str,
+        offset: int,
+        length: int,
+    ) -> int:
         """After a first slice: wait on in slices until done, the timeout, or a signal.
 
         Python runs its signal handlers between slices, so KeyboardInterrupt
-        surfaces here within one slice. Returns 0, or a refusal's rc.
+        surfaces here within one slice. Every half second, a bdev served by
+        another process (vhost-user) has its peer checked: IoError (ENOTCONN)
+        once it is gone, as its requests would never complete. Returns 0, or
+        a refusal's rc.
         """
         remaining = None if self._timeout_ns < 0 else self._timeout_ns - self._first_slice
+        next_check = time.monotonic_ns() + _PEER_CHECK_NS
         while True:
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(f"{what} on {self.name} timed out")
@@ -352,8 +367,21 @@ class BlockDevice:
             rc = wait_once(step)
             if rc not in _NOT_YET:
                 return rc
+            now = time.monotonic_ns()
             if remaining is not None:
-                remaining -= time.monotonic_ns() - started
+                remaining -= now - started
+            if self._peer_gone is not None and now >= next_check:
+                next_check = now + _PEER_CHECK_NS
+                reason = self._peer_gone()
+                if reason is not None:
+                    raise IoError(
+                        errno.ENOTCONN,
+                        f"{what} on {self.name} cannot complete: {reason}",
+                        device=self.name,
+                        op=op,
+                        offset=offset,
+                        length=length,
+                    )
 
     # ---------------------------------------------------------- checks and requests
 
@@ -553,6 +581,9 @@ class BlockDevice:
                 rc = self._wait_more(
                     lambda step: lib.pyspdk_io_wait(io, 0, step),
                     f"{request.name} at offset {request.offset}",
+                    request.name,
+                    request.offset,
+                    request.length,
                 )
             if rc != 0:
                 raise self._refusal(rc, request.name, request.offset, request.length)
@@ -606,7 +637,11 @@ class BlockDevice:
             rc = lib.pyspdk_io_run(self._dev, io, self._spin_ns, self._first_slice)
             if rc in _NOT_YET:
                 rc = self._wait_more(
-                    lambda step: lib.pyspdk_io_wait(io, 0, step), f"{name} at offset {offset}"
+                    lambda step: lib.pyspdk_io_wait(io, 0, step),
+                    f"{name} at offset {offset}",
+                    name,
+                    offset,
+                    length,
                 )
         except BaseException:
             current: BlockingSlot | None = getattr(self._local, "slot", None)
@@ -961,6 +996,9 @@ class BlockDevice:
                 rc = self._wait_more(
                     lambda step: lib.pyspdk_job_wait(job.job, 0, step),
                     f"{name} of {count} I/Os",
+                    name,
+                    0,
+                    total,
                 )
             if lib.pyspdk_job_failures(job.job):
                 statuses = array.array("i")
