@@ -672,3 +672,47 @@ def test_a_gone_peer_ends_blocking_waits_with_enotconn(runtime: Any, rpc: Any, m
     finally:
         _peers.unwatch(runtime, [slow])
         rpc("bdev_delay_delete", {"name": slow})
+
+
+def test_asyncio_loop_spins_for_completions_and_still_runs_its_timers(
+    runtime: Any, rpc: Any, malloc: str
+) -> None:
+    """With I/O pending, the loop spins briefly on the queue before sleeping; timers still run."""
+    from pyspdk_sys._completions import _SpinningSelector
+
+    with runtime.open_bdev(malloc) as fast:
+        fast.write(0, b"F" * 4096)
+    slow = f"{malloc}Timer"
+    latency = {f"{k}_{rw}_latency": 40_000 for k in ("avg", "p99") for rw in ("read", "write")}
+    rpc("bdev_delay_create", {"base_bdev_name": malloc, "name": slow, **latency})
+    try:
+        with runtime.open_bdev(malloc, writable=False) as fast, runtime.open_bdev(slow) as dev:
+
+            async def main() -> tuple[bool, list[str], bool]:
+                for _ in range(200):
+                    assert await fast.aread(0, 4096) == b"F" * 4096
+                loop = asyncio.get_running_loop()
+                spinning = isinstance(loop._selector, _SpinningSelector)  # type: ignore[attr-defined]
+                order: list[str] = []
+
+                async def read() -> None:
+                    await dev.aread(0, 512)
+                    order.append("read")
+
+                async def tick() -> None:
+                    await asyncio.sleep(0.005)
+                    order.append("timer")
+
+                await asyncio.gather(read(), tick())
+                # Many slow reads in a row: the spins miss, then stop for a while.
+                for _ in range(12):
+                    await dev.aread(0, 512)
+                skipping = loop._selector._skip > 0  # type: ignore[attr-defined]
+                return spinning, order, skipping
+
+            spinning, order, skipping = asyncio.run(main())
+        assert spinning
+        assert order == ["timer", "read"]  # the 5 ms timer fired during the 40 ms read
+        assert skipping
+    finally:
+        rpc("bdev_delay_delete", {"name": slow})

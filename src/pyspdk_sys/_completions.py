@@ -27,6 +27,9 @@ from .errors import RuntimeStateError
 from .runtime import Runtime
 
 _REAP_BATCH = 256
+_LOOP_SPIN_NS = 20_000  # an asyncio loop spins this long for completions before it sleeps
+_LOOP_SPIN_MISSES = 8  # spins in a row that caught nothing ...
+_LOOP_SPIN_SKIP = 64  # ... and the loop sleeps at once this many times
 WAIT_SLICE_NS: int = lib.PYSPDK_WAIT_SLICE_NS
 
 
@@ -154,6 +157,50 @@ class FutureReaper:
             self.completions.destroy()
 
 
+class _SpinningSelector:
+    """A loop's selector that, before the loop sleeps with I/O pending, spins on the queue.
+
+    An asyncio loop sleeps in its selector, and waking it through the
+    eventfd costs tens of microseconds: more than a fast device takes to
+    complete. So while requests are pending, a select() that would block
+    first spins up to _LOOP_SPIN_NS (never on a CPU a reactor polls) and, if
+    completions arrive, delivers them and polls the selector without
+    blocking. Spins that keep missing (a slow device) are skipped for a
+    while, so a slow device costs little CPU.
+    """
+
+    def __init__(self, inner: Any, reaper: LoopReaper) -> None:
+        self.inner = inner
+        self._reaper = reaper
+        self._misses = 0
+        self._skip = 0
+
+    def select(self, timeout: float | None = None) -> Any:
+        reaper = self._reaper
+        completions = reaper.completions
+        if (
+            (timeout is None or timeout > 0)
+            and completions.pending
+            and not reaper.dead
+            and completions.cq != ffi.NULL
+        ):
+            if self._skip:
+                self._skip -= 1
+            elif lib.pyspdk_cq_spin(completions.cq, -_LOOP_SPIN_NS):
+                self._misses = 0
+                completions.dispatch(0, 0)
+                timeout = 0
+            else:
+                self._misses += 1
+                if self._misses >= _LOOP_SPIN_MISSES:
+                    self._misses = 0
+                    self._skip = _LOOP_SPIN_SKIP
+        return self.inner.select(timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 class LoopReaper:
     """Completions of one asyncio loop, read on the loop's own thread (an eventfd reader)."""
 
@@ -164,6 +211,12 @@ class LoopReaper:
         self.dead = False
         self._fd = lib.pyspdk_cq_fd(self.completions.cq)
         loop.add_reader(self._fd, self._readable)
+        # The default loop on Linux keeps its selector here; others (uvloop) go unspun.
+        self._plain_selector = getattr(loop, "_selector", None)
+        if self._plain_selector is not None and hasattr(self._plain_selector, "select"):
+            loop._selector = _SpinningSelector(self._plain_selector, self)  # type: ignore[attr-defined]
+        else:
+            self._plain_selector = None
 
     def _readable(self) -> None:
         if self.dead:
@@ -183,6 +236,9 @@ class LoopReaper:
         if self.completions.cq != ffi.NULL:
             self.loop.remove_reader(self._fd)
             self.completions.destroy()
+        selector = getattr(self.loop, "_selector", None)
+        if isinstance(selector, _SpinningSelector) and selector.inner is self._plain_selector:
+            self.loop._selector = self._plain_selector  # type: ignore[attr-defined]
 
 
 class LoopReapers:

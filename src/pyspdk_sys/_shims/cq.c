@@ -70,6 +70,27 @@ pyspdk_cq_fd(struct pyspdk_cq *cq)
 	return cq->efd;
 }
 
+/* Spin at most spin_ns (< 0: up to -spin_ns unless on a polled CPU) until
+ * something is on the queue; whether something is. Never sleeps: for a
+ * reader about to sleep elsewhere (an asyncio loop in its selector). */
+static bool
+pyspdk_cq_spin(struct pyspdk_cq *cq, int64_t spin_ns)
+{
+	struct timespec spin_end;
+
+	if (spin_ns < 0) {
+		spin_ns = pyspdk_on_polled_cpu() ? 0 : -spin_ns;
+	}
+	if (spin_ns > 0 && __atomic_load_n(&cq->count, __ATOMIC_ACQUIRE) == 0) {
+		pyspdk_deadline(&spin_end, spin_ns);
+		while (__atomic_load_n(&cq->count, __ATOMIC_ACQUIRE) == 0 &&
+		       pyspdk_ns_left(&spin_end) > 0) {
+			pyspdk_cpu_relax();
+		}
+	}
+	return __atomic_load_n(&cq->count, __ATOMIC_ACQUIRE) != 0;
+}
+
 /* Take up to max finished requests. Waits at most timeout_ns (spinning spin_ns
  * first; < 0: up to -spin_ns unless on a polled CPU) for the first one; 0
  * does not wait. Returns how many it took (0 when

@@ -9,3 +9,6 @@ void pyspdk_cq_destroy(struct pyspdk_cq *cq);
 int pyspdk_cq_fd(struct pyspdk_cq *cq);
 int pyspdk_cq_reap(struct pyspdk_cq *cq, struct pyspdk_io **out, int max, int64_t spin_ns,
 		   int64_t timeout_ns);
+/* Spin (never sleep) at most spin_ns, as pyspdk_cq_reap would, for something
+ * to arrive; whether something is there. */
+bool pyspdk_cq_spin(struct pyspdk_cq *cq, int64_t spin_ns);

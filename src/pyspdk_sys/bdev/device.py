@@ -136,6 +136,8 @@ class BlockDevice:
         self._afree: list[AsyncSlot] = []
         # Completion queues of batches that ended with nothing pending, for the next batch.
         self._spare_queues: list[Completions] = []
+        # The asyncio loop this device last served, and its completion queue.
+        self._last_loop: tuple[asyncio.AbstractEventLoop, Completions] | None = None
         runtime.service(_Engine, _Engine)
         self.info, self._dev = runtime.call(self._open_on_spdk_thread, encoded, lanes or 0)
         self.lanes: int = lib.pyspdk_dev_lanes(self._dev)
@@ -247,6 +249,7 @@ class BlockDevice:
     def _teardown(self) -> None:
         """Once the device is closed and SPDK holds nothing of it: free its memory."""
         self._closed = True
+        self._last_loop = None
         if self._dev is None:
             return
         with self._idle:
@@ -807,7 +810,12 @@ class BlockDevice:
 
     def _loop_future(self) -> tuple[asyncio.Future[Any], Completions]:
         loop = asyncio.get_running_loop()
-        return loop.create_future(), loop_reaper(loop, self.runtime).completions
+        last = self._last_loop
+        if last is not None and last[0] is loop:
+            return loop.create_future(), last[1]
+        completions = loop_reaper(loop, self.runtime).completions
+        self._last_loop = (loop, completions)
+        return loop.create_future(), completions
 
     async def aread(self, offset: int, length: int) -> bytes:
         """asyncio form of read()."""
