@@ -1,10 +1,10 @@
 /* Jobs (declared in bdev_jobs.h): the throughput path: one call hands the
  * engine `count` same-sized I/Os, their offsets in an array and their data in
  * one buffer region (I/O i at base + i * io_bytes). When that region is not
- * DMA-able memory (`user`), `base` is instead one DMA bounce buffer per slot,
- * and the lane's thread copies each I/O's data between the two as it goes:
- * after each read completes, before each write starts, overlapping the copies
- * with the I/Os still in flight. The job has a part on each lane of the
+ * DMA-able memory (`user`), `base` is instead two DMA bounce buffers per
+ * slot, and the lane's thread copies each I/O's data between the two as it
+ * goes: a completed read is copied out while the slot's next read already
+ * runs in its other buffer; a write is copied in just before it starts. The job has a part on each lane of the
  * device (the `depth` slots shared out). On its lane's SPDK thread a part
  * keeps its slots busy, starting the next I/O from the completion of the
  * last, as bdevperf does; parts claim the job's I/Os in chunks from one
@@ -17,7 +17,8 @@
 struct pyspdk_job_slot {
 	struct pyspdk_job_part *part;
 	uint64_t index;
-	char *bounce;                /* this slot's DMA buffer, with a `user` region */
+	char *bounce[2];             /* this slot's DMA buffers, with a `user` region */
+	uint32_t which;              /* the one its current I/O uses */
 	struct spdk_bdev_io_wait_entry wait;
 };
 
@@ -128,18 +129,31 @@ pyspdk_job_io_done(struct spdk_bdev_io *bdev_io, bool success, void *arg)
 	struct pyspdk_job_part *part = slot->part;
 	struct pyspdk_lane *lane = part->lane;
 	struct pyspdk_job *job = part->job;
+	uint64_t index = slot->index;
+	char *filled = NULL;
 
 	if (!success) {
-		job->statuses[slot->index] = 1; /* a success leaves its zero (no line to fetch) */
+		job->statuses[index] = 1; /* a success leaves its zero (no line to fetch) */
 		part->failed++;
-	}
-	if (success && job->user && job->op != PYSPDK_IO_WRITE) {
-		memcpy(job->user + slot->index * job->io_bytes, slot->bounce, job->io_bytes);
+	} else if (job->user && job->op != PYSPDK_IO_WRITE) {
+		filled = slot->bounce[slot->which];
+		slot->which ^= 1;
 	}
 	spdk_bdev_free_io(bdev_io);
-	part->inflight--;
 	lane->inflight--;
-	pyspdk_job_next(slot);
+	if (filled) {
+		/* The slot's next read goes to its other buffer first, so this copy
+		 * overlaps it; this I/O still counts, so the part (and the job,
+		 * whose owner may then free `user`) cannot end before the copy. */
+		pyspdk_job_next(slot);
+		memcpy(job->user + index * job->io_bytes, filled, job->io_bytes);
+		if (--part->inflight == 0) {
+			pyspdk_part_over(part);
+		}
+	} else {
+		part->inflight--;
+		pyspdk_job_next(slot);
+	}
 	/* A freed queue-depth slot: requests queued behind the job move on
 	 * (or the closing lane is released). */
 	pyspdk_io_pump(lane);
@@ -191,7 +205,7 @@ pyspdk_job_submit(struct pyspdk_job_slot *slot)
 	struct pyspdk_lane *lane = part->lane;
 	struct pyspdk_dev *dev = job->dev;
 	uint64_t index = slot->index;
-	char *buf = job->user ? slot->bounce : job->base + index * job->io_bytes;
+	char *buf = job->user ? slot->bounce[slot->which] : job->base + index * job->io_bytes;
 	int rc;
 
 	if (job->op == PYSPDK_IO_WRITE) {
@@ -361,7 +375,9 @@ pyspdk_job_post(struct pyspdk_dev *dev, struct pyspdk_job *job, struct pyspdk_jo
 		part->slots = &slots[slot0];
 		for (i = 0; i < part->depth; i++) {
 			part->slots[i].part = part;
-			part->slots[i].bounce = user ? job->base + (slot0 + i) * io_bytes : NULL;
+			part->slots[i].which = 0;
+			part->slots[i].bounce[0] = user ? job->base + 2 * (slot0 + i) * io_bytes : NULL;
+			part->slots[i].bounce[1] = user ? part->slots[i].bounce[0] + io_bytes : NULL;
 		}
 	}
 	job->posted_ns = pyspdk_now_ns();

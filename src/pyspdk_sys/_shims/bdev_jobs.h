@@ -3,7 +3,7 @@
  * as struct pyspdk_io's status, zeroed by the caller: only failures are
  * written), run by a part on each of up to nparts of the device's lanes.
  * With `user` (memory that is not DMA-able), the data is at
- * user + i * io_bytes instead, and base holds `depth` bounce buffers of
+ * user + i * io_bytes instead, and base holds 2 * depth bounce buffers of
  * io_bytes. While `over` is 0 the engine holds the job and every array it
  * names; a new job must have over = 1. */
 struct pyspdk_job {

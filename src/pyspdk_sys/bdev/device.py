@@ -858,9 +858,9 @@ class BlockDevice:
         over the device's lanes, each with its share of `depth`). `into` is
         a DmaBuffer (zero-copy), a writable buffer, or None for a new bytes
         object; it must hold len(offsets) * length bytes. A plain buffer goes
-        through one DMA bounce buffer per I/O in flight, copied by the SPDK
-        threads as each read ends or write starts, so the copies overlap the
-        I/O. A failed I/O raises IoError once all are over, with `failed`: the
+        through two DMA bounce buffers per I/O in flight, copied by the SPDK
+        threads as each read ends (while the next runs in the other buffer)
+        or write starts. A failed I/O raises IoError once all are over, with `failed`: the
         indices of every failure; the others' data is in `into` (when one was
         given), and a failed read leaves its bytes of `into` as they were.
         """
@@ -967,11 +967,11 @@ class BlockDevice:
                 base = self.pool.get(total)  # the new bytes object is made from it at the end
                 job.pooled = (self.pool, base, total)
             else:
-                # Plain memory: a DMA bounce buffer per slot, the copies done by
-                # the SPDK threads as each I/O ends (reads) or starts (writes).
+                # Plain memory: two DMA bounce buffers per slot, the copies done
+                # by the SPDK threads as each I/O ends (reads) or starts (writes).
                 job.pins.append(view)
                 user = job.pin_user(view, writable=not writing)
-                bounce = depth * length
+                bounce = 2 * depth * length
                 base = self.pool.get(bounce)
                 job.pooled = (self.pool, base, bounce)
             rc = lib.pyspdk_job_post(
