@@ -1,6 +1,6 @@
 """pyspdk-sys benchmarks: one command runs them all, against references measured alongside.
 
-    python3 bench/run.py            # 5 rounds, about 9 minutes on 2 cores
+    python3 bench/run.py            # 5 rounds, about 15 minutes on 2 cores
     python3 bench/run.py --quick    # 3 short rounds, under 3 minutes
 
 Prints the tables, writes bench/results/results.json (every sample), and, unless
