@@ -296,22 +296,19 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
         fingerprints.add(latency["fingerprint"])
         raw["latency"].append(latency["forms"])
         waits = waiting_cells()
-        log(f"round {round_no}/{args.rounds}: waiting policies, {len(waits)} cells")
-        waiting = run_worker(
-            ["waiting"],
-            {"seconds": args.seconds, "warmup": warmup, "cells": waits},
-            timeout=len(waits) * (args.seconds + warmup) * 3 + 120,
+        stages = (
+            ("waiting", waits, f"waiting policies, {len(waits)} cells"),
+            ("reactors", REACTOR_CELLS, f"two reactors ({REACTORS_MASK}), Python and bdevperf"),
         )
-        fingerprints.add(waiting["fingerprint"])
-        raw["waiting"].extend({**cell, "round": round_no} for cell in waiting["cells"])
-        log(f"round {round_no}/{args.rounds}: two reactors ({REACTORS_MASK}), Python and bdevperf")
-        reactors = run_worker(
-            ["reactors"],
-            {"seconds": args.seconds, "warmup": warmup, "cells": REACTOR_CELLS},
-            timeout=len(REACTOR_CELLS) * (args.seconds + warmup) * 3 + 120,
-        )
-        fingerprints.add(reactors["fingerprint"])
-        raw["reactors"].extend({**cell, "round": round_no} for cell in reactors["cells"])
+        for stage, cells, what in stages:
+            log(f"round {round_no}/{args.rounds}: {what}")
+            result = run_worker(
+                [stage],
+                {"seconds": args.seconds, "warmup": warmup, "cells": cells},
+                timeout=len(cells) * (args.seconds + warmup) * 3 + 120,
+            )
+            fingerprints.add(result["fingerprint"])
+            raw[stage].extend({**cell, "round": round_no} for cell in result["cells"])
         if bdevperf:
             try:
                 ref = run_reference(

@@ -153,6 +153,25 @@ pyspdk_io_finish(struct pyspdk_io *io)
 	}
 }
 
+/* Any thread: sleep until *word == value, at most timeout_ns. 0, or
+ * -ETIMEDOUT / -EINTR while it is not. */
+static int
+pyspdk_futex_wait_for(uint32_t *word, uint32_t value, int64_t timeout_ns)
+{
+	struct timespec deadline;
+	uint32_t seen;
+	int rc;
+
+	pyspdk_deadline(&deadline, timeout_ns > 0 ? timeout_ns : 0);
+	while ((seen = __atomic_load_n(word, __ATOMIC_ACQUIRE)) != value) {
+		rc = pyspdk_futex_sleep(word, seen, &deadline);
+		if (rc != 0) {
+			return __atomic_load_n(word, __ATOMIC_ACQUIRE) == value ? 0 : rc;
+		}
+	}
+	return 0;
+}
+
 /* Run fn(arg) on `thread`: at once when that is this thread, else by message. */
 static int
 pyspdk_run_on(struct spdk_thread *thread, spdk_msg_fn fn, void *arg)
@@ -631,18 +650,9 @@ pyspdk_dev_open(const char *name, bool write, uint32_t queue_depth, uint32_t lan
 static int
 pyspdk_dev_wait_ready(struct pyspdk_dev *dev, int64_t timeout_ns)
 {
-	struct timespec deadline;
-	uint32_t left;
-	int rc;
+	int rc = pyspdk_futex_wait_for(&dev->setting_up, 0, timeout_ns);
 
-	pyspdk_deadline(&deadline, timeout_ns > 0 ? timeout_ns : 0);
-	while ((left = __atomic_load_n(&dev->setting_up, __ATOMIC_ACQUIRE)) != 0) {
-		rc = pyspdk_futex_sleep(&dev->setting_up, left, &deadline);
-		if (rc != 0 && __atomic_load_n(&dev->setting_up, __ATOMIC_ACQUIRE) != 0) {
-			return rc;
-		}
-	}
-	return __atomic_load_n(&dev->setup_rc, __ATOMIC_RELAXED);
+	return rc != 0 ? rc : __atomic_load_n(&dev->setup_rc, __ATOMIC_RELAXED);
 }
 
 static uint32_t
@@ -787,18 +797,7 @@ pyspdk_dev_close(struct pyspdk_dev *dev)
 static int
 pyspdk_dev_wait_closed(struct pyspdk_dev *dev, int64_t timeout_ns)
 {
-	struct timespec deadline;
-	uint32_t state;
-	int rc;
-
-	pyspdk_deadline(&deadline, timeout_ns > 0 ? timeout_ns : 0);
-	while ((state = __atomic_load_n(&dev->state, __ATOMIC_ACQUIRE)) != PYSPDK_DEV_CLOSED) {
-		rc = pyspdk_futex_sleep(&dev->state, state, &deadline);
-		if (rc != 0) {
-			return __atomic_load_n(&dev->state, __ATOMIC_ACQUIRE) == PYSPDK_DEV_CLOSED ? 0 : rc;
-		}
-	}
-	return 0;
+	return pyspdk_futex_wait_for(&dev->state, PYSPDK_DEV_CLOSED, timeout_ns);
 }
 
 static void
