@@ -4,14 +4,15 @@
  * DMA-able memory (`user`), `base` is instead two DMA bounce buffers per
  * slot, and the lane's thread copies each I/O's data between the two as it
  * goes: a completed read is copied out while the slot's next read already
- * runs in its other buffer; a write is copied in just before it starts. The job has a part on each lane of the
- * device (the `depth` slots shared out). On its lane's SPDK thread a part
- * keeps its slots busy, starting the next I/O from the completion of the
- * last, as bdevperf does; parts claim the job's I/Os in chunks from one
- * cursor, so a lane whose core is also running something else (the caller's
- * thread, say) does less of the job instead of holding up its end. Each
- * I/O's status lands in statuses[i]. The caller sleeps until the last part
- * is over: one crossing for the lot.
+ * runs in its other buffer; a write is copied in just before it starts.
+ *
+ * The job has a part on each lane of the device (the `depth` slots shared
+ * out). On its lane's SPDK thread a part keeps its slots busy, starting the
+ * next I/O from the completion of the last, as bdevperf does; parts claim the
+ * job's I/Os in chunks from one cursor, so a lane whose core is also running
+ * something else (the caller's thread, say) does less of the job instead of
+ * holding up its end. Each failed I/O's status lands in statuses[i]. The
+ * caller sleeps until the last part is over: one crossing for the lot.
  */
 
 struct pyspdk_job_slot {
