@@ -183,7 +183,7 @@ def _target_gone_probe(path: str) -> _peers.Probe | None:
     old connection. None when no single listener is seen (nothing to watch).
     """
     found = _listeners(path)
-    if not found or len(found) != 1:
+    if found is None or len(found) != 1:
         return None
     (inode,) = found
 

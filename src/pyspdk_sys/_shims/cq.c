@@ -99,26 +99,15 @@ static int
 pyspdk_cq_reap(struct pyspdk_cq *cq, struct pyspdk_io **out, int max, int64_t spin_ns,
 	       int64_t timeout_ns)
 {
-	struct timespec spin_end;
 	struct pollfd pfd = { .fd = cq->efd, .events = POLLIN };
 	uint64_t drained;
 	int n = 0;
 
-	if (spin_ns < 0) {
-		spin_ns = pyspdk_on_polled_cpu() ? 0 : -spin_ns;
-	}
-	if (timeout_ns > 0 && __atomic_load_n(&cq->count, __ATOMIC_ACQUIRE) == 0) {
-		pyspdk_deadline(&spin_end, spin_ns > 0 ? spin_ns : 0);
-		while (__atomic_load_n(&cq->count, __ATOMIC_ACQUIRE) == 0 &&
-		       pyspdk_ns_left(&spin_end) > 0) {
-			pyspdk_cpu_relax();
-		}
-		if (__atomic_load_n(&cq->count, __ATOMIC_ACQUIRE) == 0) {
-			int ms = (int)((timeout_ns + 999999) / 1000000);
+	if (timeout_ns > 0 && !pyspdk_cq_spin(cq, spin_ns)) {
+		int ms = (int)((timeout_ns + 999999) / 1000000);
 
-			if (poll(&pfd, 1, ms) < 0 && errno != EINTR) {
-				return -errno;
-			}
+		if (poll(&pfd, 1, ms) < 0 && errno != EINTR) {
+			return -errno;
 		}
 	}
 	pthread_mutex_lock(&cq->lock);
