@@ -15,6 +15,7 @@ import textwrap
 from collections.abc import Iterator
 from typing import Any
 
+import cffi
 import pytest
 
 from conftest import run_python
@@ -261,6 +262,39 @@ def test_backend_exception_fails_that_io_only(
         assert faults[0].exc_info is not None
 
 
+class Keeps(Ram):
+    """A backend that keeps an export of every buffer it reads into."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ffi = cffi.FFI()
+        self.kept: list[Any] = []
+
+    def readinto(self, offset: int, buffer: memoryview) -> None:
+        super().readinto(offset, buffer)
+        self.kept.append(self.ffi.from_buffer(buffer))
+
+
+def test_a_backend_keeping_a_buffer_is_logged_and_the_device_serves_on(
+    runtime: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pyspdk_sys.pybdev import PythonBdev
+
+    caplog.set_level(logging.ERROR, logger="pyspdk_sys.pybdev")
+    backend = Keeps()
+    backend.data[:BLOCK] = b"k" * BLOCK
+    with (
+        PythonBdev(runtime, f"Py{next(_names)}", backend, num_blocks=BLOCKS) as dev,
+        runtime.open_bdev(dev.name) as bd,
+    ):
+        for _ in range(3):
+            assert bd.read(0, BLOCK) == b"k" * BLOCK
+        assert dev.failures == 0
+        kept = [r for r in caplog.records if "still holds a buffer export" in r.getMessage()]
+        assert len(kept) == 1, [r.getMessage() for r in caplog.records]
+        backend.kept.clear()
+
+
 def test_async_backend_on_an_event_loop(runtime: Any) -> None:
     from pyspdk_sys.pybdev import PythonBdev
 
@@ -399,6 +433,41 @@ def test_timeout_fails_an_unanswered_io_and_close_completes() -> None:
             closed_in = time.monotonic() - start
             release.set()
             print("ok", round(took, 2), round(closed_in, 2))
+        """
+    )
+    print(out)
+    assert out.startswith("ok")
+
+
+@pytest.mark.usefixtures("spdk")
+def test_queued_ios_time_out_behind_a_hung_worker() -> None:
+    # One worker, stuck in the backend: the I/Os behind it are still queued
+    # when they time out, and are failed out of the queue.
+    out = _run(
+        """
+        release = threading.Event()
+        class Hangs(Ram):
+            def readinto(self, offset, buffer):
+                if offset >= 65536:    # not a block SPDK's examine reads
+                    release.wait(60)
+                    return
+                super().readinto(offset, buffer)
+        with Runtime() as rt:
+            dev = PythonBdev(rt, "Hang", Hangs(), num_blocks=8192, workers=1, io_timeout=0.5)
+            bd = rt.open_bdev("Hang")
+            start = time.monotonic()
+            futures = [bd.read_async(65536 + i * 512, 512) for i in range(8)]
+            errors = [f.exception(10) for f in futures]
+            took = time.monotonic() - start
+            assert all(getattr(e, "errno", None) == errno.ETIMEDOUT for e in errors), errors
+            assert 0.4 < took < 5, took
+            assert dev.expired == 8 and dev.queued == 0, (dev.expired, dev.queued)
+            release.set()   # the late answer is dropped; the worker serves again
+            bd.write(4096, b"z" * 512)
+            assert bd.read(4096, 512) == b"z" * 512
+            bd.close()
+            dev.close(timeout=5)
+            print("ok", round(took, 2))
         """
     )
     print(out)

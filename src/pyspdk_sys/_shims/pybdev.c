@@ -4,17 +4,24 @@
  * every SPDK thread that opens it gets a channel with a poller. The way an
  * I/O travels:
  *
- *   submit_request (channel thread)  -> the device's pending queue (locked),
- *                                       its eventfd made readable
- *   pyspdk_pybdev_fetch (any thread) -> taken from the queue in a batch, no GIL
- *   pyspdk_pybdev_commit (any thread)-> pushed on its channel's done list
+ *   submit_request (channel thread)  -> onto the device's incoming ring
+ *                                       (lock-free); its eventfd is written
+ *                                       only when a worker sleeps
+ *   pyspdk_pybdev_fetch (any thread) -> taken in a batch, in submission order,
+ *                                       under the workers' lock, without the GIL
+ *   pyspdk_pybdev_commit (any thread)-> onto its channel's done ring (or, when
+ *                                       that is full, done stack), lock-free
  *   the channel poller               -> spdk_bdev_io_complete, on the thread
  *                                       that submitted it, as SPDK requires
  *
- * The SPDK side never takes the GIL and never waits for Python. Each I/O
- * carries a ticket, (id << 2) | state, changed only by compare-and-swap, so a
- * late commit for an I/O that timed out or was cancelled (and whose memory
- * SPDK may have reused for another I/O) changes nothing.
+ * The SPDK side never takes the GIL and never waits for Python, nor for a
+ * lock a Python thread may hold: a worker preempted inside fetch would
+ * otherwise put the reactor to sleep on a futex. The only lock it touches,
+ * to fail queued I/Os that timed out, it only tries. Each I/O carries a
+ * ticket, (id << 2) | state, changed only by compare-and-swap (or, for a
+ * queued one, under the workers' lock), so a late commit for an I/O that
+ * timed out or was cancelled (and whose memory SPDK may have reused for
+ * another I/O) changes nothing.
  *
  * A device is freed only by pyspdk_pybdev_free, which Python calls once SPDK
  * has let go of it (`gone`) and no worker can touch it any more.
@@ -29,44 +36,68 @@ enum {
 };
 
 #define PYSPDK_PYBDEV_REQ_WORDS 8
+#define PYSPDK_PYBDEV_MAX_BATCH 1024 /* I/Os one fetch takes at most */
+#define PYSPDK_PYBDEV_RING 16384     /* I/Os waiting for a worker at most */
+#define PYSPDK_PYBDEV_DONE_RING 4096 /* per channel; more committed go on a stack */
+/* The window of addresses Python sees as one memoryview (pybdev.py): a read
+ * of one buffer inside it is a "fast" row of fetch. */
+#define PYSPDK_PYBDEV_SPACE_START 4096ull
+#define PYSPDK_PYBDEV_SPACE_END (1ull << 47)
 
 struct pyspdk_pybdev;
 struct pyspdk_pybdev_ch;
 
-/* The driver context of every spdk_bdev_io sent to one of our devices. */
+/* The driver context of every spdk_bdev_io sent to one of our devices (SPDK
+ * aligns it to a cache line). The first line holds all a worker reads and
+ * writes for an I/O of one buffer, copied from the spdk_bdev_io at submission,
+ * so that the I/O's memory crosses between the cores once each way. */
 struct pyspdk_pybdev_io {
 	uint64_t ticket;
 	int32_t status; /* 0 or -errno, written before the ticket turns COMMITTED */
-	int op;
-	uint64_t submitted;
-	struct spdk_bdev_io *bdev_io;
+	int32_t op;
+	uint64_t offset; /* bytes */
+	uint64_t length; /* bytes */
+	uint64_t base;   /* the first buffer (reads and writes), else 0 */
+	uint64_t iovcnt;
 	struct pyspdk_pybdev_ch *ch;
+	struct pyspdk_pybdev_io *done_next;             /* ch->done, lock-free */
+	/* The channel thread's, and the queue's. */
+	struct iovec *iovs;
+	uint64_t submitted; /* ticks; only with a timeout */
+	struct spdk_bdev_io *bdev_io;
 	TAILQ_ENTRY(pyspdk_pybdev_io) pending_link;   /* pb->pending, under pb->lock */
 	TAILQ_ENTRY(pyspdk_pybdev_io) outstanding_link; /* ch->outstanding, channel thread */
-	struct pyspdk_pybdev_io *done_next;             /* ch->done, under ch->lock */
 };
+_Static_assert(offsetof(struct pyspdk_pybdev_io, iovs) == 64,
+	       "a worker's fields fill exactly the first cache line");
 
 struct pyspdk_pybdev_ch {
 	struct pyspdk_pybdev *pb;
 	struct spdk_poller *poller;
 	TAILQ_HEAD(, pyspdk_pybdev_io) outstanding;
-	pthread_mutex_t lock;
-	struct pyspdk_pybdev_io *done;
-	uint32_t done_pending;
+	struct spdk_ring *done_ring;   /* committed: workers enqueue, the poller dequeues */
+	struct pyspdk_pybdev_io *done; /* committed when the ring was full, newest first */
 };
 
+#define PYSPDK_CACHE_LINE 64
+
+/* Laid out in cache lines by who writes them: read-mostly settings, what the
+ * channel threads write on every I/O, and the workers' lock. */
 struct pyspdk_pybdev {
 	struct spdk_bdev bdev;
 	uint32_t ops;          /* bit (1 << PYSPDK_IO_*) per supported operation */
 	uint64_t timeout_ticks; /* 0: no timeout */
-	pthread_mutex_t lock;  /* guards pending and signaled */
-	TAILQ_HEAD(, pyspdk_pybdev_io) pending;
-	uint32_t queued;
-	bool signaled;
 	int efd;
+	struct spdk_ring *incoming; /* I/Os submitted and not yet fetched, oldest first */
 	uint32_t accepting;    /* 0 once cancelled: new I/O fails at once */
 	uint32_t cancel_all;   /* the pollers fail every outstanding I/O */
 	uint32_t stopping;     /* fetch returns -ESHUTDOWN */
+	/* Counted before an I/O goes on the ring, uncounted when it is taken. */
+	int32_t queued __attribute__((aligned(PYSPDK_CACHE_LINE)));
+	uint32_t sleepers;     /* workers (or an event loop: always 1) asleep on efd */
+	uint32_t signaled;     /* efd written and not yet drained */
+	pthread_mutex_t lock __attribute__((aligned(PYSPDK_CACHE_LINE))); /* guards pending */
+	TAILQ_HEAD(, pyspdk_pybdev_io) pending; /* taken off the ring to fail one: the oldest */
 	uint32_t unregistered; /* spdk_bdev_unregister's callback ran */
 	int unregister_rc;
 	uint32_t gone;         /* the io_device is unregistered: SPDK holds nothing */
@@ -136,21 +167,94 @@ pyspdk_pybdev_signal(struct pyspdk_pybdev *pb)
 	(void)!write(pb->efd, &one, sizeof(one));
 }
 
-/* Channel thread: hand the I/O to Python. */
+/* Any thread: make efd readable unless it already is (or is about to be). */
+static void
+pyspdk_pybdev_wake(struct pyspdk_pybdev *pb)
+{
+	if (!__atomic_exchange_n(&pb->signaled, 1, __ATOMIC_SEQ_CST)) {
+		pyspdk_pybdev_signal(pb);
+	}
+}
+
+/* Any thread: read efd empty after a wake-up. Read first, then clear: a
+ * producer that saw `signaled` set in between has its I/O counted in
+ * `queued`, which is checked again, so no wake-up is lost. What is still
+ * queued then makes efd readable again: for another sleeping worker, or for
+ * an event loop, whose reader takes one batch per call. */
+static void
+pyspdk_pybdev_drain(struct pyspdk_pybdev *pb)
+{
+	uint64_t drained;
+
+	if (!__atomic_load_n(&pb->signaled, __ATOMIC_ACQUIRE)) {
+		return;
+	}
+	(void)!read(pb->efd, &drained, sizeof(drained));
+	__atomic_store_n(&pb->signaled, 0, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&pb->queued, __ATOMIC_SEQ_CST) > 0) {
+		pyspdk_pybdev_wake(pb); /* for a reader that waits on efd alone */
+	}
+}
+
+/* Channel thread: hand the I/O to Python. Counted before it is queued, so
+ * `queued` never goes below the I/Os a worker can take; the count and the
+ * sleepers are both sequentially consistent, so either a worker about to
+ * sleep sees the count or this sees the sleeper. A full ring (more I/O than
+ * PYSPDK_PYBDEV_RING waiting) sends the I/O back to the bdev layer to retry. */
 static void
 pyspdk_pybdev_enqueue(struct pyspdk_pybdev_io *io)
 {
 	struct pyspdk_pybdev *pb = io->ch->pb;
-	bool signal;
+	void *obj = io;
 
-	pthread_mutex_lock(&pb->lock);
-	TAILQ_INSERT_TAIL(&pb->pending, io, pending_link);
-	__atomic_store_n(&pb->queued, pb->queued + 1, __ATOMIC_RELEASE);
-	signal = !pb->signaled;
-	pb->signaled = true;
-	pthread_mutex_unlock(&pb->lock);
-	if (signal) {
-		pyspdk_pybdev_signal(pb);
+	__atomic_add_fetch(&pb->queued, 1, __ATOMIC_SEQ_CST);
+	if (spdk_ring_enqueue(pb->incoming, &obj, 1, NULL) != 1) {
+		__atomic_sub_fetch(&pb->queued, 1, __ATOMIC_SEQ_CST);
+		TAILQ_REMOVE(&io->ch->outstanding, io, outstanding_link);
+		spdk_bdev_io_complete(io->bdev_io, SPDK_BDEV_IO_STATUS_NOMEM);
+		return;
+	}
+	if (__atomic_load_n(&pb->sleepers, __ATOMIC_SEQ_CST)) {
+		pyspdk_pybdev_wake(pb);
+	}
+}
+
+/* Under pb->lock: move the whole incoming ring to the end of pending. */
+static void
+pyspdk_pybdev_take_incoming(struct pyspdk_pybdev *pb)
+{
+	void *objs[64];
+	size_t i, got;
+
+	do {
+		got = spdk_ring_dequeue(pb->incoming, objs, SPDK_COUNTOF(objs));
+		for (i = 0; i < got; i++) {
+			TAILQ_INSERT_TAIL(&pb->pending, (struct pyspdk_pybdev_io *)objs[i], pending_link);
+		}
+	} while (got == SPDK_COUNTOF(objs));
+}
+
+/* Channel thread: copy what a worker needs of the I/O into its first line. */
+static void
+pyspdk_pybdev_describe(struct pyspdk_pybdev *pb, struct pyspdk_pybdev_io *io,
+		       struct spdk_bdev_io *bdev_io)
+{
+	uint32_t blocklen = pb->bdev.blocklen;
+
+	if (io->op == PYSPDK_IO_READ || io->op == PYSPDK_IO_WRITE) {
+		io->iovcnt = (uint64_t)bdev_io->u.bdev.iovcnt;
+		io->iovs = bdev_io->u.bdev.iovs;
+		io->base = (uint64_t)(uintptr_t)bdev_io->u.bdev.iovs[0].iov_base;
+	} else {
+		io->iovcnt = 0;
+		io->iovs = NULL;
+		io->base = 0;
+	}
+	if (io->op == PYSPDK_IO_RESET || io->op < 0) {
+		io->offset = io->length = 0;
+	} else {
+		io->offset = bdev_io->u.bdev.offset_blocks * blocklen;
+		io->length = bdev_io->u.bdev.num_blocks * blocklen;
 	}
 }
 
@@ -164,6 +268,7 @@ pyspdk_pybdev_got_buf(struct spdk_io_channel *ch, struct spdk_bdev_io *bdev_io, 
 		pyspdk_pybdev_finish(io, -ENOMEM);
 		return;
 	}
+	io->base = (uint64_t)(uintptr_t)bdev_io->u.bdev.iovs[0].iov_base;
 	pyspdk_pybdev_enqueue(io);
 }
 
@@ -179,8 +284,9 @@ pyspdk_pybdev_submit(struct spdk_io_channel *_ch, struct spdk_bdev_io *bdev_io)
 	io->ch = ch;
 	io->op = pyspdk_pybdev_op(bdev_io->type);
 	io->status = 0;
-	io->submitted = spdk_get_ticks();
+	io->submitted = pb->timeout_ticks ? spdk_get_ticks() : 0;
 	io->done_next = NULL;
+	pyspdk_pybdev_describe(pb, io, bdev_io);
 	__atomic_store_n(&io->ticket, (id << 2) | PYSPDK_PYBDEV_QUEUED, __ATOMIC_RELEASE);
 	TAILQ_INSERT_TAIL(&ch->outstanding, io, outstanding_link);
 	if (io->op < 0 || !(pb->ops & (1u << io->op))) {
@@ -199,9 +305,14 @@ pyspdk_pybdev_submit(struct spdk_io_channel *_ch, struct spdk_bdev_io *bdev_io)
 	pyspdk_pybdev_enqueue(io);
 }
 
-/* Channel thread: fail `io` if it is overdue or the device cancels everything.
- * Returns false when it is still running and not overdue. */
-static bool
+enum pyspdk_pybdev_expiry {
+	PYSPDK_PYBDEV_KEPT,    /* running and not overdue, or committed meanwhile */
+	PYSPDK_PYBDEV_FAILED,  /* failed now */
+	PYSPDK_PYBDEV_BUSY,    /* queued, and a worker holds the lock: try next poll */
+};
+
+/* Channel thread: fail `io` if it is overdue or the device cancels everything. */
+static enum pyspdk_pybdev_expiry
 pyspdk_pybdev_expire(struct pyspdk_pybdev *pb, struct pyspdk_pybdev_io *io, uint64_t now,
 		     bool cancel)
 {
@@ -211,14 +322,18 @@ pyspdk_pybdev_expire(struct pyspdk_pybdev *pb, struct pyspdk_pybdev_io *io, uint
 	bool taken = false;
 
 	if (!cancel && !overdue) {
-		return false;
+		return PYSPDK_PYBDEV_KEPT;
 	}
 	if (state == PYSPDK_PYBDEV_QUEUED) {
-		pthread_mutex_lock(&pb->lock);
-		/* Still queued under the lock: no worker can fetch it now. */
+		if (pthread_mutex_trylock(&pb->lock) != 0) {
+			return PYSPDK_PYBDEV_BUSY;
+		}
+		/* Still queued under the lock: no worker can fetch it now. This
+		 * thread pushed it earlier, so after taking incoming it is on pending. */
 		if ((__atomic_load_n(&io->ticket, __ATOMIC_ACQUIRE) & 3) == PYSPDK_PYBDEV_QUEUED) {
+			pyspdk_pybdev_take_incoming(pb);
 			TAILQ_REMOVE(&pb->pending, io, pending_link);
-			__atomic_store_n(&pb->queued, pb->queued - 1, __ATOMIC_RELEASE);
+			__atomic_sub_fetch(&pb->queued, 1, __ATOMIC_SEQ_CST);
 			__atomic_store_n(&io->ticket, (ticket & ~3ull) | PYSPDK_PYBDEV_EXPIRED,
 					 __ATOMIC_RELEASE);
 			taken = true;
@@ -235,11 +350,11 @@ pyspdk_pybdev_expire(struct pyspdk_pybdev *pb, struct pyspdk_pybdev_io *io, uint
 						    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 	}
 	if (!taken) {
-		return false; /* committed meanwhile: it is on the done list */
+		return PYSPDK_PYBDEV_KEPT; /* committed meanwhile: it is on the done stack */
 	}
 	__atomic_add_fetch(&pb->expired, 1, __ATOMIC_RELAXED);
 	pyspdk_pybdev_finish(io, cancel && !overdue ? -ECANCELED : -ETIMEDOUT);
-	return true;
+	return PYSPDK_PYBDEV_FAILED;
 }
 
 static int
@@ -247,18 +362,34 @@ pyspdk_pybdev_poll(void *ctx)
 {
 	struct pyspdk_pybdev_ch *ch = ctx;
 	struct pyspdk_pybdev *pb = ch->pb;
-	struct pyspdk_pybdev_io *io, *next;
+	struct pyspdk_pybdev_io *io, *next, *oldest = NULL;
+	enum pyspdk_pybdev_expiry expiry;
+	void *objs[64];
+	size_t i, got;
 	int count = 0;
 	uint64_t now;
 	bool cancel;
 
-	if (__atomic_load_n(&ch->done_pending, __ATOMIC_ACQUIRE)) {
-		pthread_mutex_lock(&ch->lock);
-		io = ch->done;
-		ch->done = NULL;
-		__atomic_store_n(&ch->done_pending, 0, __ATOMIC_RELEASE);
-		pthread_mutex_unlock(&ch->lock);
-		for (; io; io = next) {
+	do {
+		got = spdk_ring_dequeue(ch->done_ring, objs, SPDK_COUNTOF(objs));
+		/* The I/Os' first lines come from the workers' cores: ask for all at once. */
+		for (i = 0; i < got; i++) {
+			__builtin_prefetch(objs[i]);
+		}
+		for (i = 0; i < got; i++) {
+			io = objs[i];
+			pyspdk_pybdev_finish(io, io->status);
+		}
+		count += (int)got;
+	} while (got == SPDK_COUNTOF(objs));
+	if (__atomic_load_n(&ch->done, __ATOMIC_RELAXED)) {
+		io = __atomic_exchange_n(&ch->done, NULL, __ATOMIC_ACQUIRE);
+		for (; io; io = next) { /* newest first: complete in commit order */
+			next = io->done_next;
+			io->done_next = oldest;
+			oldest = io;
+		}
+		for (io = oldest; io; io = next) {
 			next = io->done_next;
 			pyspdk_pybdev_finish(io, io->status);
 			count++;
@@ -268,10 +399,11 @@ pyspdk_pybdev_poll(void *ctx)
 	if ((pb->timeout_ticks || cancel) && !TAILQ_EMPTY(&ch->outstanding)) {
 		now = spdk_get_ticks();
 		TAILQ_FOREACH_SAFE(io, &ch->outstanding, outstanding_link, next) {
-			if (pyspdk_pybdev_expire(pb, io, now, cancel)) {
+			expiry = pyspdk_pybdev_expire(pb, io, now, cancel);
+			if (expiry == PYSPDK_PYBDEV_FAILED) {
 				count++;
-			} else if (!cancel) {
-				break; /* oldest first: the rest are younger */
+			} else if (expiry == PYSPDK_PYBDEV_BUSY || !cancel) {
+				break; /* oldest first: the rest are younger; or try again */
 			}
 		}
 	}
@@ -285,11 +417,18 @@ pyspdk_pybdev_ch_create(void *io_device, void *ctx)
 
 	ch->pb = io_device;
 	TAILQ_INIT(&ch->outstanding);
-	pthread_mutex_init(&ch->lock, NULL);
 	ch->done = NULL;
-	ch->done_pending = 0;
+	ch->done_ring = spdk_ring_create(SPDK_RING_TYPE_MP_SC, PYSPDK_PYBDEV_DONE_RING,
+					 SPDK_ENV_NUMA_ID_ANY);
+	if (!ch->done_ring) {
+		return -ENOMEM;
+	}
 	ch->poller = spdk_poller_register(pyspdk_pybdev_poll, ch, 0);
-	return ch->poller ? 0 : -ENOMEM;
+	if (!ch->poller) {
+		spdk_ring_free(ch->done_ring);
+		return -ENOMEM;
+	}
+	return 0;
 }
 
 static void
@@ -299,7 +438,7 @@ pyspdk_pybdev_ch_destroy(void *io_device, void *ctx)
 
 	(void)io_device;
 	spdk_poller_unregister(&ch->poller);
-	pthread_mutex_destroy(&ch->lock);
+	spdk_ring_free(ch->done_ring);
 }
 
 static void
@@ -308,7 +447,7 @@ pyspdk_pybdev_io_device_gone(void *io_device)
 	struct pyspdk_pybdev *pb = io_device;
 
 	__atomic_store_n(&pb->gone, 1, __ATOMIC_RELEASE);
-	pyspdk_pybdev_signal(pb);
+	pyspdk_pybdev_wake(pb);
 }
 
 static int
@@ -346,6 +485,7 @@ static void
 pyspdk_pybdev_free(struct pyspdk_pybdev *pb)
 {
 	if (pb) {
+		spdk_ring_free(pb->incoming);
 		if (pb->efd >= 0) {
 			close(pb->efd);
 		}
@@ -360,15 +500,20 @@ static struct pyspdk_pybdev *
 pyspdk_pybdev_create(const char *name, uint32_t block_size, uint64_t num_blocks, uint32_t ops,
 		     int64_t timeout_ns, int *rc)
 {
-	struct pyspdk_pybdev *pb = calloc(1, sizeof(*pb));
+	size_t size = (sizeof(struct pyspdk_pybdev) + PYSPDK_CACHE_LINE - 1) &
+		      ~(size_t)(PYSPDK_CACHE_LINE - 1);
+	struct pyspdk_pybdev *pb = aligned_alloc(PYSPDK_CACHE_LINE, size);
 
 	if (!pb) {
 		*rc = -ENOMEM;
 		return NULL;
 	}
+	memset(pb, 0, size);
 	pb->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	pb->bdev.name = strdup(name);
-	if (pb->efd < 0 || !pb->bdev.name) {
+	pb->incoming = spdk_ring_create(SPDK_RING_TYPE_MP_SC, PYSPDK_PYBDEV_RING,
+					SPDK_ENV_NUMA_ID_ANY);
+	if (pb->efd < 0 || !pb->bdev.name || !pb->incoming) {
 		*rc = pb->efd < 0 ? -errno : -ENOMEM;
 		pyspdk_pybdev_free(pb);
 		return NULL;
@@ -425,7 +570,18 @@ static void
 pyspdk_pybdev_stop_workers(struct pyspdk_pybdev *pb)
 {
 	__atomic_store_n(&pb->stopping, 1, __ATOMIC_RELEASE);
-	pyspdk_pybdev_signal(pb);
+	pyspdk_pybdev_wake(pb);
+}
+
+/* Any thread: an event loop waits on efd from now on, so every I/O queued
+ * makes it readable (as if a worker always slept). */
+static void
+pyspdk_pybdev_watch_fd(struct pyspdk_pybdev *pb)
+{
+	__atomic_add_fetch(&pb->sleepers, 1, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&pb->queued, __ATOMIC_SEQ_CST) > 0) {
+		pyspdk_pybdev_wake(pb);
+	}
 }
 
 static int
@@ -453,92 +609,183 @@ pyspdk_pybdev_state(struct pyspdk_pybdev *pb, int what)
 	}
 }
 
-/* Any thread, without the GIL. Takes up to max queued I/Os, waiting at most
- * timeout_ns (spinning spin_ns first) for the first. Each fills
- * PYSPDK_PYBDEV_REQ_WORDS words of out: io, ticket, op, offset (bytes),
- * length (bytes), iovcnt, iovs (struct iovec *), the first iov's base (for
- * reads and writes; 0 otherwise).
- * Returns the count, 0 (nothing in time), or -ESHUTDOWN once workers stop. */
-static int
-pyspdk_pybdev_fetch(struct pyspdk_pybdev *pb, uint64_t *out, int max, int64_t spin_ns,
-		    int64_t timeout_ns)
+/* Any thread, without the GIL: wait until an I/O is queued, spinning
+ * spin_ns first and then sleeping on efd, at most timeout_ns in all. */
+static void
+pyspdk_pybdev_wait(struct pyspdk_pybdev *pb, int64_t spin_ns, int64_t timeout_ns)
 {
 	struct timespec spin_end;
 	struct pollfd pfd = { .fd = pb->efd, .events = POLLIN };
-	struct pyspdk_pybdev_io *io;
-	struct spdk_bdev_io *bdev_io;
-	uint64_t drained, ticket, *w;
-	uint32_t blocklen = pb->bdev.blocklen;
-	int n = 0;
+	unsigned int spins = 0;
+	int ms;
 
+	if (spin_ns > 0) {
+		pyspdk_deadline(&spin_end, spin_ns);
+		while (__atomic_load_n(&pb->queued, __ATOMIC_ACQUIRE) <= 0) {
+			pyspdk_cpu_relax();
+			if ((++spins & 15) == 0) {
+				if (pyspdk_ns_left(&spin_end) <= 0) {
+					break;
+				}
+				/* The thread that submits (read_many's caller, say) may
+				 * share this core: let it run rather than spin past it. */
+				sched_yield();
+			}
+		}
+	}
+	if (__atomic_load_n(&pb->queued, __ATOMIC_ACQUIRE) > 0) {
+		return;
+	}
+	__atomic_add_fetch(&pb->sleepers, 1, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&pb->queued, __ATOMIC_SEQ_CST) <= 0 &&
+	    !__atomic_load_n(&pb->stopping, __ATOMIC_ACQUIRE)) {
+		ms = (int)((timeout_ns + 999999) / 1000000);
+		(void)poll(&pfd, 1, ms); /* EINTR: the caller fetches again */
+	}
+	__atomic_sub_fetch(&pb->sleepers, 1, __ATOMIC_SEQ_CST);
+	/* efd is drained after the I/Os are taken, when fewer are left to wake others for. */
+}
+
+/* Fill row w of fetch's output for `io`. A fast row (a read of one buffer in
+ * the Python window) holds the buffer's start and end in that window instead
+ * of the iovs and base. */
+static void
+pyspdk_pybdev_row(uint64_t *w, struct pyspdk_pybdev_io *io, uint64_t ticket, bool fast)
+{
+	w[0] = (uint64_t)(uintptr_t)io;
+	w[1] = ticket;
+	w[2] = (uint64_t)io->op;
+	w[3] = io->offset;
+	w[4] = io->length;
+	w[5] = io->iovcnt;
+	if (fast) {
+		w[6] = io->base - PYSPDK_PYBDEV_SPACE_START;
+		w[7] = w[6] + io->length;
+	} else {
+		w[6] = io->iovcnt > 1 ? (uint64_t)(uintptr_t)io->iovs : 0;
+		w[7] = io->base;
+	}
+}
+
+static bool
+pyspdk_pybdev_is_fast(const struct pyspdk_pybdev_io *io)
+{
+	return io->op == PYSPDK_IO_READ && io->iovcnt == 1 &&
+	       io->base >= PYSPDK_PYBDEV_SPACE_START &&
+	       io->base <= PYSPDK_PYBDEV_SPACE_END - io->length;
+}
+
+/* Any thread, without the GIL. Takes up to max (at most
+ * PYSPDK_PYBDEV_MAX_BATCH) queued I/Os, oldest first, waiting at most
+ * timeout_ns (spinning spin_ns first) for the first. Each fills a row of
+ * PYSPDK_PYBDEV_REQ_WORDS words of out: io, ticket, op, offset (bytes),
+ * length (bytes), iovcnt, iovs (struct iovec *, when more than one), the
+ * first buffer's base (reads and writes; 0 otherwise). With `fast`, the fast
+ * rows (see pyspdk_pybdev_row) come first and *fast counts them.
+ * Returns the count, 0 (nothing in time), or -ESHUTDOWN once workers stop. */
+static int
+pyspdk_pybdev_fetch(struct pyspdk_pybdev *pb, uint64_t *out, int max, int64_t spin_ns,
+		    int64_t timeout_ns, int *fast)
+{
+	struct pyspdk_pybdev_io *io, *ios[PYSPDK_PYBDEV_MAX_BATCH];
+	uint64_t ticket;
+	int i, n = 0, rows = 0;
+
+	if (fast) {
+		*fast = 0;
+	}
+	if (max <= 0) {
+		return -EINVAL;
+	}
 	if (__atomic_load_n(&pb->stopping, __ATOMIC_ACQUIRE)) {
 		return -ESHUTDOWN;
 	}
-	if (timeout_ns > 0 && __atomic_load_n(&pb->queued, __ATOMIC_ACQUIRE) == 0) {
-		pyspdk_deadline(&spin_end, spin_ns > 0 ? spin_ns : 0);
-		while (__atomic_load_n(&pb->queued, __ATOMIC_ACQUIRE) == 0 &&
-		       pyspdk_ns_left(&spin_end) > 0) {
-			pyspdk_cpu_relax();
-		}
-		if (__atomic_load_n(&pb->queued, __ATOMIC_ACQUIRE) == 0) {
-			int ms = (int)((timeout_ns + 999999) / 1000000);
-
-			if (poll(&pfd, 1, ms) < 0 && errno != EINTR) {
-				return -errno;
-			}
-		}
+	if (timeout_ns > 0 && __atomic_load_n(&pb->queued, __ATOMIC_ACQUIRE) <= 0) {
+		pyspdk_pybdev_wait(pb, spin_ns, timeout_ns);
 		if (__atomic_load_n(&pb->stopping, __ATOMIC_ACQUIRE)) {
 			return -ESHUTDOWN;
 		}
 	}
+	if (__atomic_load_n(&pb->queued, __ATOMIC_ACQUIRE) <= 0) {
+		pyspdk_pybdev_drain(pb);
+		return 0;
+	}
+	if (max > PYSPDK_PYBDEV_MAX_BATCH) {
+		max = PYSPDK_PYBDEV_MAX_BATCH;
+	}
 	pthread_mutex_lock(&pb->lock);
+	/* Those a timeout moved to pending are older than the ring's. */
 	while (n < max && (io = TAILQ_FIRST(&pb->pending)) != NULL) {
 		TAILQ_REMOVE(&pb->pending, io, pending_link);
-		ticket = (__atomic_load_n(&io->ticket, __ATOMIC_ACQUIRE) & ~3ull) |
-			 PYSPDK_PYBDEV_FETCHED;
-		__atomic_store_n(&io->ticket, ticket, __ATOMIC_RELEASE);
-		bdev_io = io->bdev_io;
-		w = out + (size_t)n * PYSPDK_PYBDEV_REQ_WORDS;
-		w[0] = (uint64_t)(uintptr_t)io;
-		w[1] = ticket;
-		w[2] = (uint64_t)io->op;
-		if (io->op == PYSPDK_IO_RESET) {
-			w[3] = w[4] = w[5] = w[6] = w[7] = 0;
-		} else {
-			w[3] = bdev_io->u.bdev.offset_blocks * blocklen;
-			w[4] = bdev_io->u.bdev.num_blocks * blocklen;
-			if (io->op == PYSPDK_IO_READ || io->op == PYSPDK_IO_WRITE) {
-				w[5] = (uint64_t)bdev_io->u.bdev.iovcnt;
-				w[6] = (uint64_t)(uintptr_t)bdev_io->u.bdev.iovs;
-				w[7] = (uint64_t)(uintptr_t)bdev_io->u.bdev.iovs[0].iov_base;
-			} else {
-				w[5] = w[6] = w[7] = 0;
+		ios[n++] = io;
+	}
+	if (n < max) {
+		n += (int)spdk_ring_dequeue(pb->incoming, (void **)&ios[n], (size_t)(max - n));
+	}
+	/* Still QUEUED, so nothing changes them while the lock is held (a poller
+	 * failing a queued I/O takes it too): the rows are read before the I/Os
+	 * turn FETCHED, after which a timeout may fail and recycle them. */
+	if (fast) {
+		for (i = 0; i < n; i++) {
+			if (pyspdk_pybdev_is_fast(ios[i])) {
+				pyspdk_pybdev_row(out + (size_t)rows++ * PYSPDK_PYBDEV_REQ_WORDS, ios[i],
+						  ios[i]->ticket | PYSPDK_PYBDEV_FETCHED, true);
 			}
 		}
-		n++;
+		*fast = rows;
 	}
-	__atomic_store_n(&pb->queued, pb->queued - n, __ATOMIC_RELEASE);
-	if (TAILQ_EMPTY(&pb->pending)) {
-		pb->signaled = false;
-		(void)!read(pb->efd, &drained, sizeof(drained));
+	for (i = 0; i < n; i++) {
+		if (!fast || !pyspdk_pybdev_is_fast(ios[i])) {
+			pyspdk_pybdev_row(out + (size_t)rows++ * PYSPDK_PYBDEV_REQ_WORDS, ios[i],
+					  ios[i]->ticket | PYSPDK_PYBDEV_FETCHED, false);
+		}
+	}
+	for (i = 0; i < n; i++) {
+		ticket = __atomic_load_n(&ios[i]->ticket, __ATOMIC_RELAXED) | PYSPDK_PYBDEV_FETCHED;
+		__atomic_store_n(&ios[i]->ticket, ticket, __ATOMIC_RELEASE);
+	}
+	if (n) {
+		__atomic_sub_fetch(&pb->queued, n, __ATOMIC_SEQ_CST);
 	}
 	pthread_mutex_unlock(&pb->lock);
+	pyspdk_pybdev_drain(pb);
 	return n;
 }
 
 /* Any thread, without the GIL. Commit count results: words holds each I/O's
  * PYSPDK_PYBDEV_REQ_WORDS words as fetch wrote them (only the io and its
- * ticket are read), statuses[i] its result (0 or -errno). A result for an
+ * ticket are read), statuses[i] its result (0 or -errno; NULL: all 0). A result for an
  * I/O that expired meanwhile is dropped. Returns how many were taken. */
+/* Any thread: hand `count` committed I/Os of channel `ch` to its poller. */
+static void
+pyspdk_pybdev_hand_back(struct pyspdk_pybdev_ch *ch, struct pyspdk_pybdev_io **ios, int count)
+{
+	struct pyspdk_pybdev_io *io, *head;
+	int i;
+
+	if (count == 0 || spdk_ring_enqueue(ch->done_ring, (void **)ios, (size_t)count, NULL) ==
+	    (size_t)count) {
+		return;
+	}
+	for (i = 0; i < count; i++) {
+		io = ios[i];
+		head = __atomic_load_n(&ch->done, __ATOMIC_RELAXED);
+		do {
+			io->done_next = head;
+		} while (!__atomic_compare_exchange_n(&ch->done, &head, io, true, __ATOMIC_RELEASE,
+						      __ATOMIC_RELAXED));
+	}
+}
+
 static int
 pyspdk_pybdev_commit(struct pyspdk_pybdev *pb, const uint64_t *words, const int32_t *statuses,
 		     int count)
 {
-	struct pyspdk_pybdev_io *io;
-	struct pyspdk_pybdev_ch *ch;
+	struct pyspdk_pybdev_io *io, *run[64];
+	struct pyspdk_pybdev_ch *run_ch = NULL;
 	const uint64_t *w;
 	uint64_t ticket;
-	int i, taken = 0;
+	int i, in_run = 0, taken = 0;
 
 	if (__atomic_load_n(&pb->gone, __ATOMIC_ACQUIRE)) {
 		return 0;
@@ -553,14 +800,20 @@ pyspdk_pybdev_commit(struct pyspdk_pybdev *pb, const uint64_t *words, const int3
 						 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
 			continue;
 		}
-		io->status = statuses[i];
-		ch = io->ch;
-		pthread_mutex_lock(&ch->lock);
-		io->done_next = ch->done;
-		ch->done = io;
-		__atomic_store_n(&ch->done_pending, 1, __ATOMIC_RELEASE);
-		pthread_mutex_unlock(&ch->lock);
+		io->status = statuses ? statuses[i] : 0;
+		/* Runs of one channel go back in one enqueue. */
+		if (io->ch != run_ch || in_run == (int)SPDK_COUNTOF(run)) {
+			if (run_ch) {
+				pyspdk_pybdev_hand_back(run_ch, run, in_run);
+			}
+			run_ch = io->ch;
+			in_run = 0;
+		}
+		run[in_run++] = io;
 		taken++;
+	}
+	if (run_ch) {
+		pyspdk_pybdev_hand_back(run_ch, run, in_run);
 	}
 	return taken;
 }

@@ -2,6 +2,9 @@
  * in C; Python workers fetch them in batches and commit results; a poller on
  * the submitting SPDK thread completes them. See pybdev.py. */
 #define PYSPDK_PYBDEV_REQ_WORDS ...
+#define PYSPDK_PYBDEV_MAX_BATCH ...
+#define PYSPDK_PYBDEV_SPACE_START ...
+#define PYSPDK_PYBDEV_SPACE_END ...
 
 struct pyspdk_pybdev;
 
@@ -15,10 +18,11 @@ void pyspdk_pybdev_unregister(struct pyspdk_pybdev *pb);
 void pyspdk_pybdev_cancel(struct pyspdk_pybdev *pb);
 void pyspdk_pybdev_stop_workers(struct pyspdk_pybdev *pb);
 int pyspdk_pybdev_fd(struct pyspdk_pybdev *pb);
+void pyspdk_pybdev_watch_fd(struct pyspdk_pybdev *pb);
 /* what: 0 unregistered, 1 gone, 2 unregister rc, 3 queued, 4 expired count. */
 int pyspdk_pybdev_state(struct pyspdk_pybdev *pb, int what);
 int pyspdk_pybdev_fetch(struct pyspdk_pybdev *pb, uint64_t *out, int max, int64_t spin_ns,
-			int64_t timeout_ns);
+			int64_t timeout_ns, int *fast);
 int pyspdk_pybdev_commit(struct pyspdk_pybdev *pb, const uint64_t *words, const int32_t *statuses,
 			 int count);
 /* Only once gone, with no worker left. */
