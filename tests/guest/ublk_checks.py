@@ -161,8 +161,15 @@ def main() -> None:
     emit("id_in_use", id_in_use)
 
     def stop_in_flight() -> str:
+        # Reads the whole disk over and over (one pass can take under a
+        # second here), until a read fails; then prints that dd's error.
         reader = subprocess.Popen(
-            ["dd", "if=/dev/ublkb0", "of=/dev/null", "bs=4K", "count=1000000", "iflag=direct"],
+            [
+                "sh",
+                "-c",
+                "while dd if=/dev/ublkb0 of=/dev/null bs=4K iflag=direct 2>/tmp/dd.err; do :; done;"
+                " cat /tmp/dd.err >&2; exit 1",
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
