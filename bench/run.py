@@ -300,12 +300,12 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
             ("waiting", waits, f"waiting policies, {len(waits)} cells"),
             ("reactors", REACTOR_CELLS, f"two reactors ({REACTORS_MASK}), Python and bdevperf"),
         )
-        for stage, cells, what in stages:
+        for stage, stage_cells, what in stages:
             log(f"round {round_no}/{args.rounds}: {what}")
             result = run_worker(
                 [stage],
-                {"seconds": args.seconds, "warmup": warmup, "cells": cells},
-                timeout=len(cells) * (args.seconds + warmup) * 3 + 120,
+                {"seconds": args.seconds, "warmup": warmup, "cells": stage_cells},
+                timeout=len(stage_cells) * (args.seconds + warmup) * 3 + 120,
             )
             fingerprints.add(result["fingerprint"])
             raw[stage].extend({**cell, "round": round_no} for cell in result["cells"])
