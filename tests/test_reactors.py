@@ -185,3 +185,42 @@ found["many2"] = outcome.get("many2")
     assert "Slow" not in found["bdevs"] and "Base" in found["bdevs"]
     # Stopping the runtime under a split job ends it (cancelled), and nothing hangs.
     assert found["stopped_job_joined"] and found["many2"] == "IoError", found["many2"]
+
+
+def test_an_open_interrupted_while_its_lanes_start_closes_the_device(spdk: Any) -> None:
+    # Ctrl-C lands in the wait for the second lane's channel (time.monotonic is
+    # its first call there): open_bdev raises it and leaves nothing open.
+    found = _run(
+        spdk,
+        """
+import time
+import pyspdk_sys.bdev.device as device_module
+from pyspdk_sys import lib
+create_malloc(rt, "M0", 1 << 20, 512)
+
+class InterruptOnce:
+    armed = True
+    def monotonic(self):
+        if self.armed:
+            self.armed = False
+            raise KeyboardInterrupt
+        return time.monotonic()
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+before = lib.pyspdk_io_open_count()
+device_module.time = InterruptOnce()
+try:
+    rt.open_bdev("M0")
+except KeyboardInterrupt:
+    found["interrupted"] = True
+finally:
+    device_module.time = time
+found["left_open"] = lib.pyspdk_io_open_count() - before
+with rt.open_bdev("M0") as dev:
+    found["lanes"] = dev.lanes
+    dev.write(0, b"x" * 512)
+    found["readable"] = dev.read(0, 512) == b"x" * 512
+""",
+    )
+    assert found == {"interrupted": True, "left_open": 0, "lanes": 2, "readable": True}

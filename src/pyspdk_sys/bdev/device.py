@@ -153,12 +153,17 @@ class BlockDevice:
             self._wait_lanes_ready()
 
     def _wait_lanes_ready(self) -> None:
-        """Until every lane has its channel; closed again, and the error raised, if one has none."""
-        deadline = time.monotonic() + 30.0
-        while (rc := lib.pyspdk_dev_wait_ready(self._dev, WAIT_SLICE_NS)) in _NOT_YET:
-            if time.monotonic() > deadline:
-                rc = -errno.ETIMEDOUT
-                break
+        """Until every lane has its channel; closed again, and the error raised, if one
+        has none or the wait is interrupted (Ctrl-C): no caller holds the device yet."""
+        try:
+            deadline = time.monotonic() + 30.0
+            while (rc := lib.pyspdk_dev_wait_ready(self._dev, WAIT_SLICE_NS)) in _NOT_YET:
+                if time.monotonic() > deadline:
+                    rc = -errno.ETIMEDOUT
+                    break
+        except BaseException:
+            self.close()
+            raise
         if rc != 0:
             self.close()
             raise error_from_rc(rc, f"cannot open {self.name} on every reactor core")
