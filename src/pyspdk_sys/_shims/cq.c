@@ -71,10 +71,10 @@ pyspdk_cq_fd(struct pyspdk_cq *cq)
 }
 
 /* Spin at most spin_ns (< 0: up to -spin_ns unless on a polled CPU) until
- * something is on the queue; whether something is. Never sleeps: for a
- * reader about to sleep elsewhere (an asyncio loop in its selector). */
+ * something is on the queue; whether something is. With `share`, yield
+ * between looks instead of pausing. */
 static bool
-pyspdk_cq_spin(struct pyspdk_cq *cq, int64_t spin_ns)
+pyspdk_cq_spin_while_empty(struct pyspdk_cq *cq, int64_t spin_ns, bool share)
 {
 	struct timespec spin_end;
 
@@ -85,10 +85,22 @@ pyspdk_cq_spin(struct pyspdk_cq *cq, int64_t spin_ns)
 		pyspdk_deadline(&spin_end, spin_ns);
 		while (__atomic_load_n(&cq->count, __ATOMIC_ACQUIRE) == 0 &&
 		       pyspdk_ns_left(&spin_end) > 0) {
-			pyspdk_cpu_relax();
+			if (share) {
+				sched_yield();
+			} else {
+				pyspdk_cpu_relax();
+			}
 		}
 	}
 	return __atomic_load_n(&cq->count, __ATOMIC_ACQUIRE) != 0;
+}
+
+/* The spin of a reader about to sleep elsewhere (an asyncio loop in its
+ * selector), which uses what it finds itself: it never yields. */
+static bool
+pyspdk_cq_spin(struct pyspdk_cq *cq, int64_t spin_ns)
+{
+	return pyspdk_cq_spin_while_empty(cq, spin_ns, false);
 }
 
 /* Take up to max finished requests. Waits at most timeout_ns (spinning spin_ns
@@ -103,7 +115,11 @@ pyspdk_cq_reap(struct pyspdk_cq *cq, struct pyspdk_io **out, int max, int64_t sp
 	uint64_t drained;
 	int n = 0;
 
-	if (timeout_ns > 0 && !pyspdk_cq_spin(cq, spin_ns)) {
+	/* A reader on one CPU (the thread behind futures, pinned with the
+	 * callers) yields while it spins: the thread that will use what it
+	 * delivers, a caller waiting on a future, may be waiting for that core. */
+	if (timeout_ns > 0 &&
+	    !pyspdk_cq_spin_while_empty(cq, spin_ns, pyspdk_thread_cpus() == 1)) {
 		int ms = (int)((timeout_ns + 999999) / 1000000);
 
 		if (poll(&pfd, 1, ms) < 0 && errno != EINTR) {
