@@ -83,10 +83,12 @@ _DEFAULT_SPIN_US = 50.0
 # The I/O buffers as memoryviews. One view spans the user address space and
 # each I/O's buffer is a slice of it: about a third of the cost of a cffi
 # buffer per I/O (0.14 against 0.36 us here). Every slice is released after
-# the backend call, so a backend that keeps one cannot touch the memory later.
-# The window starts past page 0 (never mapped) and ends where 4-level page
-# tables end the user address space (x86-64, arm64); fetch gives a read of
-# one buffer inside it as a slice's start and end ("fast" rows).
+# the backend call, so a backend that keeps the slice cannot use it later (a
+# view it made from the slice can, as with any buffer). The window starts
+# past page 0 (never mapped) and ends where x86-64's 4-level page tables end
+# the user address space; a buffer outside it takes the slower cffi path.
+# fetch gives a read of one buffer inside it as a slice's start and end
+# ("fast" rows).
 _SPACE_START = int(lib.PYSPDK_PYBDEV_SPACE_START)
 _SPACE_END = int(lib.PYSPDK_PYBDEV_SPACE_END)
 _SPACE = memoryview(ffi.buffer(ffi.cast("char *", _SPACE_START), _SPACE_END - _SPACE_START))
