@@ -76,3 +76,7 @@ def test_taken_id_is_refused(guest: dict[str, dict[str, Any]]) -> None:
 
 def test_stop_disk_with_io_in_flight(guest: dict[str, dict[str, Any]]) -> None:
     check(guest, "stop_with_io_in_flight")
+
+
+def test_a_disk_left_by_a_crashed_server_is_recovered(guest: dict[str, dict[str, Any]]) -> None:
+    assert "recovered by this process" in check(guest, "recover_after_crash")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -87,6 +88,23 @@ def wait_for(path: str, timeout: float = 30) -> None:
     while not os.path.exists(path):
         assert time.monotonic() < deadline, f"{path} did not appear"
         time.sleep(0.05)
+
+
+# A server that starts /dev/ublkb5 and dies without stopping it (SIGKILL).
+CRASHING_SERVER = """
+import os, signal, time
+from pyspdk_sys import ublk
+from pyspdk_sys.bdev import create_malloc
+from pyspdk_sys.runtime import Runtime
+rt = Runtime(mem_size_mb=256, name="crashing").start()
+ublk.create_target(rt)
+create_malloc(rt, "Crash5", 16 << 20, 512)
+disk = ublk.start_disk(rt, "Crash5", 5, num_queues=1, queue_depth=32)
+while not os.path.exists(disk.device):
+    time.sleep(0.05)
+print("READY", flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
 
 
 def main() -> None:
@@ -196,6 +214,38 @@ def main() -> None:
         return f"stop_disk took {took:.2f} s; dd rc {reader.returncode}: {err.strip()[-120:]}"
 
     emit("stop_with_io_in_flight", stop_in_flight)
+
+    def recover_after_crash() -> str:
+        server = subprocess.run(
+            [sys.executable, "-c", CRASHING_SERVER], capture_output=True, text=True, timeout=120
+        )
+        assert "READY" in server.stdout, server.stdout + server.stderr[-2000:]
+        assert server.returncode == -signal.SIGKILL, server.returncode
+        assert os.path.exists("/dev/ublkb5"), "the crashed server's disk is gone"
+        # A read while no server runs waits (the kernel queues it), not fails.
+        waiting = subprocess.Popen(
+            ["dd", "if=/dev/ublkb5", "of=/dev/null", "bs=4K", "count=16", "iflag=direct"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1.0)
+        assert waiting.poll() is None, "a read with no server ended: " + waiting.stderr.read()
+        create_malloc(rt, "Recovered5", SIZE, 512)
+        begin = time.monotonic()
+        disk = ublk.recover_disk(rt, "Recovered5", 5)
+        took = time.monotonic() - begin
+        assert (disk.id, disk.bdev_name) == (5, "Recovered5"), disk
+        _out, err = waiting.communicate(timeout=30)
+        assert waiting.returncode == 0, "the waiting read failed after recovery: " + err
+        detail = round_trip("/dev/ublkb5", "/tmp/p5")
+        ublk.stop_disk(rt, 5)
+        return (
+            f"/dev/ublkb5 recovered by this process in {took:.2f} s; the read that waited "
+            f"for it completed; {detail}"
+        )
+
+    emit("recover_after_crash", recover_after_crash)
     sys.stdout.flush()
     os._exit(0)
 
