@@ -280,9 +280,12 @@ class BlockDevice:
             self._users += 1
 
     def _leave(self) -> None:
+        # Only close() and teardown wait for the last user, and they mark the
+        # device closed before they take the lock to wait: notify only then
+        # (a notify costs more than the rest of this call).
         with self._lock:
             self._users -= 1
-            if self._users == 0:
+            if self._users == 0 and self._closed:
                 self._idle.notify_all()
 
     def _enter_blocking(self) -> None:
@@ -305,8 +308,8 @@ class BlockDevice:
             else:
                 self._inside[me] = left - 1
             self._users -= 1
-            if self._users == 0:
-                self._idle.notify_all()
+            if self._users == 0 and self._closed:
+                self._idle.notify_all()  # as in _leave
 
     def _forget_leaked(self) -> None:
         """Drop the counts of threads that are in none of the blocking calls any more.
