@@ -331,6 +331,7 @@ class PythonBdev:
             )
         seconds = self._begin_close(cancel, timeout)
         if seconds is None:
+            self._finish_after_stop()
             return
         if self.runtime.state is State.RUNNING:
             try:
@@ -347,6 +348,7 @@ class PythonBdev:
         """close() for asyncio programs; the way to close a device served by this loop."""
         seconds = self._begin_close(cancel, timeout)
         if seconds is None:
+            self._finish_after_stop()
             return
         if self.runtime.state is State.RUNNING:
             await self.runtime.run(lib.pyspdk_pybdev_unregister, self._pb)
@@ -366,6 +368,12 @@ class PythonBdev:
         if cancel:
             lib.pyspdk_pybdev_cancel(self._pb)
         return seconds
+
+    def _finish_after_stop(self) -> None:
+        """close() of a device the runtime's stop closed: free what the teardown
+        could not, because a worker was still in the backend then."""
+        if not self._freed and self.runtime.state is not State.RUNNING:
+            self._finish()
 
     def _released(self, started: float, seconds: float) -> bool:
         """While closing: whether SPDK has let go. Cancels what is left after
@@ -425,8 +433,10 @@ class PythonBdev:
                 stuck or "(asyncio tasks)",
             )
             return
-        self._freed = True
-        lib.pyspdk_pybdev_free(pb)
+        with self._lock:
+            if not self._freed:
+                self._freed = True
+                lib.pyspdk_pybdev_free(pb)
 
     def _on_runtime_stop(self) -> None:
         # On the SPDK thread: the bdev layer is about to unregister every bdev.
@@ -441,9 +451,15 @@ class PythonBdev:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         idle = all(not t.is_alive() for t in self._threads) and self._loop is None
-        if idle and lib.pyspdk_pybdev_state(self._pb, 1) and not self._freed:
-            self._freed = True
-            lib.pyspdk_pybdev_free(self._pb)
+        with self._lock:
+            if self._freed or not lib.pyspdk_pybdev_state(self._pb, 1):
+                return
+            # SPDK's environment ends after the teardown: its memory goes back
+            # now, the rest when no worker is left (here, or in a later close()).
+            lib.pyspdk_pybdev_release_env(self._pb)
+            if idle:
+                self._freed = True
+                lib.pyspdk_pybdev_free(self._pb)
 
     # ------------------------------------------------------------ serving
 

@@ -550,6 +550,20 @@ pyspdk_pybdev_unregister_done(void *ctx, int rc)
 	__atomic_store_n(&pb->unregistered, 1, __ATOMIC_RELEASE);
 }
 
+/* Once gone, while SPDK's environment is still up (the runtime's teardown):
+ * give back the device's DPDK memory, so that freeing the rest later, after
+ * the environment has ended, needs none of it. Nothing uses the ring once
+ * gone: no channel is left to queue on it, and with nothing queued no fetch
+ * looks at it. */
+static void
+pyspdk_pybdev_release_env(struct pyspdk_pybdev *pb)
+{
+	if (pb->incoming && __atomic_load_n(&pb->gone, __ATOMIC_ACQUIRE)) {
+		spdk_ring_free(pb->incoming);
+		pb->incoming = NULL;
+	}
+}
+
 /* App thread. */
 static void
 pyspdk_pybdev_unregister(struct pyspdk_pybdev *pb)

@@ -25,5 +25,7 @@ int pyspdk_pybdev_fetch(struct pyspdk_pybdev *pb, uint64_t *out, int max, int64_
 			int64_t timeout_ns, int *fast);
 int pyspdk_pybdev_commit(struct pyspdk_pybdev *pb, const uint64_t *words, const int32_t *statuses,
 			 int count);
+/* Once gone, while SPDK's environment is up: its DPDK memory back. */
+void pyspdk_pybdev_release_env(struct pyspdk_pybdev *pb);
 /* Only once gone, with no worker left. */
 void pyspdk_pybdev_free(struct pyspdk_pybdev *pb);
