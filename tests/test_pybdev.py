@@ -386,6 +386,19 @@ _PRELUDE = textwrap.dedent(
             buffer[:] = self.data[offset:offset + len(buffer)]
         def write(self, offset, data):
             self.data[offset:offset + len(data)] = data
+
+    # Reads from 64 KiB on (past the blocks SPDK's examine reads) wait for release.
+    class HangsFrom(Ram):
+        def __init__(self):
+            super().__init__()
+            self.release = threading.Event()
+            self.entered = threading.Event()
+        def readinto(self, offset, buffer):
+            if offset >= 65536:
+                self.entered.set()
+                self.release.wait(60)
+                return
+            super().readinto(offset, buffer)
     """
 )
 
@@ -400,15 +413,9 @@ def _run(body: str, timeout: float = 120) -> str:
 def test_timeout_fails_an_unanswered_io_and_close_completes() -> None:
     out = _run(
         """
-        release = threading.Event()
-        class Hangs(Ram):
-            def readinto(self, offset, buffer):
-                if offset == 65536:    # not a block SPDK's examine reads
-                    release.wait(60)   # never answers in time
-                    return
-                super().readinto(offset, buffer)
+        backend = HangsFrom()   # never answers in time
         with Runtime() as rt:
-            dev = PythonBdev(rt, "Hang", Hangs(), num_blocks=8192, workers=2, io_timeout=0.5)
+            dev = PythonBdev(rt, "Hang", backend, num_blocks=8192, workers=2, io_timeout=0.5)
             bd = rt.open_bdev("Hang")
             start = time.monotonic()
             try:
@@ -431,7 +438,7 @@ def test_timeout_fails_an_unanswered_io_and_close_completes() -> None:
             start = time.monotonic()
             dev.close(timeout=5)
             closed_in = time.monotonic() - start
-            release.set()
+            backend.release.set()
             print("ok", round(took, 2), round(closed_in, 2))
         """
     )
@@ -445,15 +452,9 @@ def test_queued_ios_time_out_behind_a_hung_worker() -> None:
     # when they time out, and are failed out of the queue.
     out = _run(
         """
-        release = threading.Event()
-        class Hangs(Ram):
-            def readinto(self, offset, buffer):
-                if offset >= 65536:    # not a block SPDK's examine reads
-                    release.wait(60)
-                    return
-                super().readinto(offset, buffer)
+        backend = HangsFrom()
         with Runtime() as rt:
-            dev = PythonBdev(rt, "Hang", Hangs(), num_blocks=8192, workers=1, io_timeout=0.5)
+            dev = PythonBdev(rt, "Hang", backend, num_blocks=8192, workers=1, io_timeout=0.5)
             bd = rt.open_bdev("Hang")
             start = time.monotonic()
             futures = [bd.read_async(65536 + i * 512, 512) for i in range(8)]
@@ -462,7 +463,7 @@ def test_queued_ios_time_out_behind_a_hung_worker() -> None:
             assert all(getattr(e, "errno", None) == errno.ETIMEDOUT for e in errors), errors
             assert 0.4 < took < 5, took
             assert dev.expired == 8 and dev.queued == 0, (dev.expired, dev.queued)
-            release.set()   # the late answer is dropped; the worker serves again
+            backend.release.set()   # the late answer is dropped; the worker serves again
             bd.write(4096, b"z" * 512)
             assert bd.read(4096, 512) == b"z" * 512
             bd.close()
@@ -578,24 +579,16 @@ def test_close_after_the_runtime_stopped_frees_a_device_its_worker_held() -> Non
     # a crash. It used to return at once and leave the device allocated.
     out = _run(
         """
-        release = threading.Event()
-        entered = threading.Event()
-        class Stuck(Ram):
-            def readinto(self, offset, buffer):
-                if offset >= 65536:    # not a block SPDK's examine reads
-                    entered.set()
-                    release.wait(30)
-                    return
-                super().readinto(offset, buffer)
+        backend = HangsFrom()
         rt = Runtime().start()
-        dev = PythonBdev(rt, "Stuck", Stuck(), num_blocks=8192, workers=1)
+        dev = PythonBdev(rt, "Stuck", backend, num_blocks=8192, workers=1)
         bd = rt.open_bdev("Stuck")
         future = bd.read_async(65536, 512)
-        assert entered.wait(10)
+        assert backend.entered.wait(10)
         rt.stop(timeout=30)
         assert future.exception(10) is not None
         assert not dev._freed    # white-box: the teardown had to keep it
-        release.set()
+        backend.release.set()
         time.sleep(0.2)    # the worker commits late, to a device SPDK let go
         dev.close()
         print("ok", dev.closed, dev._freed)
