@@ -302,7 +302,7 @@ def test_nothing_left_pending(runtime: Any, dev: Any) -> None:
     for future in futures:
         future.result(timeout=30)
     assert future_reaper(runtime).completions.pending == {}
-    assert dev._users == 0
+    assert dev._holds == []
 
 
 def test_repeated_asyncio_run_leaks_nothing(runtime: Any, dev: Any) -> None:

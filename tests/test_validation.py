@@ -110,4 +110,4 @@ def test_dma_buffer_arguments(runtime: Any, size: Any, align: Any) -> None:
 def test_run_batch_operations(dev: Any, ops: Any) -> None:
     with contextlib.suppress(*ACCEPTED):
         dev.run_batch(ops)
-    assert dev._users == 0
+    assert dev._holds == []

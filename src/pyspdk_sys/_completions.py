@@ -57,12 +57,12 @@ class Completions:
             raise OSError(errno.EMFILE, "cannot create a completion queue (eventfd)")
         self.deliver = deliver
         self.pending: dict[int, tuple[Owner, Any]] = {}
-        self._tags = itertools.count(1)
-        self._out = ffi.new("struct pyspdk_io *[]", _REAP_BATCH)
+        self.tags = itertools.count(1)
+        self._out = ffi.new("uint64_t[]", _REAP_BATCH)
 
     def track(self, owner: Owner, token: Any) -> None:
         """Before submission: owner's completion will be delivered with `token`."""
-        tag = next(self._tags)
+        tag = next(self.tags)
         owner.io.tag = tag
         owner.io.cq = self.cq
         self.pending[tag] = (owner, token)
@@ -74,8 +74,11 @@ class Completions:
     def dispatch(self, spin_ns: int, timeout_ns: int) -> int:
         """Reap what has arrived (waiting at most timeout_ns) and deliver it; how many."""
         n: int = lib.pyspdk_cq_reap(self.cq, self._out, _REAP_BATCH, spin_ns, timeout_ns)
-        for i in range(max(n, 0)):
-            entry = self.pending.pop(self._out[i].tag, None)
+        if n <= 0:
+            return n
+        pending, deliver = self.pending, self.deliver
+        for tag in ffi.unpack(self._out, n):
+            entry = pending.pop(tag, None)
             if entry is None:
                 continue  # its submitter was interrupted and took it back
             owner, token = entry
@@ -84,7 +87,7 @@ class Completions:
             except BaseException as error:
                 result, exc = None, error
             owner.leave()
-            self.deliver(token, result, exc)
+            deliver(token, result, exc)
         return n
 
     def drain_abandoned(self) -> bool:
@@ -97,8 +100,8 @@ class Completions:
             n = lib.pyspdk_cq_reap(self.cq, self._out, _REAP_BATCH, 0, 0)
             if n <= 0:
                 break
-            for i in range(n):
-                entry = self.pending.pop(self._out[i].tag, None)
+            for tag in ffi.unpack(self._out, n):
+                entry = self.pending.pop(tag, None)
                 if entry is not None:
                     entry[0].release()
         if self.pending:

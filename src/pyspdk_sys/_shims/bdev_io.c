@@ -119,6 +119,8 @@ struct pyspdk_dev {
 	struct pyspdk_dev *next;     /* the engine's list (owner thread only) */
 	struct pyspdk_adapt adapt_io;  /* latency of blocking requests */
 	struct pyspdk_adapt adapt_job; /* latency of jobs */
+	uint32_t block_size;         /* the bdev's, as opened */
+	uint64_t size;               /* bytes, as opened */
 	uint32_t nlanes;
 	struct pyspdk_lane lanes[];
 };
@@ -600,6 +602,8 @@ pyspdk_dev_open(const char *name, bool write, uint32_t queue_depth, uint32_t lan
 		return NULL;
 	}
 	dev->bdev = spdk_bdev_desc_get_bdev(dev->desc);
+	dev->block_size = spdk_bdev_get_block_size(dev->bdev);
+	dev->size = spdk_bdev_get_num_blocks(dev->bdev) * dev->block_size;
 	dev->owner = spdk_get_thread();
 	dev->queue_depth = queue_depth;
 	dev->nlanes = n;
@@ -720,6 +724,29 @@ pyspdk_dev_submit(struct pyspdk_dev *dev, struct pyspdk_io **ios, int count)
 	pthread_mutex_unlock(&lane->lock);
 	__atomic_store_n(&lane->home->pending, 1, __ATOMIC_RELEASE);
 	return 0;
+}
+
+/* The futures and asyncio path in one call: check that [offset, offset +
+ * length) is whole blocks inside the device as opened, fill `io` (whose buf
+ * the caller set) for it and queue it, its completion going to `cq` with
+ * `tag`. 0; -ERANGE when the range is wrong (nothing queued); or what
+ * pyspdk_dev_submit returns. */
+static int
+pyspdk_dev_submit_range(struct pyspdk_dev *dev, struct pyspdk_io *io, int op, uint64_t offset,
+			uint64_t length, struct pyspdk_cq *cq, uint64_t tag)
+{
+	uint32_t block_size = dev->block_size;
+
+	if (length == 0 || offset % block_size || length % block_size || offset > dev->size ||
+	    length > dev->size - offset) {
+		return -ERANGE;
+	}
+	io->op = op;
+	io->offset_blocks = offset / block_size;
+	io->num_blocks = length / block_size;
+	io->cq = cq;
+	io->tag = tag;
+	return pyspdk_dev_submit(dev, &io, 1);
 }
 
 static bool

@@ -103,12 +103,12 @@ pyspdk_cq_spin(struct pyspdk_cq *cq, int64_t spin_ns)
 	return pyspdk_cq_spin_while_empty(cq, spin_ns, false);
 }
 
-/* Take up to max finished requests. Waits at most timeout_ns (spinning spin_ns
+/* Take up to max finished requests, writing their tags. Waits at most timeout_ns (spinning spin_ns
  * first; < 0: up to -spin_ns unless on a polled CPU) for the first one; 0
  * does not wait. Returns how many it took (0 when
  * none arrived in time or a signal came) or -errno. */
 static int
-pyspdk_cq_reap(struct pyspdk_cq *cq, struct pyspdk_io **out, int max, int64_t spin_ns,
+pyspdk_cq_reap(struct pyspdk_cq *cq, uint64_t *tags, int max, int64_t spin_ns,
 	       int64_t timeout_ns)
 {
 	struct pollfd pfd = { .fd = cq->efd, .events = POLLIN };
@@ -128,7 +128,7 @@ pyspdk_cq_reap(struct pyspdk_cq *cq, struct pyspdk_io **out, int max, int64_t sp
 	}
 	pthread_mutex_lock(&cq->lock);
 	while (cq->head && n < max) {
-		out[n++] = cq->head;
+		tags[n++] = cq->head->tag;
 		cq->head = cq->head->next;
 	}
 	if (!cq->head) {

@@ -164,43 +164,59 @@ class AsyncSlot:
     """A reusable request for futures and asyncio reads and writes of one range.
 
     It goes back to its device's free list when finished or released instead
-    of being rebuilt for every I/O; its buffer is freed with the device.
+    of being rebuilt for every I/O; its buffer (and a view of it, from which
+    a read's bytes are taken) is kept until the device is freed.
     """
 
-    __slots__ = ("buf", "capacity", "device", "io", "length", "name", "offset", "submit")
+    __slots__ = (
+        "buf",
+        "capacity",
+        "device",
+        "io",
+        "length",
+        "name",
+        "offset",
+        "reading",
+        "result_view",
+        "submit",
+        "view",
+    )
 
     def __init__(self, device: BlockDevice) -> None:
         self.device = device
         self.io = new_io()
         self.submit = ffi.new("struct pyspdk_io *[1]", [self.io])
         self.buf: Any = None
+        self.view: memoryview | None = None
+        self.result_view: memoryview | None = None  # view[:length] of the last range
         self.capacity = 0
+        self.reading = True
         self.name = "read"
         self.offset = 0
         self.length = 0
 
-    def prepare(self, op: int, name: str, offset: int, length: int, source: Any) -> None:
-        if self.capacity < length:
-            pool = self.device.pool
-            if self.buf is not None:
-                pool.put(self.buf, self.capacity)
-                self.buf = None
-                self.capacity = 0
-            capacity = BufferPool.size_class(length)
-            self.buf = pool.get(capacity)
-            self.capacity = capacity
-        block_size = self.device.block_size
-        io = self.io
-        io.op = op
-        io.offset_blocks = offset // block_size
-        io.num_blocks = length // block_size
-        io.buf = self.buf
-        io.tag = 0
+    def reserve(self, length: int) -> None:
+        """A buffer of at least `length` bytes (a valid I/O length) for the next range."""
+        if self.capacity >= length:
+            return
+        self.free()
+        capacity = BufferPool.size_class(length)
+        self.buf = self.device.pool.get(capacity)
+        self.capacity = capacity
+        self.io.buf = self.buf
+        self.view = memoryview(ffi.buffer(self.buf, capacity))
+
+    def arm(self, reading: bool, name: str, offset: int, length: int, source: Any) -> None:
+        """Take the next range (reserve() made room); a write's bytes are copied in."""
+        self.reading = reading
         self.name = name
         self.offset = offset
-        self.length = length
+        if length != self.length or self.result_view is None:
+            assert self.view is not None
+            self.result_view = self.view[:length]
+            self.length = length
         if source is not None:
-            ffi.memmove(self.buf, source, length)
+            self.result_view[:] = source
 
     def is_over(self) -> bool:
         return bool(lib.pyspdk_io_is_done(self.io))
@@ -210,9 +226,9 @@ class AsyncSlot:
         try:
             if io.status != 0:
                 raise status_error(self.device, self.name, self.offset, self.length, io)
-            return ffi.buffer(self.buf, self.length)[:] if self.name == "read" else None
+            return self.result_view.tobytes() if self.reading else None  # type: ignore[union-attr]
         finally:
-            self.release()
+            self.device._afree.append(self)
 
     def release(self) -> None:
         self.device._afree.append(self)
@@ -221,10 +237,17 @@ class AsyncSlot:
         self.device._leave()
 
     def free(self) -> None:
+        if self.result_view is not None:
+            self.result_view.release()
+            self.result_view = None
+        if self.view is not None:
+            self.view.release()
+            self.view = None
         if self.buf is not None:
             self.device.pool.put(self.buf, self.capacity)
             self.buf = None
             self.capacity = 0
+            self.length = 0
 
 
 _CACHE_LINE = 64

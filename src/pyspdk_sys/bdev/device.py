@@ -45,6 +45,7 @@ __all__ = ["BlockDevice"]
 
 _NOT_YET = (-errno.ETIMEDOUT, -errno.EINTR)
 _MAX_DEPTH = 65536
+_READ: int = lib.PYSPDK_IO_READ
 _MAX_LANES = 64  # PYSPDK_MAX_LANES
 _MAX_SPIN_US = 1_000_000.0
 _QUEUE_SPIN_NS = 50_000
@@ -121,7 +122,10 @@ class BlockDevice:
         )
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self._users = 0
+        # One entry per caller inside and per request not yet finished: close()
+        # waits for none. A list, because append() and pop() are atomic: the
+        # futures and asyncio paths count themselves without taking the lock.
+        self._holds: list[None] = []
         # The blocking calls inside, per thread: a Ctrl-C can land between the
         # count and the try that undoes it, and close() then finds the leak.
         self._inside: dict[int, int] = {}
@@ -233,7 +237,7 @@ class BlockDevice:
         waited = 0
         while True:
             with self._idle:
-                if not self._users:
+                if not self._holds:
                     break
                 for reaper in here:
                     reaper.completions.dispatch(0, 0)
@@ -258,7 +262,7 @@ class BlockDevice:
         if self._dev is None:
             return
         with self._idle:
-            self._idle.wait_for(lambda: self._users == 0, 5.0)
+            self._idle.wait_for(lambda: not self._holds, 5.0)
         self._sweep()
         for slot in self._slots:
             slot.release()
@@ -274,18 +278,21 @@ class BlockDevice:
         self._dev = None
 
     def _enter(self) -> None:
-        with self._lock:
-            if self._closed:
-                raise RuntimeStateError(f"{self.name} {self._closed_why}")
-            self._users += 1
+        # Counted before the look at _closed: close() marks the device closed
+        # before it waits for the count, so either this sees it closed or
+        # close() sees this inside.
+        self._holds.append(None)
+        if self._closed:
+            self._leave()
+            raise RuntimeStateError(f"{self.name} {self._closed_why}")
 
     def _leave(self) -> None:
         # Only close() and teardown wait for the last user, and they mark the
         # device closed before they take the lock to wait: notify only then
         # (a notify costs more than the rest of this call).
-        with self._lock:
-            self._users -= 1
-            if self._users == 0 and self._closed:
+        self._holds.pop()
+        if self._closed:
+            with self._lock:
                 self._idle.notify_all()
 
     def _enter_blocking(self) -> None:
@@ -294,7 +301,7 @@ class BlockDevice:
         with self._lock:
             if self._closed:
                 raise RuntimeStateError(f"{self.name} {self._closed_why}")
-            self._users += 1
+            self._holds.append(None)
             self._inside[me] = self._inside.get(me, 0) + 1
 
     def _leave_blocking(self) -> None:
@@ -307,8 +314,8 @@ class BlockDevice:
                 del self._inside[me]
             else:
                 self._inside[me] = left - 1
-            self._users -= 1
-            if self._users == 0 and self._closed:
+            self._holds.pop()
+            if not self._holds and self._closed:
                 self._idle.notify_all()  # as in _leave
 
     def _forget_leaked(self) -> None:
@@ -329,8 +336,8 @@ class BlockDevice:
                     frame = frame.f_back
                 if frame is None:
                     del self._inside[thread]
-                    self._users -= count
-            if self._users == 0:
+                    del self._holds[:count]
+            if not self._holds:
                 self._idle.notify_all()
 
     def _abandon(self, owner: Owner) -> None:
@@ -745,21 +752,6 @@ class BlockDevice:
                 self._leave()
             raise
 
-    def _async_slot(self, op: int, name: str, offset: int, length: int, source: Any) -> AsyncSlot:
-        """Inside _enter(): a free async slot filled for this range (source copied in)."""
-        try:
-            slot = self._afree.pop()
-        except IndexError:
-            slot = AsyncSlot(self)
-            with self._lock:
-                self._aslots.append(slot)
-        try:
-            slot.prepare(op, name, offset, length, source)
-        except BaseException:
-            self._afree.append(slot)
-            raise
-        return slot
-
     def _range_submit(
         self,
         op: int,
@@ -767,17 +759,58 @@ class BlockDevice:
         offset: int,
         length: int,
         source: Any,
-        completions: Any,
+        completions: Completions,
         token: Any,
     ) -> None:
-        self._check_range(offset, length)
-        self._enter()
-        try:
-            slot = self._async_slot(op, name, offset, length, source)
-        except BaseException:
+        """Read or write one range through a free async slot (a write's bytes copied in).
+
+        The hot path of futures and asyncio: the engine checks the range and
+        queues the request in one call, and the count of users is taken
+        without the device's lock (see _enter).
+        """
+        self._holds.append(None)
+        if self._closed:
             self._leave()
+            raise RuntimeStateError(f"{self.name} {self._closed_why}")
+        slot: AsyncSlot | None = None
+        tag = 0
+        try:
+            try:
+                slot = self._afree.pop()
+            except IndexError:
+                slot = AsyncSlot(self)
+                with self._lock:
+                    self._aslots.append(slot)
+            if (
+                type(offset) is not int
+                or type(length) is not int
+                or not 0 < length <= slot.capacity
+            ):
+                # Worded errors first, and then a length that is valid to reserve.
+                self._check_range(offset, length)
+                slot.reserve(length)
+            slot.arm(op == _READ, name, offset, length, source)
+            tag = next(completions.tags)
+            completions.pending[tag] = (slot, token)
+            rc = lib.pyspdk_dev_submit_range(
+                self._dev, slot.io, op, offset, length, completions.cq, tag
+            )
+            if rc != 0:
+                if rc == -errno.ERANGE:
+                    self._span(offset, length)
+                raise self._refusal(rc, name, offset, length)
+        except BaseException:
+            # Whoever removes the pending entry owns the slot: here, or the reader.
+            if (
+                slot is not None
+                and lib.pyspdk_io_is_done(slot.io)
+                and (tag == 0 or completions.pending.pop(tag, None) is not None)
+            ):
+                slot.release()
+                self._leave()
+            elif slot is None:
+                self._leave()
             raise
-        self._submit(slot, completions, token)
 
     def _request_submit(self, request: Request, completions: Completions, token: Any) -> None:
         try:
@@ -1111,7 +1144,7 @@ class BlockDevice:
                 closed = True
             else:
                 closed = False
-                self._users += len(requests)
+                self._holds.extend([None] * len(requests))
         if closed:
             for request in requests:
                 request.release()
@@ -1139,8 +1172,8 @@ class BlockDevice:
             else:
                 # SPDK holds some: the device releases them as they come back.
                 with self._lock:
-                    self._users -= len(completions.pending)
-                    if self._users == 0:
+                    del self._holds[: len(completions.pending)]
+                    if not self._holds:
                         self._idle.notify_all()
                 self._abandon(completions)
             raise
