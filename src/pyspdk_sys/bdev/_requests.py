@@ -234,7 +234,10 @@ class AsyncSlot:
         self.device._afree.append(self)
 
     def leave(self) -> None:
-        self.device._leave()
+        device = self.device
+        device._holds.pop()  # device._leave(), one call less on the hot path
+        if device._closed:
+            device._leave_notify()
 
     def free(self) -> None:
         if self.result_view is not None:

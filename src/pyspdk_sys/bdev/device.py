@@ -292,8 +292,11 @@ class BlockDevice:
         # (a notify costs more than the rest of this call).
         self._holds.pop()
         if self._closed:
-            with self._lock:
-                self._idle.notify_all()
+            self._leave_notify()
+
+    def _leave_notify(self) -> None:
+        with self._lock:
+            self._idle.notify_all()
 
     def _enter_blocking(self) -> None:
         """_enter() for a call that waits on this thread; _leave_blocking() undoes it."""
@@ -850,8 +853,13 @@ class BlockDevice:
             self._request_submit(self._write_request(offset, data), completions, token)
 
     def _loop_future(self) -> tuple[asyncio.Future[Any], Completions]:
-        loop = asyncio.get_running_loop()
         last = self._last_loop
+        # The loop this device served last, when it runs on this thread, is
+        # the running loop: a loop sets _thread_id while it runs. This spares
+        # get_running_loop(), which costs a getpid() system call per I/O.
+        if last is not None and getattr(last[0], "_thread_id", None) == threading.get_ident():
+            return last[0].create_future(), last[1]
+        loop = asyncio.get_running_loop()
         if last is not None and last[0] is loop:
             return loop.create_future(), last[1]
         completions = loop_reaper(loop, self.runtime).completions
