@@ -7,6 +7,7 @@ import asyncio
 import errno
 import os
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -402,6 +403,42 @@ def test_aread_many_awrite_many_leave_the_loop_free(runtime: Any, rpc: Any, mall
         assert ticks >= written_ticks + 5
         with pytest.raises(ValueError, match=r"offsets\[1\]"):
             asyncio.run(dev.aread_many([0, 100], 4096))
+    finally:
+        dev.close()
+        rpc("bdev_delay_delete", {"name": slow})
+
+
+def test_cancelled_futures_end_cleanly(runtime: Any, rpc: Any, malloc: str) -> None:
+    """A future cancelled while its I/O runs: wait() wakes, the slot comes back, I/O goes on."""
+    import concurrent.futures
+
+    slow = f"{malloc}Slow"
+    latency = {"avg_read_latency": 50_000, "p99_read_latency": 50_000}
+    latency |= {"avg_write_latency": 50_000, "p99_write_latency": 50_000}
+    rpc("bdev_delay_create", {"base_bdev_name": malloc, "name": slow, **latency})
+    dev = runtime.open_bdev(slow)
+    try:
+        future = dev.read_async(0, 4096)
+        assert future.cancel()
+        done, _ = concurrent.futures.wait([future], timeout=5)
+        assert done == {future} and future.cancelled()
+        dev.write(4096, b"\x5a" * 4096)
+        assert dev.read_async(4096, 4096).result(timeout=5) == b"\x5a" * 4096
+
+        async def main() -> bytes:
+            task = asyncio.ensure_future(dev.aread(0, 4096))
+            await asyncio.sleep(0.005)  # submitted, and 50 ms from done
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return await dev.aread(4096, 4096)
+
+        assert asyncio.run(main()) == b"\x5a" * 4096
+        deadline = time.monotonic() + 5
+        while dev._holds and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert dev._holds == []  # both cancelled reads finished and left
+        assert len(dev._afree) == len(dev._aslots)
     finally:
         dev.close()
         rpc("bdev_delay_delete", {"name": slow})
