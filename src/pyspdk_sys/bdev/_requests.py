@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .device import BlockDevice
 
 IO_DONE: int = lib.PYSPDK_IO_DONE
+IO_READ: int = lib.PYSPDK_IO_READ
 
 
 def new_io() -> Any:
@@ -174,24 +175,20 @@ class AsyncSlot:
         "device",
         "io",
         "length",
-        "name",
         "offset",
-        "reading",
+        "op",
         "result_view",
-        "submit",
         "view",
     )
 
     def __init__(self, device: BlockDevice) -> None:
         self.device = device
         self.io = new_io()
-        self.submit = ffi.new("struct pyspdk_io *[1]", [self.io])
         self.buf: Any = None
         self.view: memoryview | None = None
         self.result_view: memoryview | None = None  # view[:length] of the last range
         self.capacity = 0
-        self.reading = True
-        self.name = "read"
+        self.op = IO_READ  # the device sets op and offset, and length through set_length()
         self.offset = 0
         self.length = 0
 
@@ -206,17 +203,11 @@ class AsyncSlot:
         self.io.buf = self.buf
         self.view = memoryview(ffi.buffer(self.buf, capacity))
 
-    def arm(self, reading: bool, name: str, offset: int, length: int, source: Any) -> None:
-        """Take the next range (reserve() made room); a write's bytes are copied in."""
-        self.reading = reading
-        self.name = name
-        self.offset = offset
-        if length != self.length or self.result_view is None:
-            assert self.view is not None
-            self.result_view = self.view[:length]
-            self.length = length
-        if source is not None:
-            self.result_view[:] = source
+    def set_length(self, length: int) -> None:
+        """The next ranges are `length` bytes (reserve() made room): their view of the buffer."""
+        assert self.view is not None
+        self.result_view = self.view[:length]
+        self.length = length
 
     def is_over(self) -> bool:
         return bool(lib.pyspdk_io_is_done(self.io))
@@ -225,8 +216,9 @@ class AsyncSlot:
         io = self.io
         try:
             if io.status != 0:
-                raise status_error(self.device, self.name, self.offset, self.length, io)
-            return self.result_view.tobytes() if self.reading else None  # type: ignore[union-attr]
+                name = "read" if self.op == IO_READ else "write"
+                raise status_error(self.device, name, self.offset, self.length, io)
+            return self.result_view.tobytes() if self.op == IO_READ else None  # type: ignore[union-attr]
         finally:
             self.device._afree.append(self)
 

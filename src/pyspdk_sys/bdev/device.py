@@ -679,7 +679,7 @@ class BlockDevice:
 
     def read(self, offset: int, length: int) -> bytes:
         """Read `length` bytes at byte `offset`."""
-        slot = self._run_slot(lib.PYSPDK_IO_READ, "read", offset, length)
+        slot = self._run_slot(_READ, "read", offset, length)
         data: bytes = ffi.buffer(slot.buf, length)[:]
         return data
 
@@ -689,7 +689,7 @@ class BlockDevice:
             # Pinned for the whole I/O: resizing it meanwhile raises BufferError.
             with memoryview(buffer) as pinned:
                 length = len(pinned)
-                slot = self._run_slot(lib.PYSPDK_IO_READ, "read", offset, length)
+                slot = self._run_slot(_READ, "read", offset, length)
                 ffi.memmove(pinned, slot.buf, length)
             return length
         return int(self._run(self._read_into_request(offset, buffer)))
@@ -735,7 +735,7 @@ class BlockDevice:
 
     # ---------------------------------------------------------- futures and asyncio
 
-    def _submit(self, owner: Request | AsyncSlot, completions: Completions, token: Any) -> None:
+    def _submit(self, owner: Request, completions: Completions, token: Any) -> None:
         """Hand `owner` to SPDK, its completion going to `completions` with `token`.
 
         Called inside _enter(). On any exception the pending map decides: the
@@ -792,7 +792,12 @@ class BlockDevice:
                 # Worded errors first, and then a length that is valid to reserve.
                 self._check_range(offset, length)
                 slot.reserve(length)
-            slot.arm(op == _READ, name, offset, length, source)
+            slot.op = op
+            slot.offset = offset
+            if length != slot.length:
+                slot.set_length(length)
+            if source is not None:
+                slot.result_view[:] = source  # type: ignore[index]
             tag = next(completions.tags)
             completions.pending[tag] = (slot, token)
             rc = lib.pyspdk_dev_submit_range(
@@ -827,7 +832,7 @@ class BlockDevice:
         """Like read(), returning a concurrent.futures.Future of the bytes."""
         future = SpdkFuture()
         completions = future_reaper(self.runtime).completions
-        self._range_submit(lib.PYSPDK_IO_READ, "read", offset, length, None, completions, future)
+        self._range_submit(_READ, "read", offset, length, None, completions, future)
         return future
 
     def read_into_async(self, offset: int, buffer: Any) -> Future:  # type: ignore[type-arg]
@@ -869,7 +874,7 @@ class BlockDevice:
     async def aread(self, offset: int, length: int) -> bytes:
         """asyncio form of read()."""
         future, completions = self._loop_future()
-        self._range_submit(lib.PYSPDK_IO_READ, "read", offset, length, None, completions, future)
+        self._range_submit(_READ, "read", offset, length, None, completions, future)
         result: bytes = await future
         return result
 
