@@ -727,13 +727,13 @@ pyspdk_dev_submit(struct pyspdk_dev *dev, struct pyspdk_io **ios, int count)
 }
 
 /* The futures and asyncio path in one call: check that [offset, offset +
- * length) is whole blocks inside the device as opened, fill `io` (whose buf
- * the caller set) for it and queue it, its completion going to `cq` with
- * `tag`. 0; -ERANGE when the range is wrong (nothing queued); or what
- * pyspdk_dev_submit returns. */
+ * length) is whole blocks inside the device as opened, fill `io` (whose buf,
+ * cq and tag the caller set) for it and queue it. 0; -ERANGE when the range
+ * is wrong (nothing queued); or what pyspdk_dev_submit returns. Every
+ * argument costs the Python caller a conversion: there are few. */
 static int
 pyspdk_dev_submit_range(struct pyspdk_dev *dev, struct pyspdk_io *io, int op, uint64_t offset,
-			uint64_t length, struct pyspdk_cq *cq, uint64_t tag)
+			uint64_t length)
 {
 	uint32_t block_size = dev->block_size;
 
@@ -744,8 +744,6 @@ pyspdk_dev_submit_range(struct pyspdk_dev *dev, struct pyspdk_io *io, int op, ui
 	io->op = op;
 	io->offset_blocks = offset / block_size;
 	io->num_blocks = length / block_size;
-	io->cq = cq;
-	io->tag = tag;
 	return pyspdk_dev_submit(dev, &io, 1);
 }
 

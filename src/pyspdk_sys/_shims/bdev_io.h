@@ -51,10 +51,11 @@ uint32_t pyspdk_io_engine_threads(void);
  * yet", and the request is still the engine's. A spin_ns < 0 adapts the spin
  * to the latency the device's waiters have seen (wait.c, pyspdk_adapt). */
 int pyspdk_dev_submit(struct pyspdk_dev *dev, struct pyspdk_io **ios, int count);
-/* One read or write of [offset, offset + length) into or from io->buf:
- * -ERANGE (nothing queued) unless it is whole blocks inside the device. */
+/* One read or write of [offset, offset + length) into or from io->buf,
+ * completing to io->cq: -ERANGE (nothing queued) unless it is whole blocks
+ * inside the device. */
 int pyspdk_dev_submit_range(struct pyspdk_dev *dev, struct pyspdk_io *io, int op, uint64_t offset,
-			    uint64_t length, struct pyspdk_cq *cq, uint64_t tag);
+			    uint64_t length);
 int pyspdk_io_run(struct pyspdk_dev *dev, struct pyspdk_io *io, int64_t spin_ns, int64_t timeout_ns);
 int pyspdk_io_wait(struct pyspdk_io *io, int64_t spin_ns, int64_t timeout_ns);
 bool pyspdk_io_is_done(struct pyspdk_io *io);

@@ -14,6 +14,7 @@ resizer instead of pulling memory from under the copy.
 from __future__ import annotations
 
 import array
+import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
 IO_DONE: int = lib.PYSPDK_IO_DONE
 IO_READ: int = lib.PYSPDK_IO_READ
+# Async slots' tags: above any tag a queue's own counter (Completions.tags) gives.
+_SLOT_TAGS = itertools.count(1 << 62)
 
 
 def new_io() -> Any:
@@ -172,12 +175,14 @@ class AsyncSlot:
     __slots__ = (
         "buf",
         "capacity",
+        "cq",
         "device",
         "io",
         "length",
         "offset",
         "op",
         "result_view",
+        "tag",
         "view",
     )
 
@@ -191,6 +196,24 @@ class AsyncSlot:
         self.op = IO_READ  # the device sets op and offset, and length through set_length()
         self.offset = 0
         self.length = 0
+        self.cq: Any = None  # the completion queue io.cq names
+        self.tag = 0
+        self.retag()
+
+    def retag(self) -> None:
+        """A tag no completion queued so far carries: the slot's, until it is taken back.
+
+        A slot keeps its tag from one I/O to the next (one field less to
+        write per I/O). A submitter that takes its slot back after the
+        engine may have queued its completion gives it a new tag, so that
+        late completion can never be read as the slot's next I/O.
+        """
+        self.tag = next(_SLOT_TAGS)
+        self.io.tag = self.tag
+
+    def complete_to(self, cq: Any) -> None:
+        self.cq = cq
+        self.io.cq = cq
 
     def reserve(self, length: int) -> None:
         """A buffer of at least `length` bytes (a valid I/O length) for the next range."""

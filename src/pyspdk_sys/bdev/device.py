@@ -776,7 +776,7 @@ class BlockDevice:
             self._leave()
             raise RuntimeStateError(f"{self.name} {self._closed_why}")
         slot: AsyncSlot | None = None
-        tag = 0
+        calling = False
         try:
             try:
                 slot = self._afree.pop()
@@ -798,25 +798,26 @@ class BlockDevice:
                 slot.set_length(length)
             if source is not None:
                 slot.result_view[:] = source  # type: ignore[index]
-            tag = next(completions.tags)
-            completions.pending[tag] = (slot, token)
-            rc = lib.pyspdk_dev_submit_range(
-                self._dev, slot.io, op, offset, length, completions.cq, tag
-            )
+            if slot.cq is not completions.cq:
+                slot.complete_to(completions.cq)
+            completions.pending[slot.tag] = (slot, token)
+            calling = True
+            rc = lib.pyspdk_dev_submit_range(self._dev, slot.io, op, offset, length)
             if rc != 0:
                 if rc == -errno.ERANGE:
                     self._span(offset, length)
                 raise self._refusal(rc, name, offset, length)
         except BaseException:
-            # Whoever removes the pending entry owns the slot: here, or the reader.
-            if (
-                slot is not None
-                and lib.pyspdk_io_is_done(slot.io)
-                and (tag == 0 or completions.pending.pop(tag, None) is not None)
-            ):
-                slot.release()
+            # Whoever removes the pending entry owns the slot: here, or the
+            # reader (which can only once the engine took it: `calling`).
+            if slot is None:
                 self._leave()
-            elif slot is None:
+            elif lib.pyspdk_io_is_done(slot.io) and (
+                completions.pending.pop(slot.tag, None) is not None or not calling
+            ):
+                if calling:
+                    slot.retag()  # a completion of it may still be queued
+                slot.release()
                 self._leave()
             raise
 
