@@ -6,10 +6,10 @@ runtime resolves concurrent futures; each asyncio loop reads its own queue on
 its own thread; each batch call owns a queue of its own, so a batch that was
 interrupted can never hand its completions to a later one.
 
-A request here is its own owner (bdev/_requests.py): finish() turns the
-outcome into a result and gives back its buffers, exactly once. The device
-forgets a request (leave()) only after finish(), so close() cannot free
-memory a result is still being read from.
+A request here is its own owner (bdev/_requests.py): complete() turns the
+outcome into a result and gives back its buffers, exactly once, and only
+then leaves the device, so close() cannot free memory a result is still
+being read from.
 """
 
 from __future__ import annotations
@@ -38,11 +38,10 @@ class Owner(Protocol):
 
     io: Any
 
-    def finish(self) -> Any: ...
+    def complete(self) -> Any:
+        """After completion: the result (or raise), buffers given back, then leave the device."""
 
     def release(self) -> None: ...
-
-    def leave(self) -> None: ...
 
 
 Deliver = Callable[[Any, Any, "BaseException | None"], None]
@@ -88,15 +87,13 @@ class Completions:
                 continue  # its submitter was interrupted and took it back
             owner, token = entry
             try:
-                result = owner.finish()
+                result = owner.complete()
             except BaseException as error:
-                owner.leave()
                 if deliver is None:
                     _fail_future(token, error)
                 else:
                     deliver(token, None, error)
                 continue
-            owner.leave()
             if deliver is not None:
                 deliver(token, result, None)
                 continue

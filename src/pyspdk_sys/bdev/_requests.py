@@ -123,8 +123,12 @@ class Request:
             view.release()
         self.pins.clear()
 
-    def leave(self) -> None:
-        self.device._leave()
+    def complete(self) -> Any:
+        """finish(), then leave the device (the completion queue's reader calls this)."""
+        try:
+            return self.finish()
+        finally:
+            self.device._leave()
 
     def finish(self) -> Any:
         """After completion: the result, or the IoError; buffers given back either way."""
@@ -235,24 +239,23 @@ class AsyncSlot:
     def is_over(self) -> bool:
         return bool(lib.pyspdk_io_is_done(self.io))
 
-    def finish(self) -> Any:
-        io = self.io
+    def complete(self) -> Any:
+        """The result (or the IoError); then the slot is free and leaves the device."""
+        device = self.device
         try:
+            io = self.io
             if io.status != 0:
                 name = "read" if self.op == IO_READ else "write"
-                raise status_error(self.device, name, self.offset, self.length, io)
+                raise status_error(device, name, self.offset, self.length, io)
             return self.result_view.tobytes() if self.op == IO_READ else None  # type: ignore[union-attr]
         finally:
-            self.device._afree.append(self)
+            device._afree.append(self)
+            device._holds.pop()  # device._leave(), without its call on the hot path
+            if device._closed:
+                device._leave_notify()
 
     def release(self) -> None:
         self.device._afree.append(self)
-
-    def leave(self) -> None:
-        device = self.device
-        device._holds.pop()  # device._leave(), one call less on the hot path
-        if device._closed:
-            device._leave_notify()
 
     def free(self) -> None:
         if self.result_view is not None:

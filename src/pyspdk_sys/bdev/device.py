@@ -46,6 +46,8 @@ __all__ = ["BlockDevice"]
 _NOT_YET = (-errno.ETIMEDOUT, -errno.EINTR)
 _MAX_DEPTH = 65536
 _READ: int = lib.PYSPDK_IO_READ
+_WRITE: int = lib.PYSPDK_IO_WRITE
+_get_ident = threading.get_ident
 _MAX_LANES = 64  # PYSPDK_MAX_LANES
 _MAX_SPIN_US = 1_000_000.0
 _QUEUE_SPIN_NS = 50_000
@@ -762,15 +764,24 @@ class BlockDevice:
         offset: int,
         length: int,
         source: Any,
-        completions: Completions,
-        token: Any,
-    ) -> None:
+        completions: Completions | None = None,
+        token: Any = None,
+    ) -> Any:
         """Read or write one range through a free async slot (a write's bytes copied in).
 
         The hot path of futures and asyncio: the engine checks the range and
         queues the request in one call, and the count of users is taken
-        without the device's lock (see _enter).
+        without the device's lock (see _enter). With no `completions`, the
+        running asyncio loop's queue is used with a new future of that loop
+        as the token. Returns the token.
         """
+        if completions is None:
+            last = self._last_loop
+            # See _loop_future: the same lookup, one call less on the hot path.
+            if last is not None and getattr(last[0], "_thread_id", None) == _get_ident():
+                completions, token = last[1], last[0].create_future()
+            else:
+                token, completions = self._loop_future()
         self._holds.append(None)
         if self._closed:
             self._leave()
@@ -807,6 +818,7 @@ class BlockDevice:
                 if rc == -errno.ERANGE:
                     self._span(offset, length)
                 raise self._refusal(rc, name, offset, length)
+            return token
         except BaseException:
             # Whoever removes the pending entry owns the slot: here, or the
             # reader (which can only once the engine took it: `calling`).
@@ -863,7 +875,7 @@ class BlockDevice:
         # The loop this device served last, when it runs on this thread, is
         # the running loop: a loop sets _thread_id while it runs. This spares
         # get_running_loop(), which costs a getpid() system call per I/O.
-        if last is not None and getattr(last[0], "_thread_id", None) == threading.get_ident():
+        if last is not None and getattr(last[0], "_thread_id", None) == _get_ident():
             return last[0].create_future(), last[1]
         loop = asyncio.get_running_loop()
         if last is not None and last[0] is loop:
@@ -874,9 +886,7 @@ class BlockDevice:
 
     async def aread(self, offset: int, length: int) -> bytes:
         """asyncio form of read()."""
-        future, completions = self._loop_future()
-        self._range_submit(_READ, "read", offset, length, None, completions, future)
-        result: bytes = await future
+        result: bytes = await self._range_submit(_READ, "read", offset, length, None)
         return result
 
     async def aread_into(self, offset: int, buffer: Any) -> int:
@@ -886,6 +896,10 @@ class BlockDevice:
 
     async def awrite(self, offset: int, data: Any) -> None:
         """asyncio form of write()."""
+        if type(data) is bytes or type(data) is bytearray:
+            self._need_write("write")
+            await self._range_submit(_WRITE, "write", offset, len(data), data)
+            return
         future, completions = self._loop_future()
         self._write_submit(offset, data, completions, future)
         await future
