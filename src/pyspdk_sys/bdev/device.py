@@ -144,6 +144,7 @@ class BlockDevice:
         self._spare_queues: list[Completions] = []
         # The asyncio loop this device last served, and its completion queue.
         self._last_loop: tuple[asyncio.AbstractEventLoop, Completions] | None = None
+        self._futures_queue: Completions | None = None  # see _reaper_queue
         runtime.service(_Engine, _Engine)
         self.info, self._dev = runtime.call(self._open_on_spdk_thread, encoded, lanes or 0)
         self.lanes: int = lib.pyspdk_dev_lanes(self._dev)
@@ -261,6 +262,7 @@ class BlockDevice:
         """Once the device is closed and SPDK holds nothing of it: free its memory."""
         self._closed = True
         self._last_loop = None
+        self._futures_queue = None
         if self._dev is None:
             return
         with self._idle:
@@ -843,10 +845,16 @@ class BlockDevice:
 
     def read_async(self, offset: int, length: int) -> Future:  # type: ignore[type-arg]
         """Like read(), returning a concurrent.futures.Future of the bytes."""
-        future = SpdkFuture()
-        completions = future_reaper(self.runtime).completions
-        self._range_submit(_READ, "read", offset, length, None, completions, future)
+        completions = self._futures_queue or self._reaper_queue()
+        future: Future = self._range_submit(  # type: ignore[type-arg]
+            _READ, "read", offset, length, None, completions, SpdkFuture()
+        )
         return future
+
+    def _reaper_queue(self) -> Completions:
+        """The completion queue of the runtime's thread behind futures (kept for the next call)."""
+        self._futures_queue = future_reaper(self.runtime).completions
+        return self._futures_queue
 
     def read_into_async(self, offset: int, buffer: Any) -> Future:  # type: ignore[type-arg]
         future = SpdkFuture()
@@ -857,7 +865,7 @@ class BlockDevice:
     def write_async(self, offset: int, data: Any) -> Future:  # type: ignore[type-arg]
         """Like write(), returning a concurrent.futures.Future of None."""
         future = SpdkFuture()
-        self._write_submit(offset, data, future_reaper(self.runtime).completions, future)
+        self._write_submit(offset, data, self._futures_queue or self._reaper_queue(), future)
         return future
 
     def _write_submit(self, offset: int, data: Any, completions: Completions, token: Any) -> None:
