@@ -306,6 +306,35 @@ def test_nothing_left_pending(runtime: Any, dev: Any) -> None:
     assert dev._holds == []
 
 
+def test_loops_on_two_threads_share_a_device(dev: Any) -> None:
+    """Each thread's loop gets its own completions, whichever loop the device served last."""
+    errors: list[BaseException] = []
+
+    def run(thread: int) -> None:
+        async def main() -> None:
+            for round_ in range(40):
+                offsets = [(thread * 64 + i) * 4096 for i in range(16)]
+                datas = [bytes([thread, round_, i]) * 1365 + b"." for i in range(16)]
+                await asyncio.gather(
+                    *(dev.awrite(o, d) for o, d in zip(offsets, datas, strict=True))
+                )
+                got = await asyncio.gather(*(dev.aread(o, 4096) for o in offsets))
+                assert got == datas, (thread, round_)
+
+        try:
+            asyncio.run(main())
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    assert dev._holds == []
+
+
 def test_repeated_asyncio_run_leaks_nothing(runtime: Any, dev: Any) -> None:
     def open_fds() -> int:
         return len(os.listdir("/proc/self/fd"))
