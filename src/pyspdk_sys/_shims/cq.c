@@ -103,9 +103,9 @@ pyspdk_cq_spin(struct pyspdk_cq *cq, int64_t spin_ns)
 	return pyspdk_cq_spin_while_empty(cq, spin_ns, false);
 }
 
-/* Take up to max finished requests, writing their tags. Waits at most timeout_ns (spinning spin_ns
- * first; < 0: up to -spin_ns unless on a polled CPU) for the first one; 0
- * does not wait. Returns how many it took (0 when
+/* Take up to max finished requests, writing their tags. Waits at most
+ * timeout_ns (spinning spin_ns first; < 0: up to -spin_ns unless on a polled
+ * CPU) for the first one; 0 does not wait. Returns how many it took (0 when
  * none arrived in time or a signal came) or -errno. */
 static int
 pyspdk_cq_reap(struct pyspdk_cq *cq, uint64_t *tags, int max, int64_t spin_ns,

@@ -1,8 +1,9 @@
 /* _shims/cq.c: completion queues. A request submitted with io->cq set is
- * pushed there when over; pyspdk_cq_reap takes up to max of them (their tags), waiting at
- * most timeout_ns (0: no wait), spinning spin_ns first (< 0: up to -spin_ns,
- * and not at all on a CPU a reactor polls; yielding between looks on a thread
- * with one CPU). The eventfd is readable while any wait. */
+ * pushed there when over; pyspdk_cq_reap takes up to max of them (writing
+ * their tags), waiting at most timeout_ns (0: no wait), spinning spin_ns
+ * first (< 0: up to -spin_ns, and not at all on a CPU a reactor polls;
+ * yielding between looks on a thread with one CPU). The eventfd is readable
+ * while any wait. */
 struct pyspdk_cq;
 struct pyspdk_cq *pyspdk_cq_create(void);
 void pyspdk_cq_destroy(struct pyspdk_cq *cq);
