@@ -92,6 +92,7 @@ def _threads(dev: Any, seconds: float, count: int = 8) -> float:
 
 WAIT_POLICIES: dict[str, float | None] = {"adaptive": None, "spin50": 50.0, "futex": 0.0}
 """Blocking waits over the transport: the default that adapts, a fixed spin, a futex sleep."""
+WAIT_THREADS = (1, 8, 16)
 
 
 def role_initiator(kind: str, socket_path: str, seconds: float) -> None:
@@ -145,13 +146,19 @@ def role_initiator(kind: str, socket_path: str, seconds: float) -> None:
                 results[f"read_many_dma_qd{qd}"] = _rate(into_dma, seconds)
                 results[f"read_many_bytearray_qd{qd}"] = _rate(into_bytes, seconds)
             results["blocking_8_threads"] = _threads(dev, seconds)
-            dma.close()
         for policy, spin in WAIT_POLICIES.items():
             with rt.open_bdev(name, spin_us=spin) as waiting:
-                for threads in (1, 8):
+                for threads in WAIT_THREADS:
                     results[f"wait_{policy}_{threads}_threads"] = _threads(
                         waiting, seconds, threads
                     )
+
+                def many(waiting: Any = waiting) -> int:
+                    waiting.read_many(offsets, BLOCK, dma, depth=32)
+                    return count
+
+                results[f"wait_{policy}_many_qd32"] = _rate(many, seconds)
+        dma.close()
         with rt.open_bdev("Local0") as local:
             results["inprocess_blocking_8_threads"] = _threads(local, seconds)
         if kind == "vhost":
@@ -284,6 +291,11 @@ def ratios(result: dict[str, Any]) -> dict[str, dict[str, float]]:
                 row[f"dma_qd{qd}_vs_bdevperf"] = r[f"read_many_dma_qd{qd}"] / ref
                 row[f"bytearray_qd{qd}_vs_bdevperf"] = r[f"read_many_bytearray_qd{qd}"] / ref
         row["threads_vs_inprocess"] = r["blocking_8_threads"] / r["inprocess_blocking_8_threads"]
+        # Each wait row: the adaptive default against the better fixed policy.
+        for cell in (*(f"{n}_threads" for n in WAIT_THREADS), "many_qd32"):
+            fixed = [r.get(f"wait_{p}_{cell}", 0.0) for p in WAIT_POLICIES if p != "adaptive"]
+            if max(fixed, default=0.0) > 0 and f"wait_adaptive_{cell}" in r:
+                row[f"adaptive_vs_best_fixed_{cell}"] = r[f"wait_adaptive_{cell}"] / max(fixed)
         row["dma_qd32_vs_design_point"] = r["read_many_dma_qd32"] / DESIGN_POINT
         found[kind] = row
     return found
@@ -299,7 +311,8 @@ def table(result: dict[str, Any]) -> str:
         "bdevperf_qd32",
         "blocking_8_threads",
         "inprocess_blocking_8_threads",
-        *(f"wait_{policy}_{n}_threads" for policy in WAIT_POLICIES for n in (1, 8)),
+        *(f"wait_{policy}_{n}_threads" for policy in WAIT_POLICIES for n in WAIT_THREADS),
+        *(f"wait_{policy}_many_qd32" for policy in WAIT_POLICIES),
     ]
     lines = [f"{'4 KiB randread, IOPS':32} {'vhost-user':>12} {'NVMe/TCP':>12}"]
     for key in keys:
