@@ -113,7 +113,7 @@ def role_initiator(kind: str, socket_path: str, seconds: float) -> None:
         # target's core to the target, as bdevperf (-m INITIATOR_MASK) does.
         # Unpinned, the scheduler also puts them on the target's core, where
         # they preempt the reactor that serves their I/O: blocking reads from 8
-        # threads measured 55k there, and 137k pinned (2026-12-05). Threads
+        # threads measured 44-55k there, and 137k pinned (2026-12-05). Threads
         # made from here on (the workers, the futures thread) inherit it.
         os.sched_setaffinity(0, cores_of(INITIATOR_MASK))
         if kind == "vhost":
