@@ -14,7 +14,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,31 @@ def runtime(spdk: Any, short_tmp: Path) -> Iterator[Any]:
     rt.start()
     yield rt
     rt.stop()
+
+
+def run_threads(
+    work: Callable[[int], None], count: int, timeout: float | None = 120
+) -> list[BaseException]:
+    """Run work(0) .. work(count - 1) on threads at once; what they raised.
+
+    A thread still running after `timeout` seconds (None: no limit) fails the
+    test: a hang must not pass.
+    """
+    errors: list[BaseException] = []
+
+    def guarded(index: int) -> None:
+        try:
+            work(index)
+        except BaseException as exc:  # handed to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    assert not any(thread.is_alive() for thread in threads), "a thread did not finish"
+    return errors
 
 
 def run_python(code: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

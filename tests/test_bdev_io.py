@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from conftest import run_threads
+
 
 @pytest.fixture
 def dev(runtime: Any, malloc: str) -> Iterator[Any]:
@@ -308,7 +310,6 @@ def test_nothing_left_pending(runtime: Any, dev: Any) -> None:
 
 def test_loops_on_two_threads_share_a_device(dev: Any) -> None:
     """Each thread's loop gets its own completions, whichever loop the device served last."""
-    errors: list[BaseException] = []
 
     def run(thread: int) -> None:
         async def main() -> None:
@@ -321,17 +322,9 @@ def test_loops_on_two_threads_share_a_device(dev: Any) -> None:
                 got = await asyncio.gather(*(dev.aread(o, 4096) for o in offsets))
                 assert got == datas, (thread, round_)
 
-        try:
-            asyncio.run(main())
-        except BaseException as error:  # reported below
-            errors.append(error)
+        asyncio.run(main())
 
-    threads = [threading.Thread(target=run, args=(t,)) for t in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not errors, errors
+    assert run_threads(run, 2) == []
     assert dev._holds == []
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from conftest import run_threads
+
 RECORD = 4096
 MAGIC = 0x5059_5350_444B_0001
 HEADER = struct.Struct("<QQQQ")
@@ -69,19 +71,7 @@ def device(runtime: Any, rpc: Any) -> Iterator[Any]:
 
 
 def run_writers(body: Any) -> None:
-    errors: list[BaseException] = []
-
-    def guarded(writer: int) -> None:
-        try:
-            body(writer)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=guarded, args=(w,)) for w in range(WRITERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = run_threads(body, WRITERS, timeout=None)  # a soak may run long
     if errors:
         raise errors[0]
 

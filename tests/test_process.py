@@ -17,7 +17,6 @@ import signal
 import socket
 import stat
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +32,7 @@ from processes import (
     spdk_rpc,
 )
 
-from conftest import spdk_tool
+from conftest import run_threads, spdk_tool
 
 
 @pytest.fixture(scope="module")
@@ -280,21 +279,11 @@ def test_official_client_and_spdk_rpc_manage_it(proc: Any) -> None:
 
 
 def test_calls_from_many_threads(proc: Any) -> None:
-    errors: list[BaseException] = []
+    def work(_: int) -> None:
+        for _ in range(20):
+            assert proc.rpc("spdk_get_version")["fields"]["major"] == 26
 
-    def work(n: int) -> None:
-        try:
-            for _ in range(20):
-                assert proc.rpc("spdk_get_version")["fields"]["major"] == 26
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == []
+    assert run_threads(work, 8) == []
 
 
 def test_timeout_on_a_frozen_process(proc: Any) -> None:
