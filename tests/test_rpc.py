@@ -365,6 +365,24 @@ def test_call_on_the_spdk_thread_is_refused(runtime: Any, local: Any) -> None:
     assert local.call("rpc_get_methods")  # the reactor is still serving
 
 
+def test_waiting_for_an_unfinished_future_on_the_spdk_thread_is_refused(runtime: Any) -> None:
+    from pyspdk_sys.errors import RuntimeStateError
+    from pyspdk_sys.runtime import SpdkFuture
+
+    def on_spdk_thread() -> str:
+        queued = runtime.submit(lambda: None)  # runs after this call: not done yet
+        for wait in (queued.result, queued.exception):
+            with pytest.raises(RuntimeStateError, match="would deadlock"):
+                wait()
+        finished = SpdkFuture()
+        finished.set_result(5)
+        assert finished.result() == 5 and finished.exception() is None
+        return "refused"
+
+    assert runtime.call(on_spdk_thread, timeout=10) == "refused"
+    assert runtime.submit(lambda: 7).result(timeout=10) == 7  # elsewhere it waits
+
+
 # ------------------------------------------------------------------ the private server
 
 

@@ -71,17 +71,22 @@ class State(enum.Enum):
 class SpdkFuture(concurrent.futures.Future):  # type: ignore[type-arg]
     """A Future that refuses a blocking wait on the SPDK thread (it would deadlock)."""
 
+    # The thread is asked first, inline: these are on every future's hot path,
+    # and done() takes the future's lock.
     def result(self, timeout: float | None = None) -> Any:
-        _refuse_wait_on_spdk_thread(self)
+        if threading.get_ident() == _HOST.ident:
+            _refuse_unfinished(self)
         return super().result(timeout)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        _refuse_wait_on_spdk_thread(self)
+        if threading.get_ident() == _HOST.ident:
+            _refuse_unfinished(self)
         return super().exception(timeout)
 
 
-def _refuse_wait_on_spdk_thread(future: concurrent.futures.Future) -> None:  # type: ignore[type-arg]
-    if not future.done() and _HOST.is_current():
+def _refuse_unfinished(future: concurrent.futures.Future) -> None:  # type: ignore[type-arg]
+    """On the SPDK thread: waiting for a future not done yet would deadlock it."""
+    if not future.done():
         raise RuntimeStateError(
             "waiting for a future on the SPDK thread would deadlock it: chain work with "
             "add_done_callback or submit() instead"
