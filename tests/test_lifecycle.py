@@ -230,6 +230,31 @@ print(json.dumps({"alive": t.is_alive(), "outcome": outcome_box}))
     assert 1000 < failed < 2000  # the rest was cancelled, what SPDK held completed
 
 
+def test_close_on_the_loop_thread_with_aread_in_flight(spdk: Any) -> None:
+    # close() called from a coroutine while that loop's aread is in SPDK's
+    # hands: close reads the loop's completions itself (the loop cannot run
+    # meanwhile), and it used to do that holding the device's lock, which
+    # delivering a completion takes again: it hung for good.
+    report = run("""
+import asyncio
+rt = Runtime(config=config(MALLOC, DELAY)).start()
+dev = rt.open_bdev("Slow")
+dev.write(0, b"c" * 512)
+async def main():
+    task = asyncio.ensure_future(dev.aread(0, 512))
+    await asyncio.sleep(0.01)  # submitted, 40 ms from done
+    start = time.monotonic()
+    dev.close(timeout=10)
+    took = time.monotonic() - start
+    return took, await task
+took, data = asyncio.run(main())
+rt.stop()
+print(json.dumps({"took": took, "data": data == b"c" * 512, "closed": dev.closed}))
+""")
+    assert report["data"] and report["closed"]
+    assert report["took"] < 5
+
+
 def test_spdk_running_out_of_bdev_io_is_retried_not_reported(spdk: Any) -> None:
     # A bdev_io pool far smaller than the I/O in flight: SPDK answers -ENOMEM
     # and the engine waits with spdk_bdev_queue_io_wait.

@@ -239,11 +239,13 @@ class BlockDevice:
         here = loop_reapers(self.runtime).on_this_thread()
         waited = 0
         while True:
+            # Outside the lock: a completion delivered here leaves the device,
+            # and leaving takes the lock.
+            for reaper in here:
+                reaper.completions.dispatch(0, 0)
             with self._idle:
                 if not self._holds:
                     break
-                for reaper in here:
-                    reaper.completions.dispatch(0, 0)
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{self.name}: I/O callers did not finish in {seconds} s")
                 self._idle.wait(0.01 if here else 0.05)
