@@ -111,3 +111,22 @@ def test_run_batch_operations(dev: Any, ops: Any) -> None:
     with contextlib.suppress(*ACCEPTED):
         dev.run_batch(ops)
     assert dev._holds == []
+
+
+@pytest.mark.parametrize("offset", [-512, -(1 << 70), 1 << 64, (1 << 70) * 512])
+def test_async_offsets_outside_what_the_engine_takes(dev: Any, offset: int) -> None:
+    """Offsets the engine's unsigned call cannot even take get the worded error, every form."""
+    import asyncio
+
+    dev.read_async(0, 512).result(10)  # a slot with room for 512 bytes: the engine checks
+    calls = [
+        lambda: dev.read_async(offset, 512).result(10),
+        lambda: dev.write_async(offset, b"w" * 512).result(10),
+        lambda: asyncio.run(dev.aread(offset, 512)),
+        lambda: asyncio.run(dev.awrite(offset, b"w" * 512)),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="offset"):
+            call()
+    assert dev._holds == []
+    assert len(dev._afree) == len(dev._aslots)

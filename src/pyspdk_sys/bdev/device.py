@@ -817,7 +817,10 @@ class BlockDevice:
                 slot.complete_to(completions.cq)
             completions.pending[slot.tag] = (slot, token)
             calling = True
-            rc = lib.pyspdk_dev_submit_range(self._dev, slot.io, op, offset, length)
+            try:
+                rc = lib.pyspdk_dev_submit_range(self._dev, slot.io, op, offset, length)
+            except OverflowError:  # below 0 or past 2**64: not a range either
+                rc = -errno.ERANGE
             if rc != 0:
                 if rc == -errno.ERANGE:
                     self._span(offset, length)
