@@ -482,7 +482,6 @@ def test_more_io_than_the_ring_holds_waits_and_loses_nothing() -> None:
     # retries them as the ring drains. Every read completes with its data.
     out = _run(
         """
-        import array
         count, size = 20_000, 512
 
         class Gate:
