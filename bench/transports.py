@@ -4,9 +4,10 @@
 
 For each transport: a Python target (Runtime, reactor on core 0, a 128 MiB
 malloc bdev) in its own process; then, one after the other on core 1, a
-Python initiator process (read_many into a DmaBuffer and into a bytearray at
-QD1 and QD32, blocking reads from 8 threads, and the same 8 threads on a local
-malloc bdev for the in-process figure) and bdevperf (randread QD1 and QD32).
+Python initiator process with its Python threads on that core too (read_many
+into a DmaBuffer and into a bytearray at QD1 and QD32, blocking reads from 8
+threads, the same 8 threads on a local malloc bdev for the in-process figure,
+and the three wait policies) and bdevperf (randread QD1 and QD32).
 4 KiB random reads. The vhost-user initiators need hugepages (2 GiB free).
 Prints a table and the ratios; see bench/README.md.
 """
