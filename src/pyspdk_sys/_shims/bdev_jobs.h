@@ -13,13 +13,9 @@ struct pyspdk_job {
 struct pyspdk_job_part {
 	...;
 };
-struct pyspdk_job_slot {
-	...;
-};
 int pyspdk_job_post(struct pyspdk_dev *dev, struct pyspdk_job *job, struct pyspdk_job_part *parts,
 		    uint32_t nparts, int op, uint64_t *offsets, uint64_t count, uint64_t io_bytes,
-		    void *base, void *user, int32_t *statuses, struct pyspdk_job_slot *slots,
-		    uint32_t depth, uint64_t *bad);
+		    void *base, void *user, int32_t *statuses, uint32_t depth, uint64_t *bad);
 int pyspdk_job_wait(struct pyspdk_job *job, int64_t spin_ns, int64_t timeout_ns);
 bool pyspdk_job_is_over(struct pyspdk_job *job);
 uint64_t pyspdk_job_failures(struct pyspdk_job *job);

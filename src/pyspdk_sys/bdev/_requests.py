@@ -287,7 +287,7 @@ def _cache_aligned(ctype: str, count: int) -> tuple[Any, Any]:
 
 
 class Job:
-    """One read_many/write_many call: the job, its slots, statuses, offsets and memory.
+    """One read_many/write_many call: the job, its parts, statuses, offsets and memory.
 
     The engine holds all of it until the job is over (job.over); the owner
     frees nothing before.
@@ -303,17 +303,15 @@ class Job:
         "parts_memory",
         "pins",
         "pooled",
-        "slots",
         "statuses",
         "user",
     )
 
-    def __init__(self, offsets: array.array[int], depth: int, lanes: int) -> None:
+    def __init__(self, offsets: array.array[int], lanes: int) -> None:
         self.offsets = offsets
         self.job, self.job_memory = _cache_aligned("struct pyspdk_job", 1)
         self.job.over = 1  # not posted: the owner's
         self.parts, self.parts_memory = _cache_aligned("struct pyspdk_job_part", lanes)
-        self.slots = ffi.new("struct pyspdk_job_slot[]", depth)
         self.statuses = ffi.new("int32_t[]", len(offsets))
         self.bad = ffi.new("uint64_t *")
         self.pooled: tuple[BufferPool, Any, int] | None = None

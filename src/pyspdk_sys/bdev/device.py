@@ -1033,7 +1033,7 @@ class BlockDevice:
             return buffer if buffer is not None else b""
         refuse_wait_on_spdk_thread(name)
         depth = min(depth or self.queue_depth, count)
-        job = Job(table, depth, self.lanes)
+        job = Job(table, self.lanes)
         try:
             self._enter_blocking()
         except BaseException:
@@ -1068,7 +1068,6 @@ class BlockDevice:
                 base,
                 user,
                 job.statuses,
-                job.slots,
                 depth,
                 job.bad,
             )
