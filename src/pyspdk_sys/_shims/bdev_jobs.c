@@ -381,9 +381,11 @@ pyspdk_job_post(struct pyspdk_dev *dev, struct pyspdk_job *job, struct pyspdk_jo
 	job->statuses = statuses;
 	job->parts_left = n;
 	/* Chunks small enough that the parts end together, large enough that
-	 * the shared cursor moves rarely. */
+	 * the shared cursor moves rarely: a claim whose line the other core
+	 * wrote last costs about what a few I/Os do (at most 256 I/Os a chunk:
+	 * two reactors did 2% more than at most 64). */
 	job->chunk = count / (n * 8ULL);
-	job->chunk = job->chunk < 1 ? 1 : job->chunk > 64 ? 64 : job->chunk;
+	job->chunk = job->chunk < 1 ? 1 : job->chunk > 256 ? 256 : job->chunk;
 	for (p = 0; p < n; p++) {
 		part = &parts[p];
 		memset(part, 0, sizeof(*part));
