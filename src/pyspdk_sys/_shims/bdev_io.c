@@ -103,6 +103,7 @@ struct pyspdk_lane {
 	struct pyspdk_io *backlog_head, *backlog_tail;
 	struct pyspdk_job_part *jobs;                /* running */
 	struct pyspdk_lane *next;    /* home->lanes */
+	void *spare_slots;           /* bdev_jobs.c's slot block, any thread (atomic) */
 } __attribute__((aligned(PYSPDK_CACHE_LINE)));
 
 struct pyspdk_dev {
@@ -832,6 +833,7 @@ pyspdk_dev_free(struct pyspdk_dev *dev)
 
 	for (i = 0; i < dev->nlanes; i++) {
 		pthread_mutex_destroy(&dev->lanes[i].lock);
+		free(dev->lanes[i].spare_slots);
 	}
 	free(dev);
 }

@@ -23,13 +23,19 @@ struct pyspdk_job_slot {
 	struct spdk_bdev_io_wait_entry wait;
 };
 
+/* Room for a part's slots, on pages of its own (pyspdk_slots_take). */
+struct pyspdk_slot_block {
+	uint32_t capacity;
+	struct pyspdk_job_slot slots[];
+};
+
 /* What one lane runs of a job, with `depth` slots: the I/Os [next, end) of
- * the chunk it claimed last. The slots are the engine's (pyspdk_slots_new),
- * freed when the part is over. */
+ * the chunk it claimed last. */
 struct pyspdk_job_part {
 	struct pyspdk_job *job;
 	struct pyspdk_lane *lane;
-	struct pyspdk_job_slot *slots;
+	struct pyspdk_job_slot *slots; /* in `block`, the part's until it is over */
+	struct pyspdk_slot_block *block;
 	uint32_t depth;
 	/* The lane's thread only, once posted. */
 	uint64_t next;
@@ -85,6 +91,53 @@ pyspdk_part_claim(struct pyspdk_job_part *part)
 	return true;
 }
 
+/* Any thread: a block of at least `depth` slots for a part on `lane`: the
+ * lane's spare if it is big enough, else a new one (NULL without memory).
+ *
+ * Each lane's core writes its part's slots at every I/O. With two parts'
+ * slots in one page, the core going through its own slots had its
+ * prefetcher fetch the other part's lines too, taking them from the core
+ * writing them: two reactors on a null bdev ran at 0.73-0.81x of bdevperf's
+ * rate, and at 0.92-0.95x with each part's slots on pages of their own. A
+ * lane keeps the block of its last part, so a small job pays no allocation. */
+static struct pyspdk_slot_block *
+pyspdk_slots_take(struct pyspdk_lane *lane, uint32_t depth)
+{
+	struct pyspdk_slot_block *block;
+	size_t page = 4096, size;
+
+	block = __atomic_exchange_n((struct pyspdk_slot_block **)&lane->spare_slots, NULL,
+				    __ATOMIC_ACQUIRE);
+	if (block && block->capacity >= depth) {
+		return block;
+	}
+	free(block);
+	size = sizeof(*block) + (size_t)depth * sizeof(block->slots[0]);
+	size = (size + page - 1) & ~(page - 1);
+	block = aligned_alloc(page, size);
+	if (block) {
+		block->capacity = (uint32_t)((size - sizeof(*block)) / sizeof(block->slots[0]));
+	}
+	return block;
+}
+
+/* The part is over: its block becomes its lane's spare (the one it replaces
+ * is freed). */
+static void
+pyspdk_slots_give_back(struct pyspdk_job_part *part)
+{
+	struct pyspdk_slot_block *old;
+
+	if (!part->block) {
+		return;
+	}
+	old = __atomic_exchange_n((struct pyspdk_slot_block **)&part->lane->spare_slots,
+				  part->block, __ATOMIC_ACQ_REL);
+	free(old);
+	part->block = NULL;
+	part->slots = NULL;
+}
+
 static void pyspdk_job_next(struct pyspdk_job_slot *slot);
 
 /* A part is over. The last one ends the job: once `over` is set its owner
@@ -99,8 +152,7 @@ pyspdk_part_over(struct pyspdk_job_part *part)
 		part->ended = true;
 		return;
 	}
-	free(part->slots);
-	part->slots = NULL;
+	pyspdk_slots_give_back(part);
 	if (part->linked) {
 		for (link = &part->lane->jobs; *link; link = &(*link)->link) {
 			if (*link == part) {
@@ -304,21 +356,6 @@ pyspdk_jobs_start(struct pyspdk_lane *lane, struct pyspdk_job_part *posted)
 	}
 }
 
-/* `depth` slots on pages of their own (NULL without memory). Each lane's
- * core writes its part's slots at every I/O. With two parts' slots in one
- * page, the core going through its own slots had its prefetcher fetch the
- * other part's lines too, taking them from the core writing them: two
- * reactors on a null bdev ran at 0.73-0.81x of bdevperf's rate, and at
- * 0.92-0.95x with the slots apart. */
-static struct pyspdk_job_slot *
-pyspdk_slots_new(uint32_t depth)
-{
-	size_t page = 4096;
-	size_t size = ((size_t)depth * sizeof(struct pyspdk_job_slot) + page - 1) & ~(page - 1);
-
-	return aligned_alloc(page, size);
-}
-
 /* Any thread: check the offsets (bytes), convert them to blocks in place,
  * give the job a part on at most `nparts` of the device's lanes, and post it.
  * -EINVAL with *bad set to the first bad index; the device's refusal
@@ -329,6 +366,7 @@ pyspdk_job_post(struct pyspdk_dev *dev, struct pyspdk_job *job, struct pyspdk_jo
 		void *base, void *user, int32_t *statuses, uint32_t depth, uint64_t *bad)
 {
 	struct pyspdk_job_slot *slots;
+	struct pyspdk_slot_block *block;
 	uint32_t block_size = spdk_bdev_get_block_size(dev->bdev);
 	uint64_t size = spdk_bdev_get_num_blocks(dev->bdev) * block_size;
 	uint64_t i;
@@ -393,15 +431,16 @@ pyspdk_job_post(struct pyspdk_dev *dev, struct pyspdk_job *job, struct pyspdk_jo
 		part->lane = &dev->lanes[p];
 		slot0 = (uint32_t)((uint64_t)depth * p / n);
 		part->depth = (uint32_t)((uint64_t)depth * (p + 1) / n) - slot0;
-		slots = pyspdk_slots_new(part->depth);
-		if (!slots) {
+		block = pyspdk_slots_take(part->lane, part->depth);
+		if (!block) {
 			while (p-- > 0) {
-				free(parts[p].slots);
+				pyspdk_slots_give_back(&parts[p]);
 			}
 			job->over = 1;
 			return -ENOMEM;
 		}
-		part->slots = slots;
+		part->block = block;
+		part->slots = slots = block->slots;
 		for (i = 0; i < part->depth; i++) {
 			slots[i].part = part;
 			slots[i].which = 0;
@@ -426,7 +465,7 @@ pyspdk_job_post(struct pyspdk_dev *dev, struct pyspdk_job *job, struct pyspdk_jo
 	}
 	if (refused) {
 		for (p = 0; p < n; p++) {
-			free(parts[p].slots);
+			pyspdk_slots_give_back(&parts[p]);
 		}
 		job->over = 1;
 		return rc;
