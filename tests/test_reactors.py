@@ -246,7 +246,8 @@ def worker(k, depths):
         base = k * per_thread * size
         for round_no, depth in enumerate(depths):
             offsets = [base + ((i * 37 + round_no) % per_thread) * size for i in range(per_thread)]
-            data = b"".join(bytes([k, round_no, i % 256, 7]) * (size // 4) for i in range(per_thread))
+            stamps = (bytes([k, round_no, i % 256, 7]) for i in range(per_thread))
+            data = b"".join(stamp * (size // 4) for stamp in stamps)
             dev.write_many(offsets, size, data, depth=depth)
             back = dev.read_many(offsets, size, depth=depth)
             if back != data:
