@@ -98,7 +98,7 @@ pyspdk_part_claim(struct pyspdk_job_part *part)
  * slots in one page, the core going through its own slots had its
  * prefetcher fetch the other part's lines too, taking them from the core
  * writing them: two reactors on a null bdev ran at 0.73-0.81x of bdevperf's
- * rate, and at 0.92-0.95x with each part's slots on pages of their own. A
+ * rate, and at 0.92-1.01x with each part's slots on pages of their own. A
  * lane keeps the block of its last part, so a small job pays no allocation. */
 static struct pyspdk_slot_block *
 pyspdk_slots_take(struct pyspdk_lane *lane, uint32_t depth)
