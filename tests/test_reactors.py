@@ -230,8 +230,9 @@ def test_concurrent_jobs_of_different_depths_on_both_reactors_keep_their_data(sp
     """Jobs of several depths at once on a two-lane device, each part with its own slots.
 
     A lane hands the slots of its last job to the next one when they are
-    big enough, and allocates otherwise, from whichever thread posts it:
-    every I/O of every job must still land where it was asked to.
+    big enough (and not too big to keep), and allocates otherwise, from
+    whichever thread posts it: every I/O of every job must still land where
+    it was asked to.
     """
     found = _run(
         spdk,
@@ -239,14 +240,14 @@ def test_concurrent_jobs_of_different_depths_on_both_reactors_keep_their_data(sp
 create_malloc(rt, "Jobs", 16 << 20, 512)
 dev = rt.open_bdev("Jobs", queue_depth=256)
 found["lanes"] = dev.lanes
-size, per_thread = 4096, 256
+size, per_thread = 512, 2304
 errors = []
 def worker(k, depths):
     try:
         base = k * per_thread * size
         for round_no, depth in enumerate(depths):
             offsets = [base + ((i * 37 + round_no) % per_thread) * size for i in range(per_thread)]
-            stamps = (bytes([k, round_no, i % 256, 7]) for i in range(per_thread))
+            stamps = (bytes([k, round_no, i % 256, i // 256]) for i in range(per_thread))
             data = b"".join(stamp * (size // 4) for stamp in stamps)
             dev.write_many(offsets, size, data, depth=depth)
             back = dev.read_many(offsets, size, depth=depth)
@@ -254,8 +255,9 @@ def worker(k, depths):
                 errors.append((k, round_no, depth))
     except Exception as exc:
         errors.append(repr(exc))
-# A page holds 46 slots: a part of 100 (depth 200) needs a bigger block.
-plans = [[1, 200, 2, 33], [64, 3, 200, 8], [7, 7, 120, 1], [2, 200, 64, 5]]
+# A page holds 46 slots: a part of 100 (depth 200) needs a bigger block, and
+# one of 1152 (depth 2304) one too big for its lane to keep.
+plans = [[1, 200, 2, 33], [64, 3, 2304, 8], [7, 7, 120, 1], [2, 200, 64, 2304]]
 threads = [threading.Thread(target=worker, args=(k, plan)) for k, plan in enumerate(plans)]
 for t in threads: t.start()
 for t in threads: t.join()

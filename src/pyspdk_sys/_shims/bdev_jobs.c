@@ -24,6 +24,7 @@ struct pyspdk_job_slot {
 };
 
 /* Room for a part's slots, on pages of its own (pyspdk_slots_take). */
+#define PYSPDK_SPARE_SLOTS_MAX 1024 /* a lane keeps no bigger block (90 KiB) */
 struct pyspdk_slot_block {
 	uint32_t capacity;
 	struct pyspdk_job_slot slots[];
@@ -122,17 +123,20 @@ pyspdk_slots_take(struct pyspdk_lane *lane, uint32_t depth)
 }
 
 /* The part is over: its block becomes its lane's spare (the one it replaces
- * is freed). */
+ * is freed), unless it is too big to keep: one job of a huge depth must not
+ * leave its memory held until the device closes. */
 static void
 pyspdk_slots_give_back(struct pyspdk_job_part *part)
 {
-	struct pyspdk_slot_block *old;
+	struct pyspdk_slot_block *old = part->block;
 
-	if (!part->block) {
+	if (!old) {
 		return;
 	}
-	old = __atomic_exchange_n((struct pyspdk_slot_block **)&part->lane->spare_slots,
-				  part->block, __ATOMIC_ACQ_REL);
+	if (old->capacity <= PYSPDK_SPARE_SLOTS_MAX) {
+		old = __atomic_exchange_n((struct pyspdk_slot_block **)&part->lane->spare_slots,
+					  old, __ATOMIC_ACQ_REL);
+	}
 	free(old);
 	part->block = NULL;
 	part->slots = NULL;
