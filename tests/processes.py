@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import resource
 import shutil
 import subprocess
@@ -28,12 +29,32 @@ def no_core_dumps() -> Iterator[None]:
     resource.setrlimit(resource.RLIMIT_CORE, (soft, hard))
 
 
-def release_banner() -> str:
-    """How the SPDK the module was built against names itself ("SPDK v26.01"):
-    the tools build.sh installed beside that library are the same release."""
+# How an SPDK build names itself: "SPDK v26.01" from an exported tree, "SPDK
+# v26.01 git sha1 2ef883ef96" from a git checkout (the spdk/ submodule is one).
+_BANNER = re.compile(r"SPDK v(\d+\.\d+(?:\.\d+)?)(?:-pre)?(?: git sha1 [0-9a-f]+)?")
+
+
+def release_of(banner: str) -> str:
+    """The release number in an SPDK version banner ("26.01"); AssertionError if it is none."""
+    match = _BANNER.fullmatch(banner)
+    assert match, f"not an SPDK version banner: {banner!r}"
+    return match.group(1)
+
+
+def assert_same_release(banner: str) -> None:
+    """The banner names the release the module was built against: the tools build.sh
+    installed beside that library come from the same tree. Releases are compared, not
+    banners, so a git-built SPDK passes as an exported tree does."""
     from pyspdk_sys import SPDK_VERSION
 
-    return f"SPDK v{SPDK_VERSION}"
+    assert release_of(banner) == SPDK_VERSION, (banner, SPDK_VERSION)
+
+
+def started_banner(log: str) -> str:
+    """The banner of SPDK's "Starting SPDK v..." log line."""
+    match = re.search(r"Starting (SPDK v\S+(?: git sha1 [0-9a-f]+)?)", log)
+    assert match, "no 'Starting SPDK v...' line in the log"
+    return match.group(1)
 
 
 def new_process(spdk_tgt: Path, **options: Any) -> Any:

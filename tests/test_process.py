@@ -25,11 +25,12 @@ from typing import Any
 import pytest
 from processes import (
     TEST_ARGS,
+    assert_same_release,
     new_process,
     no_core_dumps,  # noqa: F401 (an autouse fixture: no core files)
     official_client,
-    release_banner,
     spdk_rpc,
+    started_banner,
 )
 
 from conftest import run_threads, spdk_tool
@@ -122,11 +123,11 @@ def test_start_returns_ready(proc: Any) -> None:
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     assert stat.S_ISSOCK(os.stat(proc.rpc_socket).st_mode)
     log = Path(proc.log_path).read_text()
-    assert f"Starting {release_banner()}" in log
+    assert_same_release(started_banner(log))
     assert "Reactor started on core 1" in log
     # Initialisation is complete: runtime-state RPCs answer, every subsystem is up.
     assert proc.rpc("framework_wait_init") is True
-    assert proc.rpc("spdk_get_version")["version"] == release_banner()
+    assert_same_release(proc.rpc("spdk_get_version")["version"])
     subsystems = {s["subsystem"] for s in proc.rpc("framework_get_subsystems")}
     assert {"bdev", "nvmf", "vhost_scsi", "iobuf"} <= subsystems
 
@@ -297,7 +298,7 @@ def test_timeout_on_a_frozen_process(proc: Any) -> None:
         assert proc.is_alive()
     finally:
         os.kill(proc.pid, signal.SIGCONT)
-    assert proc.rpc("spdk_get_version")["version"] == release_banner()
+    assert_same_release(proc.rpc("spdk_get_version")["version"])
 
 
 def test_attach_detaches_only(proc: Any) -> None:
@@ -309,7 +310,7 @@ def test_attach_detaches_only(proc: Any) -> None:
         assert not attached.owned
         assert attached.pid == proc.pid  # from SPDK's lock on the socket
         assert attached.is_alive()
-        assert attached.rpc("spdk_get_version")["version"] == release_banner()
+        assert_same_release(attached.rpc("spdk_get_version")["version"])
         with pytest.raises(Exception, match="attached"):
             attached.start()
     finally:
@@ -357,3 +358,16 @@ def test_one_start_per_object(proc: Any) -> None:
 
     with pytest.raises(RuntimeStateError, match="one start per object"):
         proc.start()
+
+
+def test_release_of_reads_git_built_and_exported_banners() -> None:
+    """A git checkout's banner names the same release as an exported tree's."""
+    from processes import release_of, started_banner
+
+    assert release_of("SPDK v26.01") == "26.01"
+    assert release_of("SPDK v26.01 git sha1 2ef883ef96") == "26.01"
+    assert release_of("SPDK v26.05 git sha1 d519b163cb") == "26.05"
+    with pytest.raises(AssertionError):
+        release_of("SPDK v26.01 with extras")
+    log = "[2026-12-07] Starting SPDK v26.01 git sha1 2ef883ef96 / DPDK 25.11.0 initialization..."
+    assert started_banner(log) == "SPDK v26.01 git sha1 2ef883ef96"
