@@ -104,11 +104,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.command == "hugepages":
-        return hugepages_command(args)
-    if args.command == "serve":
-        return serve_command(args)
-    return info_command(args)
+    command = {"hugepages": hugepages_command, "serve": serve_command}.get(
+        args.command, info_command
+    )
+    try:
+        status = command(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`... | head -1`): what it wanted, it has. Point
+        # stdout at /dev/null so that the interpreter's own flush at exit is quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141  # as a shell reports a command ended by SIGPIPE
+    return status
 
 
 # ------------------------------------------------------------------ info

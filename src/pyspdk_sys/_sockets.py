@@ -14,9 +14,8 @@ import fcntl
 import os
 import socket
 import stat
-from pathlib import Path
 
-SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1
+from ._checks import check_socket_path
 
 
 def lock_is_held(lock: str | os.PathLike[str]) -> bool:
@@ -57,16 +56,7 @@ def check_rpc_socket(path: str | os.PathLike[str], what: str = "rpc_socket") -> 
     lock and nothing listens). Refused: a non-socket file, a live socket of any
     program, a lock file held by another process or that is not an empty file.
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{what} must be a path, not {type(path).__name__}")
-    text = os.fspath(path)
-    if not isinstance(text, str) or not text or "\0" in text:
-        raise ValueError(f"{what} must be a non-empty path without NUL, not {text!r}")
-    if len(text.encode()) > SUN_PATH_MAX:
-        raise ValueError(f"{what} path is longer than {SUN_PATH_MAX} bytes: {text!r}")
-    parent = Path(text).parent
-    if not parent.is_dir():
-        raise ValueError(f"{what}'s directory {str(parent)!r} does not exist")
+    text = check_socket_path(what, path)
     lock = text + ".lock"
     if lock_is_held(lock):
         raise ValueError(f"{what} {text!r} is in use by another SPDK process (its lock is held)")

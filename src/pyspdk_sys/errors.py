@@ -204,3 +204,31 @@ def rpc_result(
     if "result" not in reply:
         raise malformed(f"{method}: SPDK's reply has neither result nor error: {reply!r:.200}")
     return reply["result"]
+
+
+# ------------------------------------------------------------------ RPC answers
+#
+# SPDK's RPC methods answer a failure with a JSON-RPC error whose code is
+# sometimes -errno and sometimes a generic JSON-RPC code, with the errno's text
+# as message. What an answer means is read here and nowhere else: callers ask
+# rpc_meaning() and raise their own precise exception.
+
+_RPC_MEANINGS: tuple[tuple[str, frozenset[int], tuple[str, ...]], ...] = (
+    ("no_device", frozenset({_errno.ENODEV, _errno.ENOENT}), ("no such device", "no such file")),
+    ("exists", frozenset({_errno.EEXIST}), ("file exists", "already exists")),
+    ("busy", frozenset({_errno.EBUSY}), ("device or resource busy", "busy")),
+    ("address_in_use", frozenset({_errno.EADDRINUSE}), ("address already in use",)),
+    ("refused", frozenset({_errno.ECONNREFUSED}), ("connection refused",)),
+    ("not_permitted", frozenset({_errno.EPERM, _errno.EACCES}), ("not permitted",)),
+    ("unsupported", frozenset({_errno.ENOTSUP, _errno.EOPNOTSUPP}), ("not supported",)),
+)
+
+
+def rpc_meaning(exc: RpcError) -> str | None:
+    """What an RPC error answer means, when it says: one of "no_device", "exists",
+    "busy", "address_in_use", "refused", "not_permitted", "unsupported"; else None."""
+    text = exc.message.lower()
+    for meaning, codes, phrases in _RPC_MEANINGS:
+        if -exc.code in codes or any(phrase in text for phrase in phrases):
+            return meaning
+    return None

@@ -18,14 +18,21 @@ Every helper takes a Target (Runtime or SpdkProcess) and goes through RPC.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._checks import check_int, check_name
-from .errors import RpcError
+from ._checks import (
+    DISCOVERY_NQN,
+    NQN_MAX,
+    check_int,
+    check_ip_address,
+    check_name,
+    check_nqn,
+    check_port,
+)
+from .errors import DeviceNotFoundError, RpcError, rpc_meaning
 from .target import Target, check_target
 
 __all__ = [
@@ -44,10 +51,8 @@ __all__ = [
     "serve",
 ]
 
-DISCOVERY_NQN = "nqn.2014-08.org.nvmexpress.discovery"
-MAX_NQN = 223
+MAX_NQN = NQN_MAX
 MAX_SERIAL = 20
-_NQN = re.compile(r"nqn\.\d{4}-\d{2}\.[^\s:]+(:\S+)?")
 _PRINTABLE = re.compile(r"[\x20-\x7e]+")
 
 
@@ -64,29 +69,16 @@ class Subsystem:
 
 
 def _check_nqn(nqn: Any, what: str = "nqn") -> str:
-    if not isinstance(nqn, str):
-        raise TypeError(f"{what} must be a str, not {type(nqn).__name__}")
-    if len(nqn.encode()) > MAX_NQN or not _NQN.fullmatch(nqn):
-        raise ValueError(
-            f"{what} must look like 'nqn.2016-06.io.spdk:name' (at most {MAX_NQN} bytes), "
-            f"not {nqn!r}"
-        )
-    return nqn
+    return check_nqn(what, nqn)
 
 
 def _check_address(address: Any) -> tuple[str, str]:
     """(address, adrfam) for an IPv4 or IPv6 literal."""
-    if not isinstance(address, str):
-        raise TypeError(f"address must be a str, not {type(address).__name__}")
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError:
-        raise ValueError(f"address must be an IPv4 or IPv6 address, not {address!r}") from None
-    return str(parsed), "ipv4" if parsed.version == 4 else "ipv6"
+    return check_ip_address("address", address)
 
 
 def _check_port(port: Any) -> int:
-    return check_int("port", port, 1, 65535)
+    return check_port("port", port)
 
 
 def create_transport(target: Target, *, exist_ok: bool = True, **options: Any) -> bool:
@@ -315,6 +307,6 @@ def detach(target: Target, name: str) -> None:
     try:
         target.rpc("bdev_nvme_detach_controller", {"name": name})
     except RpcError as exc:
-        if "No such device" in exc.message:
-            raise LookupError(f"no NVMe controller named {name!r}") from None
+        if rpc_meaning(exc) == "no_device":
+            raise DeviceNotFoundError(f"no NVMe controller named {name!r}") from None
         raise

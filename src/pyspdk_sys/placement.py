@@ -13,12 +13,11 @@ design, and an SPDK application that finds a lock refuses to start.
 from __future__ import annotations
 
 import os
-import re
 import warnings
 
+from ._checks import parse_cpu_mask
+
 LOCK_PATH = "/var/tmp/spdk_cpu_lock_{:03d}"
-_HEX = re.compile(r"0x([0-9a-fA-F]+)")
-_LIST = re.compile(r"\[([0-9,\-\s]+)\]")
 
 __all__ = ["CoreSharingWarning", "all_held_cores", "cores_of", "held_cores", "warn_if_held"]
 
@@ -29,25 +28,7 @@ class CoreSharingWarning(UserWarning):
 
 def cores_of(mask: str) -> list[int]:
     """The cores of an SPDK CPU mask: '0x5' -> [0, 2]; '[0,2-3]' -> [0, 2, 3]."""
-    if not isinstance(mask, str):
-        raise TypeError(f"mask must be a str, not {type(mask).__name__}")
-    match = _HEX.fullmatch(mask)
-    if match:
-        bits = int(match.group(1), 16)
-        return [core for core in range(bits.bit_length()) if bits >> core & 1]
-    match = _LIST.fullmatch(mask)
-    if not match:
-        raise ValueError(f"a CPU mask looks like '0x3' or '[0,1]', not {mask!r}")
-    cores: set[int] = set()
-    for part in match.group(1).replace(" ", "").split(","):
-        if not part:
-            continue
-        low, _, high = part.partition("-")
-        first, last = int(low), int(high or low)
-        if last < first:
-            raise ValueError(f"bad core range {part!r} in {mask!r}")
-        cores.update(range(first, last + 1))
-    return sorted(cores)
+    return list(parse_cpu_mask("CPU mask", mask))
 
 
 def _posix_lock_holders() -> dict[tuple[int, int, int], int]:

@@ -24,7 +24,6 @@ import enum
 import glob
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -37,8 +36,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._checks import check_config
-from ._sockets import SUN_PATH_MAX, check_rpc_socket, lock_is_held, remove_stale_socket
+from ._checks import SUN_PATH_MAX, check_seconds
+from ._jsonrpc import LIMITS, OLDEST, check_request, limits_for
+from ._sockets import check_rpc_socket, lock_is_held, remove_stale_socket
 from .errors import (
     ProcessError,
     ProcessExitedError,
@@ -47,13 +47,9 @@ from .errors import (
     rpc_result,
 )
 from .hugepages import reclaim_stale_files
+from .options import AppOptions, dpdk_runtime_dir
 from .placement import warn_if_held
 
-LOG_LEVELS = ("ERROR", "WARNING", "NOTICE", "INFO", "DEBUG")
-"""Values of log_level, as SPDK's log_set_print_level RPC names them."""
-
-_CPU_MASK = re.compile(r"0x[0-9a-fA-F]+|\[[0-9,\-\s]+\]")
-_METHOD = re.compile(r"[A-Za-z0-9_]+")
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
 _SOCKET_NAME = "spdk.sock"
 _TICK = 0.05  # how often the monitor looks at deadlines and liveness (seconds)
@@ -144,30 +140,19 @@ class SpdkProcess:
     ) -> None:
         if binary is not None and not isinstance(binary, (str, os.PathLike)):
             raise TypeError(f"binary must be a path or None, not {type(binary).__name__}")
-        if isinstance(mem_size_mb, bool) or not isinstance(mem_size_mb, int):
-            raise TypeError(f"mem_size_mb must be an int (MiB), not {mem_size_mb!r}")
-        if mem_size_mb <= 0:
-            raise ValueError(f"mem_size_mb must be a positive number of MiB, not {mem_size_mb!r}")
-        for label, flag in (("hugepages", hugepages), ("pci", pci)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{label} must be a bool, not {flag!r}")
-        if not isinstance(cpu_mask, str):
-            raise TypeError(f"cpu_mask must be a str, not {type(cpu_mask).__name__}")
-        if not _CPU_MASK.fullmatch(cpu_mask):
-            raise ValueError(f"cpu_mask must look like '0x3' or '[0,1]', not {cpu_mask!r}")
-        if log_level not in LOG_LEVELS:
-            raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
+        options = AppOptions.check(
+            mem_size_mb=mem_size_mb,
+            hugepages=hugepages,
+            hugedir=hugedir,
+            pci=pci,
+            cpu_mask=cpu_mask,
+            log_level=log_level,
+            config=config,
+        )
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, not {type(name).__name__}")
         if not _NAME.fullmatch(name):
             raise ValueError(f"name must be 1 to 32 letters, digits, '_', '.' or '-', not {name!r}")
-        if pci and not hugepages:
-            raise ValueError("pci=True needs hugepages=True: devices DMA into hugepage memory")
-        if hugedir is not None:
-            if not hugepages:
-                raise ValueError("hugedir needs hugepages=True")
-            if not Path(hugedir).is_dir():
-                raise ValueError(f"hugedir {os.fspath(hugedir)!r} is not a directory")
         if isinstance(args, (str, bytes)) or not isinstance(args, Sequence):
             raise TypeError(f"args must be a sequence of str, not {type(args).__name__}")
         for arg in args:
@@ -182,20 +167,24 @@ class SpdkProcess:
         if self.binary is None:
             tool = find_tool("spdk_tgt")
             self.binary = None if tool is None else str(tool)
+        self.options: AppOptions | None = options
         self.mem_size_mb = mem_size_mb
         self.hugepages = hugepages
-        self.hugedir = None if hugedir is None else os.fspath(hugedir)
+        self.hugedir = options.hugedir
         self.pci = pci
         self.cpu_mask = cpu_mask
         self.log_level = log_level
         self.name = name
         self.args = tuple(args)
-        self._config = check_config(config)
+        self._config = options.config
         self._user_socket = None if rpc_socket is None else check_rpc_socket(rpc_socket)
         self._user_log = None if log_file is None else os.fspath(log_file)
 
         self._owned = True
         self._state = _State.NEW
+        # The request limits of the release the process runs: the strictest
+        # known until it says which (spdk_get_version, once ready).
+        self._limits = LIMITS[OLDEST]
         self._lock = threading.Lock()
         self._popen: subprocess.Popen[bytes] | None = None
         self._workdir: str | None = None
@@ -215,7 +204,7 @@ class SpdkProcess:
         if not isinstance(rpc_socket, (str, os.PathLike)):
             raise TypeError(f"rpc_socket must be a path, not {type(rpc_socket).__name__}")
         path = os.fspath(rpc_socket)
-        timeout = _check_timeout(timeout)
+        timeout = check_seconds("timeout", timeout)
         self = cls.__new__(cls)
         self.binary = None
         self.mem_size_mb = 0
@@ -223,6 +212,7 @@ class SpdkProcess:
         self.hugedir = None
         self.pci = False
         self.cpu_mask = ""
+        self.options = None
         self.log_level = ""
         self.name = "attached"
         self.args = ()
@@ -231,6 +221,7 @@ class SpdkProcess:
         self._user_log = None
         self._owned = False
         self._state = _State.RUNNING
+        self._limits = LIMITS[OLDEST]
         self._lock = threading.Lock()
         self._popen = None
         self._workdir = None
@@ -240,7 +231,7 @@ class SpdkProcess:
         self._clients = _ClientPool()
         self._monitor = _Monitor(self)
         try:
-            self.rpc("spdk_get_version", timeout=timeout)
+            self._learn_release(timeout)
         except ProcessError as exc:
             self.stop()
             raise ProcessError(f"no SPDK application answers on {path}: {exc}") from None
@@ -316,21 +307,15 @@ class SpdkProcess:
 
     def command(self) -> list[str]:
         """The command line start() runs (the socket and config paths once chosen)."""
-        argv = [self.binary or "spdk_tgt", "-m", self.cpu_mask, "-s", str(self.mem_size_mb)]
-        if not self.hugepages:
-            argv.append("--no-huge")
-        if self.hugedir is not None:
-            argv += ["--huge-dir", self.hugedir]
-        if not self.pci:
-            argv.append("--no-pci")
-        argv += ["-r", self._socket or "<private socket>"]
+        if self.options is None:
+            raise RuntimeStateError("an attached SpdkProcess has no command line")
+        config: str | None = None
         if self._config is not None:
-            config = self._config if isinstance(self._config, Path) else "<private config>"
+            config = str(self._config) if isinstance(self._config, Path) else "<private config>"
             if self._workdir is not None and not isinstance(self._config, Path):
                 config = os.path.join(self._workdir, "config.json")
-            argv += ["--json", str(config)]
-        if self.log_level in ("ERROR", "WARNING"):
-            argv.append("--silence-noticelog")
+        argv = [self.binary or "spdk_tgt"]
+        argv += self.options.argv(self._socket or "<private socket>", config)
         return argv + list(self.args)
 
     def start(self, timeout: float = 60.0) -> SpdkProcess:
@@ -339,7 +324,7 @@ class SpdkProcess:
         ProcessStartError (a StartError) otherwise, with `reason` and the log's
         last lines; the process is stopped and its files removed first.
         """
-        timeout = _check_timeout(timeout)
+        timeout = check_seconds("timeout", timeout)
         _official_client()  # before anything runs: start() waits through it
         with self._lock:
             if not self._owned:
@@ -443,10 +428,17 @@ class SpdkProcess:
         # Apps log at NOTICE and print it (WARNING with --silence-noticelog);
         # other levels by RPC, which can only come once the server answers.
         left = max(deadline - time.monotonic(), 1.0)
+        self._learn_release(left)
         if self.log_level in ("INFO", "DEBUG"):
             self.rpc("log_set_level", {"level": self.log_level}, timeout=left)
         if self.log_level in ("ERROR", "INFO", "DEBUG"):
             self.rpc("log_set_print_level", {"level": self.log_level}, timeout=left)
+
+    def _learn_release(self, timeout: float) -> None:
+        """Ask the application its release, for the request limits of its RPC server."""
+        version = self.rpc("spdk_get_version", timeout=timeout)
+        if isinstance(version, dict) and isinstance(version.get("version"), str):
+            self._limits = limits_for(version["version"])
 
     def _start_failed(self, timed_out: float | None) -> ProcessStartError:
         """Why start() failed, from the exit status and the application's own output."""
@@ -479,7 +471,7 @@ class SpdkProcess:
         the private directory. For an attached process it only detaches.
         Safe to call more than once.
         """
-        timeout = _check_timeout(timeout)
+        timeout = check_seconds("timeout", timeout)
         with self._lock:
             if self._state is _State.STOPPED:
                 return
@@ -505,8 +497,7 @@ class SpdkProcess:
             for leftover in glob.glob(f"/dev/shm/*_trace.pid{self._pid}"):
                 with contextlib.suppress(OSError):
                     os.unlink(leftover)
-            for runtime_dir in _dpdk_runtime_dirs():
-                shutil.rmtree(os.path.join(runtime_dir, f"spdk_pid{self._pid}"), ignore_errors=True)
+            shutil.rmtree(dpdk_runtime_dir(self._pid), ignore_errors=True)
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             if self._log is not None and self._log.startswith(self._workdir + os.sep):
@@ -524,14 +515,10 @@ class SpdkProcess:
         seconds of wall time (the request may still run); ProcessExitedError
         when the application is gone, within about 0.1 s of its end.
         """
-        if not isinstance(method, str):
-            raise TypeError(f"method must be a str, not {type(method).__name__}")
-        if not _METHOD.fullmatch(method):
-            raise ValueError(f"method {method!r} is not a method name: letters, digits, '_'")
-        if params is not None and not isinstance(params, Mapping):
-            raise TypeError(f"params must be a mapping or None, not {type(params).__name__}")
-        timeout = _check_timeout(timeout)
-        payload = _check_request(method, params)
+        # The size as the official client encodes it (indent=2), with the
+        # largest id it could use; the limits of the release the process runs.
+        payload, _ = check_request(method, params, 2**31, self._limits, indent=2)
+        timeout = check_seconds("timeout", timeout)
         deadline = time.monotonic() + timeout
         if self._state is _State.NEW:
             raise RuntimeStateError(f"{method}: this SpdkProcess is not started: call start()")
@@ -767,13 +754,6 @@ def _shutdown(client: Any) -> None:
 # ------------------------------------------------------------------ helpers
 
 
-def _dpdk_runtime_dirs() -> list[str]:
-    """Where DPDK keeps its per-process runtime directories (rte_eal_get_runtime_dir)."""
-    if os.geteuid() == 0:
-        return ["/var/run/dpdk"]
-    return [os.path.join(os.environ.get("XDG_RUNTIME_DIR", "/tmp"), "dpdk")]
-
-
 def _end(popen: subprocess.Popen[bytes], timeout: float) -> None:
     """SIGTERM to its process group, wait up to timeout, then SIGKILL to the group.
 
@@ -792,63 +772,6 @@ def _end(popen: subprocess.Popen[bytes], timeout: float) -> None:
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-
-
-# Limits of SPDK's JSON-RPC server (v26.01), as in pyspdk_sys.rpc: a request
-# beyond them is not answered, the connection just closes.
-REQUEST_MAX_BYTES = 32 * 1024  # SPDK_JSONRPC_RECV_BUF_SIZE
-REQUEST_MAX_VALUES = 1024  # SPDK_JSONRPC_MAX_VALUES, names included
-REQUEST_MAX_DEPTH = 64  # SPDK_JSON_MAX_NESTING_DEPTH, the request object included
-_ENVELOPE_VALUES = 9  # {"jsonrpc", "method", "id", "params"}: braces, 4 names, 3 values
-
-
-def _check_request(method: str, params: Mapping[str, Any] | None) -> Any:
-    """params as plain JSON data, or ValueError when SPDK's server could not read the request.
-
-    The size is measured as the official client encodes it (indent=2).
-    """
-    if params is None:
-        return None
-    try:
-        payload = json.loads(json.dumps(dict(params), allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"params are not JSON: {exc}") from None
-    values = _ENVELOPE_VALUES + _count_values(payload, 1)
-    if values > REQUEST_MAX_VALUES:
-        raise ValueError(
-            f"params hold {values - _ENVELOPE_VALUES} JSON values; SPDK's RPC server takes "
-            f"at most {REQUEST_MAX_VALUES - _ENVELOPE_VALUES} in one request"
-        )
-    request = {"jsonrpc": "2.0", "method": method, "id": 2**31, "params": payload}
-    size = len(json.dumps(request, indent=2).encode())
-    if size > REQUEST_MAX_BYTES:
-        raise ValueError(
-            f"the request is {size} bytes as SPDK's client sends it; SPDK's RPC server reads "
-            f"at most {REQUEST_MAX_BYTES} bytes per request"
-        )
-    return payload
-
-
-def _count_values(value: Any, depth: int) -> int:
-    """JSON values as SPDK's parser counts them: containers twice, object names once."""
-    if isinstance(value, (dict, list)) and depth >= REQUEST_MAX_DEPTH:
-        raise ValueError(
-            f"params are nested too deep for SPDK's JSON parser (at most {REQUEST_MAX_DEPTH} "
-            "objects and arrays inside each other, the request itself included)"
-        )
-    if isinstance(value, dict):
-        return 2 + sum(1 + _count_values(item, depth + 1) for item in value.values())
-    if isinstance(value, list):
-        return 2 + sum(_count_values(item, depth + 1) for item in value)
-    return 1
-
-
-def _check_timeout(timeout: float) -> float:
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds, not {timeout!r}")
-    if not (timeout > 0 and math.isfinite(timeout)):
-        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
-    return float(timeout)
 
 
 def _private_dir(name: str) -> str:

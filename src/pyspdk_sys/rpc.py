@@ -26,9 +26,7 @@ import asyncio
 import concurrent.futures
 import itertools
 import json
-import math
 import os
-import re
 import shutil
 import socket
 import tempfile
@@ -37,7 +35,10 @@ import time
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
+from . import _jsonrpc
 from ._binding import JSONRPC_REQUEST_MAX_BYTES, JSONRPC_REQUEST_MAX_VALUES, ffi, lib
+from ._checks import SUN_PATH_MAX, check_seconds
+from ._jsonrpc import RequestLimits
 from .errors import RuntimeStateError, SpdkError, rpc_result
 from .runtime import Runtime, State
 
@@ -45,14 +46,9 @@ from .runtime import Runtime, State
 # 1024 values; v26.05: 256 KiB and 8192).
 REQUEST_MAX_BYTES = JSONRPC_REQUEST_MAX_BYTES  # SPDK_JSONRPC_RECV_BUF_SIZE: longer is never read
 REQUEST_MAX_VALUES = JSONRPC_REQUEST_MAX_VALUES  # SPDK_JSONRPC_MAX_VALUES: values, names included
-REQUEST_MAX_DEPTH = 64  # SPDK_JSON_MAX_NESTING_DEPTH: nested objects and arrays
+LOCAL_LIMITS = RequestLimits(REQUEST_MAX_BYTES, REQUEST_MAX_VALUES)
 RESPONSE_MAX_BYTES = 32 * 1024 * 1024 + 1  # SPDK_JSONRPC_SEND_BUF_SIZE_MAX, and "\n"
 
-# The request envelope around params: {"jsonrpc": "2.0", "method": m, "id": n,
-# "params": ...} is an object begin and end plus four names and three values.
-_ENVELOPE_VALUES = 9
-_METHOD = re.compile(r"[A-Za-z0-9_]+")
-_SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1
 _SOCKET_NAME = "rpc.sock"
 _POOL_MAX = 8
 _RECV_CHUNK = 256 * 1024
@@ -98,7 +94,7 @@ class LocalRpc:
         """
         request_id = self._next_id()
         payload = encode_request(method, params, request_id)
-        timeout = _check_timeout(timeout)
+        timeout = check_seconds("timeout", timeout)
         self._refuse_spdk_thread("call")
         deadline = time.monotonic() + timeout
         path = self._ensure_started(timeout)
@@ -117,7 +113,7 @@ class LocalRpc:
         """Awaitable form of call(), for asyncio programs: one connection per call."""
         request_id = self._next_id()
         payload = encode_request(method, params, request_id)
-        timeout = _check_timeout(timeout)
+        timeout = check_seconds("timeout", timeout)
         self._refuse_spdk_thread("acall")
         self._check_running()
         deadline = time.monotonic() + timeout
@@ -312,96 +308,9 @@ def rpc_for(runtime: Runtime) -> LocalRpc:
 # ------------------------------------------------------------------ requests
 
 
-def encode_request(method: str, params: Mapping[str, Any] | None, request_id: int) -> bytes:
-    """The JSON-RPC request as bytes, or TypeError/ValueError if SPDK could not take it."""
-    if not isinstance(method, str):
-        raise TypeError(f"method must be a str, not {type(method).__name__}")
-    if not _METHOD.fullmatch(method):
-        raise ValueError(
-            f"method {method!r} is not a method name: use letters, digits and '_' only"
-        )
-    request: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": request_id}
-    values = _ENVELOPE_VALUES - 2
-    if params is not None:
-        if not isinstance(params, Mapping):
-            raise TypeError(f"params must be a mapping or None, not {type(params).__name__}")
-        counter = [0]
-        request["params"] = _plain(params, "params", 1, counter)
-        values = _ENVELOPE_VALUES + counter[0]
-    if values > REQUEST_MAX_VALUES:
-        raise ValueError(
-            f"params hold {values - _ENVELOPE_VALUES} JSON values; SPDK's RPC server takes "
-            f"at most {REQUEST_MAX_VALUES - _ENVELOPE_VALUES} in one request"
-        )
-    try:
-        payload = json.dumps(
-            request, ensure_ascii=False, allow_nan=False, separators=(",", ":")
-        ).encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"params hold a string that is not valid Unicode: {exc}") from None
-    if len(payload) > REQUEST_MAX_BYTES:
-        raise ValueError(
-            f"the request is {len(payload)} bytes of JSON; SPDK's RPC server reads at most "
-            f"{REQUEST_MAX_BYTES} bytes per request"
-        )
-    return payload
-
-
-def _plain(value: Any, where: str, depth: int, counter: list[int]) -> Any:
-    """A JSON-ready copy of value (Mappings become dicts), counting values as SPDK does.
-
-    depth: how many objects and arrays enclose value, the request's own included.
-    """
-    counter[0] += 1
-    if isinstance(value, (Mapping, list, tuple)) and depth >= REQUEST_MAX_DEPTH:
-        raise ValueError(
-            f"{_short(where)} is nested too deep for SPDK's JSON parser (at most "
-            f"{REQUEST_MAX_DEPTH} objects and arrays inside each other, the request itself "
-            "included), or is a cycle"
-        )
-    if value is None or isinstance(value, (bool, int)):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{where} is {value!r}, which JSON cannot express")
-        return value
-    if isinstance(value, str):
-        if "\0" in value:
-            raise ValueError(f"{where} contains a NUL character, which SPDK's C strings cannot")
-        return value
-    if isinstance(value, Mapping):
-        out = {}
-        counter[0] += 1  # the closing brace
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ValueError(f"{where} has a key {key!r}: JSON object keys are strings")
-            if "\0" in key:
-                raise ValueError(f"{where} has a key with a NUL character: {key!r}")
-            counter[0] += 1  # the name
-            out[key] = _plain(item, f"{where}[{key!r}]", depth + 1, counter)
-        return out
-    if isinstance(value, (list, tuple)):
-        counter[0] += 1  # the closing bracket
-        return [_plain(item, f"{where}[{i}]", depth + 1, counter) for i, item in enumerate(value)]
-    raise ValueError(f"{where} is of type {type(value).__name__}, which is not JSON")
-
-
-def _short(where: str) -> str:
-    """A value's path, cut to a readable length."""
-    return where if len(where) <= 60 else where[:57] + "..."
-
-
-def _check_timeout(timeout: float) -> float:
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
-    if not (timeout > 0 and math.isfinite(timeout)):
-        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
-    return float(timeout)
-
-
 def _private_dir() -> str:
     """A new 0700 directory whose socket path fits in sun_path."""
-    room = _SUN_PATH_MAX - len("/pyspdk-rpc-XXXXXXXX/") - len(_SOCKET_NAME + ".lock")
+    room = SUN_PATH_MAX - len("/pyspdk-rpc-XXXXXXXX/") - len(_SOCKET_NAME + ".lock")
     base = tempfile.gettempdir()
     if len(os.fsencode(base)) > room:
         base = "/tmp"
@@ -440,6 +349,12 @@ def _left(deadline: float, method: str, timeout: float) -> float:
     if left <= 0:
         raise _timeout(method, timeout)
     return left
+
+
+def encode_request(method: str, params: Mapping[str, Any] | None, request_id: int) -> bytes:
+    """The request as this client sends it, against the limits of the release compiled
+    against; TypeError/ValueError naming what SPDK's server could not read."""
+    return _jsonrpc.encode_request(method, params, request_id)
 
 
 def _timeout(method: str, timeout: float) -> TimeoutError:

@@ -28,7 +28,7 @@ import concurrent.futures
 import enum
 import json
 import os
-import re
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
@@ -37,11 +37,12 @@ from typing import Any, TypeVar
 
 from . import _callbacks, _fork, hugepages
 from ._binding import ffi, lib
-from ._checks import check_config, check_int, check_timeout
+from ._checks import check_bool, check_timeout
 from ._pools import SMALLEST_MEM_SIZE_MB, with_defaults
 from ._sockets import check_rpc_socket
 from .errors import HugepagesError, RuntimeStateError, StartError
-from .placement import all_held_cores, cores_of, warn_if_held
+from .options import AppOptions, dpdk_runtime_dir
+from .placement import all_held_cores, warn_if_held
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -53,7 +54,6 @@ _LOG_LEVELS = {
     "INFO": lib.SPDK_LOG_INFO,
     "DEBUG": lib.SPDK_LOG_DEBUG,
 }
-_CPU_MASK = re.compile(r"0x[0-9a-fA-F]+|\[[0-9,\-\s]+\]")
 
 
 class State(enum.Enum):
@@ -173,31 +173,27 @@ class Runtime:
         pci: bool = False,
         small_pools: bool = True,
     ) -> None:
-        check_int("mem_size_mb", mem_size_mb, 1, 1 << 30)
-        if not all(isinstance(flag, bool) for flag in (hugepages, pci, small_pools)):
-            raise TypeError("hugepages, pci and small_pools must be bools")
-        if not isinstance(cpu_mask, str) or not _CPU_MASK.fullmatch(cpu_mask):
-            raise ValueError(f"cpu_mask must look like '0x3' or '[0,1]', not {cpu_mask!r}")
-        if log_level not in _LOG_LEVELS:
-            levels = ", ".join(_LOG_LEVELS)
-            raise ValueError(f"log_level must be one of {levels}, not {log_level!r}")
-        if pci and not hugepages:
-            raise ValueError("pci=True needs hugepages=True: devices DMA into hugepage memory")
-        if hugedir is not None and not hugepages:
-            raise ValueError("hugedir needs hugepages=True")
-        if hugedir is not None and not Path(hugedir).is_dir():
-            raise ValueError(f"hugedir {hugedir!r} is not a directory")
+        self.options = AppOptions.check(
+            mem_size_mb=mem_size_mb,
+            hugepages=hugepages,
+            hugedir=hugedir,
+            pci=pci,
+            cpu_mask=cpu_mask,
+            log_level=log_level,
+            config=config,
+        )
+        check_bool("small_pools", small_pools)
         if not isinstance(name, str) or not name or "\0" in name:
-            raise ValueError("name must be a non-empty string without NUL")
+            raise ValueError(f"name must be a non-empty string without NUL, not {name!r}")
         self.mem_size_mb = mem_size_mb
         self.hugepages = hugepages
-        self.hugedir = hugedir
+        self.hugedir = self.options.hugedir
         self.pci = pci
         self.cpu_mask = cpu_mask
         self.rpc_socket = None if rpc_socket is None else check_rpc_socket(rpc_socket)
         self.log_level = log_level
         self.name = name
-        self._config = check_config(config)
+        self._config = self.options.config
         # The built-in default configuration (_pools.py); False: SPDK's own pool sizes.
         self.small_pools = small_pools
 
@@ -239,31 +235,79 @@ class Runtime:
         if _fork.forked:
             raise RuntimeStateError(_fork.forked_message("SPDK's environment"))
         with _ACTIVE_LOCK:
-            if self.state is not State.NEW:
-                raise RuntimeStateError(f"this Runtime is {self.state.value}; create a new one")
-            if _ACTIVE is not None:
-                raise RuntimeStateError(
-                    f"another Runtime is {_ACTIVE.state.value} in this process; stop it first"
-                )
-            if _HOST.used:
-                raise RuntimeStateError(RESTART_REFUSED)
+            self._refuse_start()
+            # Checks and preparation that can fail come before anything
+            # process-wide changes: a start refused here leaves the process
+            # as it was, and the next start works.
             if self.hugepages:
                 # Pages that killed SPDK processes still hold would make this start fail.
                 hugepages.reclaim_stale_files(self.hugedir)
                 self._check_hugepages()
-            opts = self._app_opts()
+            self._check_config_methods()
+            warn_if_held(self.cpu_mask, f"Runtime {self.name!r}", stacklevel=4)
+            self._opts = self._app_opts()
             _HOST.used = True
             self.state = State.STARTING
             _ACTIVE = self
-        self._opts = opts
-        warn_if_held(self.cpu_mask, f"Runtime {self.name!r}")
-        _HOST.run(self)
+            try:
+                _HOST.run(self)
+            except BaseException:
+                _HOST.used = False
+                self.state = State.NEW
+                _ACTIVE = None
+                self._forget_opts()
+                raise
         if not self._wait_started(timeout):
             raise TimeoutError(
                 f"SPDK did not finish starting within {timeout} s; it is still starting "
                 "(call stop() to stop it)"
             )
         return self
+
+    def _refuse_start(self) -> None:
+        """RuntimeStateError when this object, or this process, cannot start SPDK now."""
+        if self.state is not State.NEW:
+            raise RuntimeStateError(f"this Runtime is {self.state.value}; create a new one")
+        if _ACTIVE is not None:
+            raise RuntimeStateError(
+                f"another Runtime is {_ACTIVE.state.value} in this process; stop it first"
+            )
+        if _HOST.used:
+            raise RuntimeStateError(RESTART_REFUSED)
+
+    def _check_config_methods(self) -> None:
+        """ValueError naming a config entry whose method SPDK does not have.
+
+        SPDK would find it only half-way through its start, with every
+        subsystem up, and fail the whole start with a bare return code.
+        """
+        config = self._config
+        if config is None:
+            return
+        if isinstance(config, Path):
+            config = json.loads(config.read_text())
+        state = ffi.new("uint32_t *")
+        for subsystem in config.get("subsystems") or []:
+            if not isinstance(subsystem, dict):
+                raise ValueError(f"config: a subsystem entry is not an object: {subsystem!r:.80}")
+            for entry in subsystem.get("config") or []:
+                method = entry.get("method") if isinstance(entry, dict) else None
+                if not isinstance(method, str) or not method or "\0" in method:
+                    raise ValueError(
+                        f"config: subsystem {subsystem.get('subsystem')!r} has an entry "
+                        f"without a method name: {entry!r:.80}"
+                    )
+                if lib.spdk_rpc_get_method_state_mask(method.encode(), state) != 0:
+                    raise ValueError(
+                        f"config: subsystem {subsystem.get('subsystem')!r} calls {method!r}, "
+                        "which is not an SPDK RPC method"
+                    )
+
+    def _forget_opts(self) -> None:
+        self._keepalive.clear()
+        if self._config_file is not None:
+            Path(self._config_file).unlink(missing_ok=True)
+            self._config_file = None
 
     def _check_hugepages(self) -> None:
         """HugepagesError, before DPDK tries, when hugepages=True cannot be met."""
@@ -433,7 +477,7 @@ class Runtime:
         at start; unmarked again when the runtime's app returns.
         """
         if polled:
-            self._polled_cpus = sorted({*cores_of(self.cpu_mask), *all_held_cores()})
+            self._polled_cpus = sorted({*self.options.cores, *all_held_cores()})
         for cpu in self._polled_cpus:
             lib.pyspdk_mark_polled_cpu(cpu, polled)
         if not polled:
@@ -506,10 +550,9 @@ class Runtime:
             _callbacks.work_owner = None
         self._handle = None  # the start callback's handle: SPDK holds it no longer
         self.app_thread = ffi.NULL
-        self._keepalive.clear()
-        if self._config_file is not None:
-            Path(self._config_file).unlink(missing_ok=True)
-            self._config_file = None
+        self._forget_opts()
+        # DPDK leaves its runtime directory behind; nothing else of this process uses it.
+        shutil.rmtree(dpdk_runtime_dir(os.getpid()), ignore_errors=True)
         with _ACTIVE_LOCK:
             _ACTIVE = None
         self._started.set()
@@ -526,7 +569,7 @@ class Runtime:
         opts = ffi.new("struct spdk_app_opts *")
         lib.spdk_app_opts_init(opts, ffi.sizeof("struct spdk_app_opts"))
         opts.name = self._cstr(self.name)
-        opts.reactor_mask = self._cstr(self.cpu_mask)
+        opts.reactor_mask = self._cstr(self.options.reactor_mask)
         opts.mem_size = self.mem_size_mb
         opts.no_huge = not self.hugepages
         # One file per memory segment list instead of one per page: a

@@ -34,7 +34,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._checks import check_int, check_name
+from ._checks import SUN_PATH_MAX, check_cpu_mask, check_int, check_name, check_socket_path
 from .bdev import _peers
 from .errors import RpcError
 from .target import Target, check_target
@@ -53,7 +53,7 @@ __all__ = [
 
 # sun_path holds 108 bytes with its NUL. DPDK truncates a longer path silently,
 # so a longer one is refused here.
-MAX_SOCKET_PATH = 107
+MAX_SOCKET_PATH = SUN_PATH_MAX
 MAX_QUEUES = 256
 _DEV_TYPES = ("blk", "scsi")
 _ACCEPTING = 0x10000  # /proc/net/unix Flags: a listening socket
@@ -76,25 +76,11 @@ class Controller:
 
 
 def _check_socket_path(socket_path: Any) -> str:
-    if not isinstance(socket_path, (str, os.PathLike)):
-        raise TypeError(f"socket_path must be a path, not {type(socket_path).__name__}")
-    path = os.fspath(socket_path)
-    if not isinstance(path, str) or not path or "\0" in path:
-        raise ValueError(f"socket_path must be a non-empty path without NUL, not {path!r}")
-    path = os.path.abspath(path)
-    if len(path.encode()) > MAX_SOCKET_PATH:
-        raise ValueError(
-            f"socket_path {path!r} is {len(path.encode())} bytes; a Unix socket path holds "
-            f"at most {MAX_SOCKET_PATH}"
-        )
-    return path
+    return check_socket_path("socket_path", socket_path)
 
 
 def _check_cpumask(cpumask: Any) -> str | None:
-    if cpumask is None:
-        return None
-    check_name(cpumask, "a cpumask")
-    return str(cpumask)
+    return None if cpumask is None else check_cpu_mask("cpumask", cpumask)
 
 
 def _from_rpc(entry: dict[str, Any]) -> Controller:

@@ -16,7 +16,7 @@ from typing import Any
 
 from .._binding import ffi, lib
 from .._checks import check_int, check_name
-from ..errors import DeviceNotFoundError, RpcError
+from ..errors import DeviceNotFoundError, RpcError, rpc_meaning
 from ..runtime import Runtime
 from ..target import Target, check_target
 
@@ -129,7 +129,7 @@ def bdev_info(target: Target, name: str) -> BdevInfo:
     try:
         entries = check_target(target).rpc("bdev_get_bdevs", {"name": name})
     except RpcError as exc:
-        if exc.code == -errno.ENODEV or "No such device" in exc.message:
+        if rpc_meaning(exc) == "no_device":
             raise DeviceNotFoundError(f"no block device named {name!r}") from None
         raise
     return _from_rpc(entries[0])
@@ -181,8 +181,19 @@ def create_error(target: Target, base: str) -> str:
     Inject failures with target.rpc("bdev_error_inject_error", {...}).
     """
     check_name(base)
+    # SPDK accepts a base that does not exist and waits for it to appear, with
+    # no device made meanwhile: a name returned then would be no device's.
+    bdev_info(target, base)
     check_target(target).rpc("bdev_error_create", {"base_name": base})
-    return f"EE_{base}"
+    name = f"EE_{base}"
+    try:
+        bdev_info(target, name)
+    except DeviceNotFoundError:
+        target.rpc("bdev_error_delete", {"name": name})
+        raise DeviceNotFoundError(
+            f"bdev_error_create made no device over {base!r} (is it claimed by another module?)"
+        ) from None
+    return name
 
 
 _DELETE_METHODS = {

@@ -1,0 +1,118 @@
+"""Options of an SPDK application, checked once for Runtime, SpdkProcess and the CLI.
+
+An SPDK application in this process (Runtime) and one in its own process
+(SpdkProcess) take the same options. They are checked here, at construction,
+with errors that name the parameter and the value; then turned into what
+each needs: `spdk_app_opts` fields (runtime.py) or spdk_tgt's argv (argv()).
+This module loads no SPDK code, so SpdkProcess works without the fat library.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._checks import check_bool, check_config, check_int, check_local_cpu_mask, mask_of
+
+__all__ = ["LOG_LEVELS", "AppOptions", "dpdk_runtime_dir"]
+
+LOG_LEVELS = ("ERROR", "WARNING", "NOTICE", "INFO", "DEBUG")
+"""Values of log_level, as SPDK's log_set_print_level RPC names them."""
+
+MAX_MEM_SIZE_MB = 1 << 30  # far beyond any machine; spdk_app_opts.mem_size is an int
+
+
+@dataclass(frozen=True)
+class AppOptions:
+    """What both kinds of SPDK application are started with, already checked.
+
+    cores: the reactor cores of cpu_mask, each one that this machine has.
+    config: None, a JSON-ready dict, or the absolute Path of a JSON file.
+    """
+
+    mem_size_mb: int
+    hugepages: bool
+    hugedir: str | None
+    pci: bool
+    cpu_mask: str
+    cores: tuple[int, ...]
+    log_level: str
+    config: Any
+
+    @classmethod
+    def check(
+        cls,
+        *,
+        mem_size_mb: Any = 1024,
+        hugepages: Any = False,
+        hugedir: Any = None,
+        pci: Any = False,
+        cpu_mask: Any = "0x1",
+        log_level: Any = "WARNING",
+        config: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    ) -> AppOptions:
+        """The options, or TypeError/ValueError naming the first one that is wrong."""
+        check_int("mem_size_mb", mem_size_mb, 1, MAX_MEM_SIZE_MB)
+        check_bool("hugepages", hugepages)
+        check_bool("pci", pci)
+        cores = check_local_cpu_mask("cpu_mask", cpu_mask)
+        if log_level not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
+        if pci and not hugepages:
+            raise ValueError("pci=True needs hugepages=True: devices DMA into hugepage memory")
+        if hugedir is not None:
+            if not isinstance(hugedir, (str, os.PathLike)):
+                raise TypeError(f"hugedir must be a path or None, not {type(hugedir).__name__}")
+            if not hugepages:
+                raise ValueError("hugedir needs hugepages=True")
+            if not Path(hugedir).is_dir():
+                raise ValueError(f"hugedir {os.fspath(hugedir)!r} is not a directory")
+            hugedir = os.fspath(hugedir)
+        return cls(
+            mem_size_mb=mem_size_mb,
+            hugepages=hugepages,
+            hugedir=hugedir,
+            pci=pci,
+            cpu_mask=cpu_mask,
+            cores=cores,
+            log_level=log_level,
+            config=check_config(config),
+        )
+
+    @property
+    def reactor_mask(self) -> str:
+        """The mask SPDK is handed: hexadecimal, whichever form the caller wrote."""
+        return mask_of(self.cores)
+
+    def argv(self, rpc_socket: str, config_path: str | None) -> list[str]:
+        """spdk_tgt's options for these settings (without the binary and extra args)."""
+        argv = ["-m", self.reactor_mask, "-s", str(self.mem_size_mb)]
+        if not self.hugepages:
+            argv.append("--no-huge")
+        if self.hugedir is not None:
+            argv += ["--huge-dir", self.hugedir]
+        if not self.pci:
+            argv.append("--no-pci")
+        argv += ["-r", rpc_socket]
+        if config_path is not None:
+            argv += ["--json", config_path]
+        if self.log_level in ("ERROR", "WARNING"):
+            argv.append("--silence-noticelog")
+        return argv
+
+
+def dpdk_runtime_dir(pid: int) -> str:
+    """DPDK's runtime directory of the SPDK application in process `pid`.
+
+    SPDK names DPDK's file prefix spdk_pid<pid> (shm_id -1), and DPDK leaves
+    that directory behind when the application ends: its owner removes it.
+    """
+    base = (
+        "/var/run/dpdk"
+        if os.geteuid() == 0
+        else os.path.join(os.environ.get("XDG_RUNTIME_DIR", "/tmp"), "dpdk")
+    )
+    return os.path.join(base, f"spdk_pid{pid}")
