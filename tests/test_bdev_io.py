@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from conftest import run_threads
+from conftest import run_threads, skip_or_fail
 
 
 @pytest.fixture
@@ -71,15 +71,75 @@ def test_vectored(dev: Any) -> None:
     assert bytes(into[0]) + bytes(into[1]) == b"".join(parts)
 
 
-def test_zeroes_unmap_flush_reset(dev: Any) -> None:
-    dev.write(0, b"\xff" * 8192)
+def _iostat(rpc: Any, name: str) -> dict[str, Any]:
+    (stat,) = rpc("bdev_get_iostat", {"names": [name]})["bdevs"]
+    return dict(stat)
+
+
+def test_write_zeroes_and_unmap_zero_exactly_their_range(dev: Any, rpc: Any) -> None:
+    """A malloc bdev reads back zeroes where it was unmapped (it fills the range with 0)."""
+    dev.write(0, b"\xff" * 12288)
     dev.write_zeroes(0, 4096)
-    assert dev.read(0, 8192) == bytes(4096) + b"\xff" * 4096
+    assert dev.read(0, 12288) == bytes(4096) + b"\xff" * 8192
+    before = _iostat(rpc, dev.name)
     dev.unmap(4096, 4096)
-    dev.flush()
-    dev.flush(0, 4096)
-    dev.reset()
-    assert dev.read(0, 4096) == bytes(4096)  # still usable after reset
+    after = _iostat(rpc, dev.name)
+    assert after["num_unmap_ops"] - before["num_unmap_ops"] == 1
+    assert after["bytes_unmapped"] - before["bytes_unmapped"] == 4096
+    assert dev.read(0, 12288) == bytes(8192) + b"\xff" * 4096
+
+
+def test_flush_reaches_the_device(error_dev: tuple[Any, str], rpc: Any) -> None:
+    """flush() is a real FLUSH I/O: a failure the device injects on flushes is reported."""
+    from pyspdk_sys.errors import IoError
+
+    device, name = error_dev
+    data = os.urandom(8192)
+    device.write(0, data)
+    device.flush()
+    device.flush(0, 4096)
+    assert device.read(0, 8192) == data
+    rpc(
+        "bdev_error_inject_error",
+        {"name": name, "io_type": "flush", "error_type": "failure", "num": 2},
+    )
+    with pytest.raises(IoError) as caught:
+        device.flush()
+    assert caught.value.errno == errno.EIO and caught.value.op == "flush"
+    with pytest.raises(IoError):
+        device.flush(0, 4096)
+    device.flush()  # the two injected failures are used up
+    assert device.read(0, 8192) == data
+
+
+def test_reset_ends_the_io_in_flight(runtime: Any, rpc: Any, malloc: str) -> None:
+    """A reset aborts what the delay bdev still holds: the 10 s read fails at once."""
+    from pyspdk_sys import lib
+    from pyspdk_sys.errors import IoError
+
+    slow = f"{malloc}Reset"
+    latency = {f"{k}_{rw}_latency": 10_000_000 for k in ("avg", "p99") for rw in ("read", "write")}
+    rpc("bdev_delay_create", {"base_bdev_name": malloc, "name": slow, **latency})
+    try:
+        with runtime.open_bdev(slow) as device:
+            started = time.monotonic()
+            future = device.read_async(0, 512)
+            deadline = started + 5
+            while lib.pyspdk_dev_inflight(device._dev) == 0:
+                assert time.monotonic() < deadline, "the read never reached SPDK"
+                time.sleep(0.001)
+            device.reset()
+            with pytest.raises(IoError) as caught:
+                future.result(timeout=5)
+            assert caught.value.errno == errno.EIO and caught.value.op == "read"
+            assert time.monotonic() - started < 5  # ended by the reset, not by the device
+            assert lib.pyspdk_dev_inflight(device._dev) == 0
+    finally:
+        rpc("bdev_delay_delete", {"name": slow})
+    with runtime.open_bdev(malloc) as device:
+        device.reset()  # a device that holds nothing resets too, and stays usable
+        device.write(0, b"r" * 512)
+        assert device.read(0, 512) == b"r" * 512
 
 
 def test_dma_buffer_zero_copy(runtime: Any, dev: Any) -> None:
@@ -126,9 +186,13 @@ def test_dma_buffer_zero_copy(runtime: Any, dev: Any) -> None:
 def test_bad_arguments_are_refused_before_spdk(
     dev: Any, call: Any, error: type, message: str
 ) -> None:
+    before = os.urandom(4096)
+    dev.write(0, before)
     with pytest.raises(error, match=message):
         call(dev)
-    assert dev.read(0, 512) is not None  # the device is fine
+    # Nothing reached the device, and it still works.
+    assert dev.read(0, 4096) == before
+    assert dev._holds == []
 
 
 def test_read_only_descriptor(runtime: Any, malloc: str) -> None:
@@ -389,10 +453,10 @@ def test_aread_many_awrite_many_leave_the_loop_free(runtime: Any, rpc: Any, mall
         {
             "base_bdev_name": malloc,
             "name": slow,
-            "avg_read_latency": 40_000,
-            "p99_read_latency": 40_000,
-            "avg_write_latency": 40_000,
-            "p99_write_latency": 40_000,
+            "avg_read_latency": 100_000,
+            "p99_read_latency": 100_000,
+            "avg_write_latency": 100_000,
+            "p99_write_latency": 100_000,
         },
     )
     dev = runtime.open_bdev(slow)
@@ -410,7 +474,7 @@ def test_aread_many_awrite_many_leave_the_loop_free(runtime: Any, rpc: Any, mall
                     ticks += 1
 
             task = asyncio.create_task(ticker())
-            await dev.awrite_many(offsets, 4096, data, depth=1)  # 4 x 40 ms
+            await dev.awrite_many(offsets, 4096, data, depth=1)  # 4 x 100 ms
             written_ticks = ticks
             read = await dev.aread_many(iter(offsets), 4096, depth=1)
             into = bytearray(4 * 4096)
@@ -420,7 +484,7 @@ def test_aread_many_awrite_many_leave_the_loop_free(runtime: Any, rpc: Any, mall
 
         written_ticks, read, into, ticks = asyncio.run(main())
         assert read == data == bytes(into) == dev.read_many(offsets, 4096)
-        # 160 ms of I/O per batch: a loop blocked by it would not tick at all.
+        # 400 ms of I/O per batch, 5 ms ticks: a loop blocked by it would not tick at all.
         assert written_ticks >= 5
         assert ticks >= written_ticks + 5
         with pytest.raises(ValueError, match=r"offsets\[1\]"):
@@ -434,28 +498,43 @@ def test_cancelled_futures_end_cleanly(runtime: Any, rpc: Any, malloc: str) -> N
     """A future cancelled while its I/O runs: wait() wakes, the slot comes back, I/O goes on."""
     import concurrent.futures
 
+    from pyspdk_sys import lib
+
     slow = f"{malloc}Slow"
-    latency = {"avg_read_latency": 50_000, "p99_read_latency": 50_000}
+    latency = {"avg_read_latency": 500_000, "p99_read_latency": 500_000}
     latency |= {"avg_write_latency": 50_000, "p99_write_latency": 50_000}
     rpc("bdev_delay_create", {"base_bdev_name": malloc, "name": slow, **latency})
     dev = runtime.open_bdev(slow)
     try:
+
+        def until_spdk_holds_one() -> None:
+            deadline = time.monotonic() + 5
+            while lib.pyspdk_dev_inflight(dev._dev) == 0:
+                assert time.monotonic() < deadline, "the read never reached SPDK"
+                time.sleep(0.001)
+
         future = dev.read_async(0, 4096)
-        assert future.cancel()
+        until_spdk_holds_one()
+        assert future.cancel()  # while SPDK holds it, for 0.5 s
         done, _ = concurrent.futures.wait([future], timeout=5)
         assert done == {future} and future.cancelled()
         dev.write(4096, b"\x5a" * 4096)
         assert dev.read_async(4096, 4096).result(timeout=5) == b"\x5a" * 4096
 
-        async def main() -> bytes:
+        async def main() -> tuple[int, bytes]:
             task = asyncio.ensure_future(dev.aread(0, 4096))
-            await asyncio.sleep(0.005)  # submitted, and 50 ms from done
+            deadline = time.monotonic() + 5
+            while lib.pyspdk_dev_inflight(dev._dev) == 0:  # until SPDK holds it
+                assert time.monotonic() < deadline, "the read never reached SPDK"
+                await asyncio.sleep(0.001)
+            held = lib.pyspdk_dev_inflight(dev._dev)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            return await dev.aread(4096, 4096)
+            return held, await dev.aread(4096, 4096)
 
-        assert asyncio.run(main()) == b"\x5a" * 4096
+        held, data = asyncio.run(main())
+        assert held >= 1 and data == b"\x5a" * 4096
         deadline = time.monotonic() + 5
         while dev._holds and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -610,29 +689,36 @@ def _polled_cpus(runtime: Any) -> set[int]:
     return {*cores_of(runtime.cpu_mask), *all_held_cores()}
 
 
-def _on_cpu(cpu: int, fn: Any) -> Any:
-    """fn() in a thread pinned to `cpu`; its result, or its exception raised here."""
+def run_on_thread(fn: Any, cpu: int | None = None) -> Any:
+    """fn() in a new thread (pinned to `cpu` if given); its result, or its exception here."""
     out: dict[str, Any] = {}
 
     def run() -> None:
-        os.sched_setaffinity(0, {cpu})
         try:
+            if cpu is not None:
+                os.sched_setaffinity(0, {cpu})
             out["result"] = fn()
         except BaseException as exc:  # handed to the caller below
             out["error"] = exc
 
     thread = threading.Thread(target=run)
     thread.start()
-    thread.join()
+    thread.join(120)
+    assert not thread.is_alive(), "the thread did not finish"
     if "error" in out:
         raise out["error"]
     return out["result"]
 
 
+def _on_cpu(cpu: int, fn: Any) -> Any:
+    """fn() in a thread pinned to `cpu`; its result, or its exception raised here."""
+    return run_on_thread(fn, cpu)
+
+
 def _free_cpu(runtime: Any) -> int:
     free = sorted(os.sched_getaffinity(0) - _polled_cpus(runtime))
     if not free:
-        pytest.skip("every CPU this process may use is polled by a reactor: no spin to see")
+        skip_or_fail("every CPU this process may use is polled by a reactor: no spin to see")
     return free[0]
 
 
@@ -689,13 +775,56 @@ def test_waiting_adapts_to_the_latency_the_device_shows(
         rpc("bdev_delay_delete", {"name": slow})
 
 
-def test_a_fixed_spin_is_kept(runtime: Any, malloc: str) -> None:
-    with (
-        runtime.open_bdev(malloc, spin_us=0) as sleeper,
-        runtime.open_bdev(malloc, spin_us=25.5) as spinner,
-    ):
-        assert (sleeper.spin_us, spinner.spin_us) == (0.0, 25.5)
-        assert sleeper.read(0, 512) == spinner.read(0, 512)
+def test_a_fixed_spin_sets_the_cpu_a_wait_burns(runtime: Any, rpc: Any, malloc: str) -> None:
+    """spin_us is what a blocking wait spins before it sleeps: the waiting thread's CPU time
+    per read follows it, and stays below it, on a device slower than every spin.
+
+    The reads of the three settings take turns, with a busy loop of the same thread as the
+    baseline: a loaded machine gives them all the same share of a CPU.
+    """
+    slow = f"{malloc}Spin"
+    latency = {f"{k}_{rw}_latency": 5_000 for k in ("avg", "p99") for rw in ("read", "write")}
+    rpc("bdev_delay_create", {"base_bdev_name": malloc, "name": slow, **latency})
+    spins = (0.0, 500.0, 2000.0)
+    rounds = 40
+    try:
+        devices = [runtime.open_bdev(slow, spin_us=spin) for spin in spins]
+        try:
+            assert [d.spin_us for d in devices] == list(spins)
+
+            def measure() -> tuple[list[float], float]:
+                cpu = [0.0] * len(devices)
+                busy_cpu = busy_wall = 0.0
+                for device in devices:
+                    device.read(0, 512)
+                for _ in range(rounds):
+                    for i, device in enumerate(devices):
+                        before = time.thread_time()
+                        device.read(0, 512)
+                        cpu[i] += time.thread_time() - before
+                    wall, before = time.monotonic(), time.thread_time()
+                    while time.monotonic() - wall < 0.002:
+                        pass
+                    busy_cpu += time.thread_time() - before
+                    busy_wall += time.monotonic() - wall
+                return [c / rounds * 1e6 for c in cpu], busy_cpu / busy_wall
+
+            (none, short, long), share = run_on_thread(measure)
+        finally:
+            for device in devices:
+                device.close()
+    finally:
+        rpc("bdev_delay_delete", {"name": slow})
+    detail = f"CPU us per read: {none:.0f}, {short:.0f}, {long:.0f}; CPU share {share:.2f}"
+    print(detail)
+    # Never more than the spin asked for (plus what a read costs without one): a wait
+    # that spun the whole 5 ms would burn more than twice the 2000 us spin.
+    assert long < 2000 + none + 500, detail
+    assert short < 500 + none + 500, detail
+    # And about what was asked for: the share of the CPU the busy loop got, times the spin.
+    assert long - none > 0.5 * share * 2000, detail
+    assert short - none > 0.5 * share * 500, detail
+    assert long - none > 2 * (short - none), detail
 
 
 def test_a_gone_peer_ends_blocking_waits_with_enotconn(runtime: Any, rpc: Any, malloc: str) -> None:
@@ -704,13 +833,12 @@ def test_a_gone_peer_ends_blocking_waits_with_enotconn(runtime: Any, rpc: Any, m
     A delay bdev stands in for requests that do not come back soon; the probe
     that vhost.attach registers is replaced by one the test controls.
     """
-    import time
-
+    from pyspdk_sys import lib
     from pyspdk_sys.bdev import _peers
     from pyspdk_sys.errors import IoError
 
     slow = f"{malloc}Peer"
-    latency = {f"{k}_{rw}_latency": 1_200_000 for k in ("avg", "p99") for rw in ("read", "write")}
+    latency = {f"{k}_{rw}_latency": 2_000_000 for k in ("avg", "p99") for rw in ("read", "write")}
     rpc("bdev_delay_create", {"base_bdev_name": malloc, "name": slow, **latency})
     gone = threading.Event()
     _peers.watch(runtime, [slow], lambda: "the peer left" if gone.is_set() else None)
@@ -719,15 +847,16 @@ def test_a_gone_peer_ends_blocking_waits_with_enotconn(runtime: Any, rpc: Any, m
             # While the peer is there, a slow request is waited for, however long.
             assert len(dev.read(0, 512)) == 512
             gone.set()
-            started = time.monotonic()
             with pytest.raises(IoError) as caught:
                 dev.read(0, 512)
+            # The wait gave up on the read while the device still held it (for 2 s).
+            assert lib.pyspdk_dev_inflight(dev._dev) == 1
             assert caught.value.errno == errno.ENOTCONN
             assert "the peer left" in str(caught.value) and slow in str(caught.value)
-            assert time.monotonic() - started < 1.0  # checked every 0.5 s
             with pytest.raises(IoError) as caught:
                 dev.read_many([0, 512, 1024], 512)
             assert caught.value.errno == errno.ENOTCONN
+            assert lib.pyspdk_dev_inflight(dev._dev) >= 3
     finally:
         _peers.unwatch(runtime, [slow])
         rpc("bdev_delay_delete", {"name": slow})
@@ -742,7 +871,7 @@ def test_asyncio_loop_spins_for_completions_and_still_runs_its_timers(
     with runtime.open_bdev(malloc) as fast:
         fast.write(0, b"F" * 4096)
     slow = f"{malloc}Timer"
-    latency = {f"{k}_{rw}_latency": 40_000 for k in ("avg", "p99") for rw in ("read", "write")}
+    latency = {f"{k}_{rw}_latency": 100_000 for k in ("avg", "p99") for rw in ("read", "write")}
     rpc("bdev_delay_create", {"base_bdev_name": malloc, "name": slow, **latency})
     try:
         with runtime.open_bdev(malloc, writable=False) as fast, runtime.open_bdev(slow) as dev:
@@ -771,7 +900,7 @@ def test_asyncio_loop_spins_for_completions_and_still_runs_its_timers(
 
             spinning, order, skipping = asyncio.run(main())
         assert spinning
-        assert order == ["timer", "read"]  # the 5 ms timer fired during the 40 ms read
+        assert order == ["timer", "read"]  # the 5 ms timer fired during the 100 ms read
         assert skipping
     finally:
         rpc("bdev_delay_delete", {"name": slow})
