@@ -43,8 +43,9 @@ class IoError(SpdkError, OSError):
 
     `errno` is EIO for a failed I/O (with the NVMe status SPDK reports,
     `nvme_sct`/`nvme_sc`), ECANCELED when the device closed before the I/O
-    reached SPDK, ENODEV when the device was removed. For read_many and
-    write_many, `failed` lists the index of every I/O that failed.
+    reached SPDK or while SPDK held it (and aborted it), ENODEV when the device
+    was removed. For read_many and write_many, `failed` lists the index of every
+    I/O that failed.
     """
 
     def __init__(
@@ -179,7 +180,7 @@ def io_error(
         )
     code = -status
     reason = {
-        _errno.ECANCELED: "was cancelled: the device closed before SPDK took it",
+        _errno.ECANCELED: "was cancelled: the device closed (before SPDK ran it, or aborted)",
         _errno.ENODEV: "failed: the device was removed",
     }.get(code, f"was refused by SPDK: {_os.strerror(code)}")
     return IoError(code, f"{where} {reason}", device=device, op=op, offset=offset, length=length)

@@ -183,6 +183,11 @@ class Runtime:
             config=config,
         )
         check_bool("small_pools", small_pools)
+        if small_pools and mem_size_mb < SMALLEST_MEM_SIZE_MB:
+            raise ValueError(
+                f"mem_size_mb={mem_size_mb} is too small: every subsystem's pools need at "
+                f"least {SMALLEST_MEM_SIZE_MB} MiB (with small_pools)"
+            )
         if not isinstance(name, str) or not name or "\0" in name:
             raise ValueError(f"name must be a non-empty string without NUL, not {name!r}")
         self.mem_size_mb = mem_size_mb
@@ -194,6 +199,7 @@ class Runtime:
         self.log_level = log_level
         self.name = name
         self._config = self.options.config
+        self._check_config_methods()
         # The built-in default configuration (_pools.py); False: SPDK's own pool sizes.
         self.small_pools = small_pools
 
@@ -243,7 +249,6 @@ class Runtime:
                 # Pages that killed SPDK processes still hold would make this start fail.
                 hugepages.reclaim_stale_files(self.hugedir)
                 self._check_hugepages()
-            self._check_config_methods()
             warn_if_held(self.cpu_mask, f"Runtime {self.name!r}", stacklevel=4)
             self._opts = self._app_opts()
             _HOST.used = True
@@ -331,10 +336,9 @@ class Runtime:
         if self.state is State.FAILED:
             raise StartError(
                 f"SPDK failed to start (spdk_app_start returned {self._rc}); its log on "
-                f"stderr says why. Common causes: mem_size_mb={self.mem_size_mb} too small "
-                f"for every subsystem's pools (with small_pools, {SMALLEST_MEM_SIZE_MB} is the "
-                "least that fits; without, 1024), an RPC socket already in use, or an invalid "
-                "JSON config."
+                "stderr says why (for example a config entry SPDK refused, or pools that "
+                f"do not fit in mem_size_mb={self.mem_size_mb}). SPDK keeps state from a "
+                "failed start, so it cannot start again in this process: start it in a new one."
             )
         return started
 

@@ -65,6 +65,7 @@ struct pyspdk_io {
 	struct pyspdk_dev *dev;
 	struct pyspdk_lane *lane;
 	struct pyspdk_io *next;
+	struct pyspdk_io *held_prev, *held_next; /* lane->held, while the bdev layer has it */
 	struct spdk_bdev_io_wait_entry wait;
 };
 
@@ -101,6 +102,7 @@ struct pyspdk_lane {
 	struct pyspdk_io *sq_head, *sq_tail;         /* queued by any thread */
 	struct pyspdk_job_part *jobs_posted;         /* by any thread */
 	struct pyspdk_io *backlog_head, *backlog_tail;
+	struct pyspdk_io *held;                      /* in the bdev layer's hands */
 	struct pyspdk_job_part *jobs;                /* running */
 	struct pyspdk_lane *next;    /* home->lanes */
 	void *spare_slots;           /* bdev_jobs.c's slot block, any thread (atomic) */
@@ -237,16 +239,90 @@ pyspdk_lane_release(struct pyspdk_lane *lane)
 	}
 }
 
+/* Lane thread: the requests the bdev layer holds, so that a close can abort them. */
+static void
+pyspdk_held_add(struct pyspdk_lane *lane, struct pyspdk_io *io)
+{
+	io->held_prev = NULL;
+	io->held_next = lane->held;
+	if (lane->held) {
+		lane->held->held_prev = io;
+	}
+	lane->held = io;
+}
+
+static void
+pyspdk_held_remove(struct pyspdk_lane *lane, struct pyspdk_io *io)
+{
+	if (io->held_prev) {
+		io->held_prev->held_next = io->held_next;
+	} else if (lane->held == io) {
+		lane->held = io->held_next;
+	}
+	if (io->held_next) {
+		io->held_next->held_prev = io->held_prev;
+	}
+	io->held_prev = io->held_next = NULL;
+}
+
+static void
+pyspdk_abort_done(struct spdk_bdev_io *bdev_io, bool success, void *arg)
+{
+	spdk_bdev_free_io(bdev_io);
+}
+
+/* Lane thread, closing: ask the bdev layer to abort what it holds for this
+ * lane (best effort: a bdev without abort support, or no bdev_io left for the
+ * abort, leaves the rest to complete in its own time). Aborted requests end
+ * with the close's status. `cb_arg` is what the request was submitted with. */
+static int
+pyspdk_lane_abort(struct pyspdk_lane *lane, void *cb_arg)
+{
+	return spdk_bdev_abort(lane->dev->desc, lane->ch, cb_arg, pyspdk_abort_done, NULL);
+}
+
+static void pyspdk_jobs_abort(struct pyspdk_lane *lane);
+
+/* A module may complete the aborted request inline, inside spdk_bdev_abort:
+ * the walk keeps the next request before each call, and counts itself in
+ * flight so that the lane (and its channel) cannot be released under it;
+ * the caller's pump releases it afterwards. */
+static void
+pyspdk_lane_abort_held(struct pyspdk_lane *lane)
+{
+	struct pyspdk_io *io, *next;
+
+	if (!spdk_bdev_io_type_supported(lane->dev->bdev, SPDK_BDEV_IO_TYPE_ABORT)) {
+		return;
+	}
+	lane->inflight++;
+	for (io = lane->held; io; io = next) {
+		next = io->held_next;
+		if (pyspdk_lane_abort(lane, io) != 0) {
+			break;
+		}
+	}
+	if (!io) {
+		pyspdk_jobs_abort(lane);
+	}
+	lane->inflight--;
+}
+
 static void
 pyspdk_io_done(struct spdk_bdev_io *bdev_io, bool success, void *arg)
 {
 	struct pyspdk_io *io = arg;
 	struct pyspdk_lane *lane = io->lane;
 
+	pyspdk_held_remove(lane, io);
 	if (!success) {
 		io->status = 1;
 		spdk_bdev_io_get_nvme_status(bdev_io, &io->cdw0, &io->nvme_sct, &io->nvme_sc);
 		spdk_bdev_io_get_aio_status(bdev_io, &io->aio_status);
+		if (lane->state == PYSPDK_DEV_CLOSING && io->nvme_sct == SPDK_NVME_SCT_GENERIC &&
+		    io->nvme_sc == SPDK_NVME_SC_ABORTED_BY_REQUEST) {
+			io->status = lane->dev->close_status; /* aborted by the close */
+		}
 	}
 	spdk_bdev_free_io(bdev_io);
 	lane->inflight--;
@@ -310,8 +386,13 @@ static int
 pyspdk_io_submit_one(struct pyspdk_io *io)
 {
 	struct pyspdk_lane *lane = io->lane;
-	int rc = pyspdk_io_start(io);
+	int rc;
 
+	pyspdk_held_add(lane, io);
+	rc = pyspdk_io_start(io);
+	if (rc != 0) {
+		pyspdk_held_remove(lane, io);
+	}
 	if (rc == -ENOMEM) {
 		/* Out of bdev_io structures: SPDK calls back when one frees up. */
 		io->wait.bdev = io->dev->bdev;
@@ -435,6 +516,7 @@ pyspdk_lane_close(void *arg)
 	pyspdk_jobs_cancel(lane, NULL);
 	pyspdk_io_cancel_list(lane->backlog_head, lane->dev->close_status);
 	lane->backlog_head = lane->backlog_tail = NULL;
+	pyspdk_lane_abort_held(lane);
 	pyspdk_io_pump(lane);
 }
 

@@ -182,6 +182,22 @@ pyspdk_part_over(struct pyspdk_job_part *part)
 	pyspdk_futex_wake_all(&job->over);
 }
 
+/* A failed I/O's status: 1, or the close's status for one a closing lane aborted. */
+static int
+pyspdk_job_failure(struct spdk_bdev_io *bdev_io, struct pyspdk_lane *lane)
+{
+	uint32_t cdw0;
+	int sct, sc;
+
+	if (lane->state == PYSPDK_DEV_CLOSING) {
+		spdk_bdev_io_get_nvme_status(bdev_io, &cdw0, &sct, &sc);
+		if (sct == SPDK_NVME_SCT_GENERIC && sc == SPDK_NVME_SC_ABORTED_BY_REQUEST) {
+			return lane->dev->close_status;
+		}
+	}
+	return 1;
+}
+
 static void
 pyspdk_job_io_done(struct spdk_bdev_io *bdev_io, bool success, void *arg)
 {
@@ -193,7 +209,8 @@ pyspdk_job_io_done(struct spdk_bdev_io *bdev_io, bool success, void *arg)
 	char *filled = NULL;
 
 	if (!success) {
-		job->statuses[index] = 1; /* a success leaves its zero (no line to fetch) */
+		/* A success leaves its zero (no line to fetch). */
+		job->statuses[index] = pyspdk_job_failure(bdev_io, lane);
 		part->failed++;
 	} else if (job->user && job->op != PYSPDK_IO_WRITE) {
 		filled = slot->bounce[slot->which];
@@ -291,6 +308,30 @@ pyspdk_job_submit(struct pyspdk_job_slot *slot)
 		lane->inflight--;
 	}
 	return rc;
+}
+
+/* Lane thread, closing: abort each running part's I/Os in the bdev layer (a
+ * slot's cb_arg is the slot; one with no I/O there makes a failed abort, no
+ * harm). Stops at the first abort the bdev layer cannot take. */
+static void
+pyspdk_jobs_abort(struct pyspdk_lane *lane)
+{
+	struct pyspdk_job_part *part, *next;
+	uint32_t i;
+	int rc = 0;
+
+	for (part = lane->jobs; part && rc == 0; part = next) {
+		next = part->link;
+		/* Counted in flight while its slots are walked: an I/O aborted
+		 * inline cannot end the part and give its slots back under us. */
+		part->inflight++;
+		for (i = 0; i < part->depth && part->inflight > 1 && rc == 0; i++) {
+			rc = pyspdk_lane_abort(lane, &part->slots[i]);
+		}
+		if (--part->inflight == 0) {
+			pyspdk_part_over(part);
+		}
+	}
 }
 
 /* What the part has not started, and what no part has claimed yet, ends

@@ -210,7 +210,8 @@ class BlockDevice:
         return self._closed
 
     def close(self, timeout: float = 30.0) -> None:
-        """Close the device: queued I/O is cancelled, I/O in SPDK's hands completes first.
+        """Close the device: queued I/O is cancelled, and I/O in SPDK's hands is aborted
+        where the bdev supports abort (its callers get ECANCELED); the rest completes first.
 
         Waits for what SPDK still holds (TimeoutError after `timeout`), then
         frees the device's memory. Not on the SPDK thread: it would wait on itself.
