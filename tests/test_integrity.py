@@ -46,9 +46,7 @@ def check(data: bytes, offset: int, expect: tuple[int, int] | None = None) -> No
 
 def rounds_for(ios_per_round: int) -> int:
     """Rounds per writer so that all writers together move at least TOTAL_IOS."""
-    rounds = -(-TOTAL_IOS // (WRITERS * ios_per_round))
-    assert rounds * WRITERS * ios_per_round >= TOTAL_IOS
-    return rounds
+    return -(-TOTAL_IOS // (WRITERS * ios_per_round))
 
 
 def private_offset(writer: int, slot: int) -> int:
@@ -73,19 +71,24 @@ def device(runtime: Any, rpc: Any) -> Iterator[Any]:
 def run_writers(body: Any) -> None:
     errors = run_threads(body, WRITERS, timeout=None)  # a soak may run long
     if errors:
-        raise errors[0]
+        failed = f"{len(errors)} of {WRITERS} writers failed; the first: {errors[0]!r}"
+        raise AssertionError(failed) from errors[0]
 
 
-def final_check(device: Any, last: dict[int, tuple[int, int]]) -> None:
+def final_check(device: Any, last: dict[int, tuple[int, int]], moved: list[int]) -> None:
+    """Every record is the last one written; and the form moved the I/Os it promises."""
     for offset, expect in last.items():
         check(device.read(offset, RECORD), offset, expect)
     for slot in range(SHARED_SLOTS):
         check(device.read(shared_offset(slot), RECORD), shared_offset(slot))
+    assert len(moved) == WRITERS and all(moved), moved
+    assert sum(moved) >= TOTAL_IOS, moved
 
 
 def test_blocking_threads(device: Any) -> None:
     rounds = rounds_for(2)  # a write and a read per round
     last: dict[int, tuple[int, int]] = {}
+    moved = [0] * WRITERS
     lock = threading.Lock()
 
     def body(writer: int) -> None:
@@ -100,17 +103,19 @@ def test_blocking_threads(device: Any) -> None:
                 device.write(offset, record(writer, seq, offset))
                 mine[offset] = (writer, seq)
                 check(device.read(offset, RECORD), offset, mine[offset])
+            moved[writer] += 2
         with lock:
             last.update(mine)
 
     run_writers(body)
-    final_check(device, last)
+    final_check(device, last, moved)
 
 
 def test_futures(device: Any) -> None:
     batch = 64
     rounds = rounds_for(2 * batch)
     last: dict[int, tuple[int, int]] = {}
+    moved = [0] * WRITERS
     lock = threading.Lock()
 
     def body(writer: int) -> None:
@@ -124,22 +129,24 @@ def test_futures(device: Any) -> None:
             )
             assert len(done) == batch
             for future in done:
-                future.result()
+                assert future.result() is None
             reads = [device.read_async(o, RECORD) for o in offsets]
             for offset, future in zip(offsets, reads, strict=True):
                 private = offset >= shared_offset(SHARED_SLOTS)
                 check(future.result(timeout=60), offset, (writer, seq) if private else None)
+            moved[writer] += 2 * batch
             with lock:
                 last.update({o: (writer, seq) for o in offsets if o >= shared_offset(SHARED_SLOTS)})
 
     run_writers(body)
-    final_check(device, last)
+    final_check(device, last, moved)
 
 
 def test_asyncio(device: Any) -> None:
     batch = 64
     rounds = rounds_for(2 * batch)
     last: dict[int, tuple[int, int]] = {}
+    moved = [0] * WRITERS
 
     async def writer_task(writer: int) -> None:
         for seq in range(rounds):
@@ -147,25 +154,30 @@ def test_asyncio(device: Any) -> None:
                 private_offset(writer, (seq * batch + i) % PRIVATE_SLOTS) for i in range(batch - 8)
             ]
             offsets += [shared_offset((seq * 3 + writer + i) % SHARED_SLOTS) for i in range(8)]
-            await asyncio.gather(*(device.awrite(o, record(writer, seq, o)) for o in offsets))
+            written = await asyncio.gather(
+                *(device.awrite(o, record(writer, seq, o)) for o in offsets)
+            )
+            assert written == [None] * batch
             datas = await asyncio.gather(*(device.aread(o, RECORD) for o in offsets))
             for offset, data in zip(offsets, datas, strict=True):
                 private = offset >= shared_offset(SHARED_SLOTS)
                 check(data, offset, (writer, seq) if private else None)
                 if private:
                     last[offset] = (writer, seq)
+            moved[writer] += 2 * batch
 
     async def main() -> None:
         await asyncio.gather(*(writer_task(w) for w in range(WRITERS)))
 
     asyncio.run(main())
-    final_check(device, last)
+    final_check(device, last, moved)
 
 
 def test_batched(device: Any) -> None:
     batch = 256
     rounds = rounds_for(2 * batch)
     last: dict[int, tuple[int, int]] = {}
+    moved = [0] * WRITERS
     lock = threading.Lock()
 
     def body(writer: int) -> None:
@@ -173,22 +185,25 @@ def test_batched(device: Any) -> None:
             offsets = [private_offset(writer, i) for i in range(PRIVATE_SLOTS)]
             offsets = offsets[: batch - 16]
             offsets += [shared_offset((seq * 5 + writer + i) % SHARED_SLOTS) for i in range(16)]
-            device.run_batch([("write", o, record(writer, seq, o)) for o in offsets])
+            written = device.run_batch([("write", o, record(writer, seq, o)) for o in offsets])
+            assert written == [None] * len(offsets)
             datas = device.run_batch([("read", o, RECORD) for o in offsets])
             for offset, data in zip(offsets, datas, strict=True):
                 private = offset >= shared_offset(SHARED_SLOTS)
                 check(data, offset, (writer, seq) if private else None)
+            moved[writer] += 2 * len(offsets)
             with lock:
                 last.update({o: (writer, seq) for o in offsets if o >= shared_offset(SHARED_SLOTS)})
 
     run_writers(body)
-    final_check(device, last)
+    final_check(device, last, moved)
 
 
 def test_many(device: Any) -> None:
     batch = 128
     rounds = rounds_for(2 * batch)
     last: dict[int, tuple[int, int]] = {}
+    moved = [0] * WRITERS
     lock = threading.Lock()
 
     def body(writer: int) -> None:
@@ -199,12 +214,14 @@ def test_many(device: Any) -> None:
             offsets += [shared_offset((seq * 11 + writer + i) % SHARED_SLOTS) for i in range(8)]
             device.write_many(offsets, RECORD, b"".join(record(writer, seq, o) for o in offsets))
             data = device.read_many(offsets, RECORD)
+            assert len(data) == len(offsets) * RECORD
             for index, offset in enumerate(offsets):
                 private = offset >= shared_offset(SHARED_SLOTS)
                 chunk = data[index * RECORD : (index + 1) * RECORD]
                 check(chunk, offset, (writer, seq) if private else None)
+            moved[writer] += 2 * len(offsets)
             with lock:
                 last.update({o: (writer, seq) for o in offsets if o >= shared_offset(SHARED_SLOTS)})
 
     run_writers(body)
-    final_check(device, last)
+    final_check(device, last, moved)
