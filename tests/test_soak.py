@@ -37,9 +37,15 @@ rt = Runtime(config=config).start()
 start_dma = dma_allocated_bytes(rt)
 lock = threading.Lock()
 current = {"dev": rt.open_bdev("M0", queue_depth=64)}
-verified = [0]
+verified = {}        # form -> reads checked
+errors = {}          # "form: kind" -> how many I/Os ended so
+total = [0]
+reopened = [0]
 mismatches = []
 done = threading.Event()
+# What a device closed under a call may give that call: refused (closed), or
+# cancelled while queued. KeyboardInterrupt reaches the main thread only; a
+# TimeoutError would be a request that never came back.
 INTERRUPTED = (RuntimeStateError, IoError, KeyboardInterrupt, TimeoutError)
 
 def dev():
@@ -68,11 +74,20 @@ class Owner:
     def end_write(self, i, g):
         self.gen[i] = {g}
 
-def count(n=1):
+def count(form, n=1):
     with lock:
-        verified[0] += n
-        if verified[0] >= TARGET:
+        verified[form] = verified.get(form, 0) + n
+        total[0] += n
+        if total[0] >= TARGET:
             done.set()
+
+def failed(form, exc):
+    if isinstance(exc, IoError):
+        kind = "IoError " + errno.errorcode.get(exc.errno, str(exc.errno))
+    else:
+        kind = type(exc).__name__
+    with lock:
+        errors[f"{form}: {kind}"] = errors.get(f"{form}: {kind}", 0) + 1
 
 def blocking_actor(actor):
     o = Owner(actor); rnd = random.Random(actor)
@@ -95,8 +110,9 @@ def blocking_actor(actor):
                 else:
                     a, b = bytearray(2048), bytearray(2048)
                     dev().readv(o.offset(i), [a, b]); data = bytes(a + b)
-                o.check(i, data); count()
-        except INTERRUPTED:
+                o.check(i, data); count("blocking")
+        except INTERRUPTED as exc:
+            failed("blocking", exc)
             time.sleep(0.001)
 
 def futures_actor(actor):
@@ -110,15 +126,16 @@ def futures_actor(actor):
             for i, f in fs:
                 try:
                     f.result(10); o.end_write(i, writes[i])
-                except INTERRUPTED:
-                    pass
+                except INTERRUPTED as exc:
+                    failed("futures", exc)
             rs = [(i, dev().read_async(o.offset(i), BLOCK)) for i in picks[8:]]
             for i, f in rs:
                 try:
-                    o.check(i, f.result(10)); count()
-                except INTERRUPTED:
-                    pass
-        except INTERRUPTED:
+                    o.check(i, f.result(10)); count("futures")
+                except INTERRUPTED as exc:
+                    failed("futures", exc)
+        except INTERRUPTED as exc:
+            failed("futures", exc)
             time.sleep(0.001)
 
 def asyncio_actor(actor):
@@ -129,9 +146,9 @@ def asyncio_actor(actor):
                 g = o.begin_write(i)
                 await dev().awrite(o.offset(i), block(actor, i, g)); o.end_write(i, g)
             else:
-                o.check(i, await dev().aread(o.offset(i), BLOCK)); count()
-        except INTERRUPTED:
-            pass
+                o.check(i, await dev().aread(o.offset(i), BLOCK)); count("asyncio")
+        except INTERRUPTED as exc:
+            failed("asyncio", exc)
     async def main():
         while not done.is_set():
             picks = rnd.sample(range(PER_ACTOR), 16)
@@ -142,6 +159,7 @@ def batch_actor(actor):
     o = Owner(actor); rnd = random.Random(actor)
     while not done.is_set():
         picks = rnd.sample(range(PER_ACTOR), 16)
+        form = "write_many"
         try:
             if rnd.random() < 0.5:
                 gens = [o.begin_write(i) for i in picks]
@@ -149,16 +167,21 @@ def batch_actor(actor):
                 dev().write_many([o.offset(i) for i in picks], BLOCK, payload, depth=8)
                 for i, g in zip(picks, gens): o.end_write(i, g)
             elif rnd.random() < 0.5:
+                form = "read_many"
                 data = dev().read_many([o.offset(i) for i in picks], BLOCK, depth=8)
                 for k, i in enumerate(picks): o.check(i, data[k * BLOCK:(k + 1) * BLOCK])
-                count(len(picks))
+                count("read_many", len(picks))
             else:
+                form = "run_batch"
                 res = dev().run_batch([("read", o.offset(i), BLOCK) for i in picks],
                                       return_exceptions=True)
                 for i, r in zip(picks, res):
-                    if not isinstance(r, BaseException):
-                        o.check(i, r); count()
-        except INTERRUPTED:
+                    if isinstance(r, BaseException):
+                        failed("run_batch", r)
+                    else:
+                        o.check(i, r); count("run_batch")
+        except INTERRUPTED as exc:
+            failed(form, exc)
             time.sleep(0.001)
 
 def chaos():
@@ -166,16 +189,25 @@ def chaos():
     while not done.wait(rnd.uniform(0.02, 0.1)):
         old = current["dev"]
         current["dev"] = rt.open_bdev("M0", queue_depth=rnd.choice([1, 8, 64]))
+        reopened[0] += 1
         try:
             old.close()
         except Exception as exc:
             mismatches.append(("close", repr(exc)))
 
-threads = [threading.Thread(target=blocking_actor, args=(a,)) for a in range(8)]
-threads += [threading.Thread(target=futures_actor, args=(8,)),
-            threading.Thread(target=asyncio_actor, args=(9,)),
-            threading.Thread(target=batch_actor, args=(10,)),
-            threading.Thread(target=chaos)]
+crashed = []
+def guarded(target, *args):
+    def run():
+        try:
+            target(*args)
+        except BaseException as exc:
+            crashed.append(f"{target.__name__}{args}: {exc!r}")
+            done.set()
+    return threading.Thread(target=run)
+
+threads = [guarded(blocking_actor, a) for a in range(8)]
+threads += [guarded(futures_actor, 8), guarded(asyncio_actor, 9), guarded(batch_actor, 10),
+            guarded(chaos)]
 for t in threads: t.start()
 # The main thread is an actor too, and Ctrl-C lands on it at random.
 signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -187,25 +219,35 @@ threading.Thread(target=poke, daemon=True).start()
 started = time.monotonic()
 while not done.is_set():
     try:
-        i = rnd.randrange(PER_ACTOR)
-        if rnd.random() < 0.5:
-            g = o.begin_write(i); dev().write(o.offset(i), block(11, i, g)); o.end_write(i, g)
-        else:
-            o.check(i, dev().read(o.offset(i), BLOCK)); count()
+        try:
+            i = rnd.randrange(PER_ACTOR)
+            if rnd.random() < 0.5:
+                g = o.begin_write(i); dev().write(o.offset(i), block(11, i, g)); o.end_write(i, g)
+            else:
+                o.check(i, dev().read(o.offset(i), BLOCK)); count("main")
+        except KeyboardInterrupt:
+            interrupts += 1
+        except INTERRUPTED as exc:
+            failed("main", exc)
     except KeyboardInterrupt:
-        interrupts += 1
-    except INTERRUPTED:
-        pass
+        interrupts += 1   # it landed in a handler
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 for t in threads: t.join()
 elapsed = time.monotonic() - started
 current["dev"].close()
 leaked = dma_allocated_bytes(rt) - start_dma
 rt.stop()
-print(json.dumps({"verified": verified[0], "mismatches": mismatches[:5],
+print(json.dumps({"verified": verified, "total": total[0], "errors": errors,
+                  "reopened": reopened[0], "crashed": crashed, "mismatches": mismatches[:5],
                   "mismatch_count": len(mismatches), "leaked": leaked,
                   "interrupts": interrupts, "seconds": round(elapsed, 1)}))
 """
+
+
+FORMS = ("blocking", "futures", "asyncio", "read_many", "run_batch", "main")
+# How an I/O may end when its device is closed under it: refused, or cancelled
+# while it waited in the device's queue. Nothing else: no EIO, no timeout.
+EXPECTED_ERRORS = ("RuntimeStateError", "IoError ECANCELED")
 
 
 @pytest.mark.soak
@@ -218,7 +260,16 @@ def test_integrity_soak(spdk: Any) -> None:
     assert result.returncode == 0, result.stderr[-12000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     print("soak:", report)
-    assert report["verified"] >= target
+    assert report["crashed"] == []
     assert report["mismatch_count"] == 0, report["mismatches"]
+    # Every form checked reads of its own, and together at least the target.
+    assert set(report["verified"]) == set(FORMS), report["verified"]
+    assert all(n > 0 for n in report["verified"].values()), report["verified"]
+    assert sum(report["verified"].values()) == report["total"] >= target
+    # The chaos happened, and what it did to the I/O is only what a close may do.
+    assert report["reopened"] > 0 and report["interrupts"] > 0
+    unexpected = {
+        key: n for key, n in report["errors"].items() if key.split(": ")[1] not in EXPECTED_ERRORS
+    }
+    assert unexpected == {}, report["errors"]
     assert report["leaked"] == 0
-    assert report["interrupts"] > 0
