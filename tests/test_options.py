@@ -124,7 +124,7 @@ def test_nqns_spdk_accepts_pass(spdk: Any) -> None:
 
 
 def test_request_limits_of_each_release_match_the_library(spdk: Any) -> None:
-    """The table SpdkProcess reads (it loads no SPDK code) agrees with the library."""
+    """The table SpdkProcess reads (for the release its process runs) agrees with the library."""
     from pyspdk_sys import SPDK_VERSION
     from pyspdk_sys._binding import JSONRPC_REQUEST_MAX_BYTES, JSONRPC_REQUEST_MAX_VALUES
     from pyspdk_sys._jsonrpc import LIMITS, RequestLimits, limits_for

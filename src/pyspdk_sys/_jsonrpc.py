@@ -5,7 +5,7 @@ connection without an answer on a request it cannot read: too many bytes,
 too many JSON values, nesting too deep. The in-process client (rpc.py) and
 SpdkProcess both encode through encode_request, so a request that would be
 dropped is refused here with the reason, against the limits of the release
-that serves it. This module loads no SPDK code.
+that serves it.
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ An SPDK application in this process (Runtime) and one in its own process
 (SpdkProcess) take the same options. They are checked here, at construction,
 with errors that name the parameter and the value; then turned into what
 each needs: `spdk_app_opts` fields (runtime.py) or spdk_tgt's argv (argv()).
-This module loads no SPDK code, so SpdkProcess works without the fat library.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from ._binding import JSONRPC_REQUEST_MAX_BYTES, JSONRPC_REQUEST_MAX_VALUES, ffi
 from ._checks import SUN_PATH_MAX, check_seconds
 from ._jsonrpc import RequestLimits
 from .errors import RuntimeStateError, SpdkError, rpc_result
-from .runtime import Runtime, State
+from .runtime import Runtime, State, provide
 
 # Limits of SPDK's JSON-RPC server, of the release compiled against (v26.01: 32 KiB and
 # 1024 values; v26.05: 256 KiB and 8192).
@@ -361,3 +361,6 @@ def _timeout(method: str, timeout: float) -> TimeoutError:
     return TimeoutError(
         f"{method}: no answer from SPDK within {timeout} s (the request may still run)"
     )
+
+
+provide("rpc", rpc_for)

@@ -147,6 +147,28 @@ _ACTIVE_LOCK = threading.Lock()
 _ACTIVE: Runtime | None = None
 
 
+# Services of a Runtime that live in the layers above it, declared by name:
+# each module that provides one registers it when it is imported (the package
+# imports them all), so the runtime never imports upward.
+SERVICES = ("rpc", "open_bdev")
+_PROVIDERS: dict[str, Callable[..., Any]] = {}
+
+
+def provide(name: str, provider: Callable[..., Any]) -> None:
+    """Register the provider of one of SERVICES (called once by the module that owns it)."""
+    if name not in SERVICES:
+        raise ValueError(f"{name!r} is not a Runtime service: one of {', '.join(SERVICES)}")
+    _PROVIDERS[name] = provider
+
+
+def provided(name: str) -> Callable[..., Any]:
+    """The provider of service `name`; every one is registered once pyspdk_sys is imported."""
+    try:
+        return _PROVIDERS[name]
+    except KeyError:
+        raise RuntimeStateError(f"no provider of the {name!r} service is loaded") from None
+
+
 def current() -> Runtime | None:
     """The runtime that is starting or running in this process, if any."""
     return _ACTIVE
@@ -453,23 +475,17 @@ class Runtime:
 
         No rpc_socket needed: see pyspdk_sys.rpc for how. Not on the SPDK thread.
         """
-        from .rpc import rpc_for  # facade: rpc.py sits above the runtime
-
-        return rpc_for(self).call(method, params, timeout)
+        return provided("rpc")(self).call(method, params, timeout)
 
     async def arpc(
         self, method: str, params: Mapping[str, Any] | None = None, timeout: float = 60.0
     ) -> Any:
         """asyncio form of rpc()."""
-        from .rpc import rpc_for
-
-        return await rpc_for(self).acall(method, params, timeout)
+        return await provided("rpc")(self).acall(method, params, timeout)
 
     def open_bdev(self, name: str, **options: Any) -> Any:
         """Open the block device `name` (see pyspdk_sys.bdev.BlockDevice)."""
-        from .bdev import BlockDevice  # facade: devices sit above the runtime
-
-        return BlockDevice(self, name, **options)
+        return provided("open_bdev")(self, name, **options)
 
     def _run_teardown_hooks(self) -> None:
         _run_hooks(self._teardown_hooks, "teardown")

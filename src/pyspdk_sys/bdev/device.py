@@ -36,7 +36,7 @@ from .._completions import (
 )
 from ..dma import MIN_ALIGN, BufferPool, DmaBuffer, require_running
 from ..errors import DeviceNotFoundError, IoError, RuntimeStateError, error_from_rc, io_error
-from ..runtime import Runtime, SpdkFuture, refuse_wait_on_spdk_thread
+from ..runtime import Runtime, SpdkFuture, provide, refuse_wait_on_spdk_thread
 from ._peers import probe_for
 from ._requests import AsyncSlot, BlockingSlot, Job, Request, status_error
 from .manage import BdevInfo, describe
@@ -1241,3 +1241,6 @@ def open_bdev(runtime: Runtime, name: str, **options: Any) -> BlockDevice:
 _BLOCKING_CODES = frozenset(
     method.__code__ for method in (BlockDevice._run, BlockDevice._run_slot, BlockDevice._many)
 )
+
+
+provide("open_bdev", open_bdev)
