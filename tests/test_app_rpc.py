@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -132,8 +133,12 @@ def test_static_registry_matches_the_running_app(app_result: dict[str, Any], spd
 def test_rpc_socket_parent_must_exist(spdk: Any, tmp_path: Path) -> None:
     from pyspdk_sys.runtime import Runtime
 
-    with pytest.raises(ValueError, match="does not exist"):
-        Runtime(rpc_socket=tmp_path / "missing" / "spdk.sock")
-    with pytest.raises(ValueError, match="longer than 107 bytes"):
-        Runtime(rpc_socket="/tmp/" + "x" * 120)
-    assert os.path.isdir(tmp_path)
+    missing = tmp_path / "missing"
+    with pytest.raises(ValueError, match=re.escape(f"rpc_socket's directory '{missing}' does not")):
+        Runtime(rpc_socket=missing / "spdk.sock")
+    too_long = "/tmp/" + "x" * 120
+    with pytest.raises(ValueError, match=r"rpc_socket '/tmp/x+' is 125 bytes; .* at most 107"):
+        Runtime(rpc_socket=too_long)
+    # Refused before anything was made: no directory, socket or lock file.
+    assert list(tmp_path.iterdir()) == []
+    assert not os.path.lexists(too_long) and not os.path.lexists(too_long + ".lock")
