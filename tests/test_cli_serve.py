@@ -175,9 +175,14 @@ def test_bad_arguments_are_usage_errors(spdk: Any, args: list[str], words: str) 
 
 
 def test_start_failure_exits_1(spdk: Any, short_tmp: Path) -> None:
+    """A config SPDK itself refuses (a malloc bdev of no size): SPDK's start fails."""
+    config = short_tmp / "refused.json"
+    config.write_text(json.dumps({"subsystems": [{"subsystem": "bdev", "config": [
+        {"method": "bdev_malloc_create", "params": {"name": "M", "num_blocks": 0,
+                                                     "block_size": 512}}]}]}))  # fmt: skip
     popen = subprocess.Popen(
         [sys.executable, "-m", "pyspdk_sys", "serve", "--rpc-socket", str(short_tmp / "small.sock"),
-         "--cpu-mask", "0x2", "--mem-size-mb", "64"],
+         "--cpu-mask", "0x2", "--config", str(config)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -191,9 +196,20 @@ def test_start_failure_exits_1(spdk: Any, short_tmp: Path) -> None:
             popen.kill()
             popen.wait()
         forget_dpdk_runtime_dir(popen.pid)
-    assert popen.returncode == 1
+    assert popen.returncode == 1, stderr
     assert "SPDK failed to start" in stderr
-    assert "Subsystem initialization failed" in stderr  # SPDK's own log
+    assert "Disk num_blocks must be greater than 0" in stderr  # SPDK's own log
+
+
+def test_too_little_memory_is_a_usage_error(spdk: Any, short_tmp: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pyspdk_sys", "serve", "--rpc-socket", str(short_tmp / "m.sock"),
+         "--cpu-mask", "0x2", "--mem-size-mb", "64"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        cwd=PROJECT_DIR / "tests",
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "mem_size_mb=64 is too small" in done.stderr
 
 
 def test_info_is_the_default(spdk: Any, capsys: pytest.CaptureFixture[str]) -> None:

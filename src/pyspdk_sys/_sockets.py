@@ -95,3 +95,23 @@ def remove_stale_socket(path: str) -> bool:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(leftover)
     return True
+
+
+def lock_owner(lock: str) -> int | None:
+    """The pid holding a flock on `lock`, read from /proc/locks (None when unknown)."""
+    try:
+        info = os.stat(lock)
+        with open("/proc/locks") as locks:
+            table = locks.read()
+    except OSError:
+        return None
+    wanted = (os.major(info.st_dev), os.minor(info.st_dev), info.st_ino)
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) < 6 or fields[1] != "FLOCK":
+            continue
+        with contextlib.suppress(ValueError):
+            major, minor, inode = fields[5].split(":")
+            if (int(major, 16), int(minor, 16), int(inode)) == wanted:
+                return int(fields[4])
+    return None

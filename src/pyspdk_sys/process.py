@@ -6,11 +6,9 @@ with it, and management programs drive applications they did not build
 (spdk_tgt, nvmf_tgt, vhost, iscsi_tgt, a fork's build of them).
 
 RPCs go through SPDK's official client (spdk.rpc.client.JSONRPCClient), so
-its framing and decoding are the ones every SPDK tool uses. That client waits
-in recv() for up to its timeout, measured in CPU time, not wall time; so a
-monitor thread per process holds the wall-clock deadline of every call in
-flight and shuts its socket down when the deadline passes or the process
-dies, which wakes the waiting recv() at once.
+its framing and decoding are the ones every SPDK tool uses; a monitor thread
+per process holds each call's wall-clock deadline (_process_client.py). Why a
+start failed is read from the application's log (_process_log.py).
 
 The application's output goes to a file, never to a pipe: nobody would drain
 a pipe, and a full one blocks SPDK's reactor in write().
@@ -23,7 +21,6 @@ import contextlib
 import enum
 import glob
 import json
-import logging
 import os
 import re
 import shutil
@@ -38,7 +35,9 @@ from typing import Any
 
 from ._checks import SUN_PATH_MAX, check_seconds
 from ._jsonrpc import LIMITS, OLDEST, check_request, limits_for
-from ._sockets import check_rpc_socket, lock_is_held, remove_stale_socket
+from ._process_client import TICK, ClientPool, Monitor, NotListening, official_client
+from ._process_log import describe_status, diagnose, first_line, tail
+from ._sockets import check_rpc_socket, lock_is_held, lock_owner, remove_stale_socket
 from .errors import (
     ProcessError,
     ProcessExitedError,
@@ -52,10 +51,7 @@ from .placement import warn_if_held
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
 _SOCKET_NAME = "spdk.sock"
-_TICK = 0.05  # how often the monitor looks at deadlines and liveness (seconds)
-_POOL_MAX = 4
 _TAIL_LINES = 30
-_TAIL_BYTES = 64 * 1024
 _KILL_WAIT = 10.0  # after SIGKILL: the kernel's part only
 _HEADER = "pyspdk_sys: starting "  # the line written to the log before the command's output
 
@@ -191,8 +187,8 @@ class SpdkProcess:
         self._socket: str | None = self._user_socket
         self._log: str | None = self._user_log
         self._pid: int | None = None
-        self._clients = _ClientPool()
-        self._monitor: _Monitor | None = None
+        self._clients = ClientPool()
+        self._monitor: Monitor | None = None
 
     @classmethod
     def attach(cls, rpc_socket: str | os.PathLike[str], *, timeout: float = 10.0) -> SpdkProcess:
@@ -227,9 +223,9 @@ class SpdkProcess:
         self._workdir = None
         self._socket = path
         self._log = None
-        self._pid = _lock_owner(path + ".lock")
-        self._clients = _ClientPool()
-        self._monitor = _Monitor(self)
+        self._pid = lock_owner(path + ".lock")
+        self._clients = ClientPool()
+        self._monitor = Monitor(self._popen, self._socket, self._pid)
         try:
             self._learn_release(timeout)
         except ProcessError as exc:
@@ -286,7 +282,7 @@ class SpdkProcess:
         """The last `lines` lines of the application's log ('' when there is none)."""
         if isinstance(lines, bool) or not isinstance(lines, int) or lines <= 0:
             raise ValueError(f"lines must be a positive int, not {lines!r}")
-        return _tail(self._log, lines)
+        return tail(self._log, lines)
 
     def __repr__(self) -> str:
         kind = "owned" if self._owned else "attached"
@@ -325,7 +321,7 @@ class SpdkProcess:
         last lines; the process is stopped and its files removed first.
         """
         timeout = check_seconds("timeout", timeout)
-        _official_client()  # before anything runs: start() waits through it
+        official_client()  # before anything runs: start() waits through it
         with self._lock:
             if not self._owned:
                 raise RuntimeStateError("an attached SpdkProcess cannot be started")
@@ -399,7 +395,7 @@ class SpdkProcess:
         self._pid = self._popen.pid
         with _LIVE_LOCK:
             _LIVE.add(self)
-        self._monitor = _Monitor(self)
+        self._monitor = Monitor(self._popen, self._socket, self._pid)
 
     def _wait_ready(self, deadline: float, timeout: float) -> None:
         """Poll until framework_wait_init answers (the app started) or the process ends."""
@@ -416,7 +412,7 @@ class SpdkProcess:
                     raise self._start_failed(None) from None
                 except TimeoutError:
                     raise self._start_failed(timeout) from None
-                except _NotListening:
+                except NotListening:
                     pass
                 except ProcessError:
                     # Connection reset: it is probably ending; retry if it is not.
@@ -448,20 +444,20 @@ class SpdkProcess:
                 self._popen.wait(1.0)  # the output is complete once it has ended
         # Its own output only, not the line this module writes before it. The
         # private log goes with stop(): the error carries its last lines.
-        lines = _tail(self._log, 200).splitlines()
+        lines = tail(self._log, 200).splitlines()
         reason, why = diagnose("\n".join(x for x in lines if not x.startswith(_HEADER)))
         if timed_out is not None:
             if reason != "not_spdk":
                 reason, why = "timeout", "still initialising? raise the timeout"
             message = f"{self.binary} did not answer on {self._socket} within {timed_out} s: {why}"
         else:
-            status = _describe_status(self._popen.returncode)
+            status = describe_status(self._popen.returncode)
             message = f"{self.binary} {status} before it was ready: {why}"
         return ProcessStartError(
             message,
             reason=reason,
             log_path=self._user_log,
-            log_tail=_tail(self._log, _TAIL_LINES),
+            log_tail=tail(self._log, _TAIL_LINES),
         )
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -526,7 +522,7 @@ class SpdkProcess:
             raise self._gone(method)
         if not self.is_alive():
             raise self._gone(method)
-        client = self._clients.take(self._socket, self, method)
+        client = self._clients.take(self._socket, method, self.is_alive, self._gone)
         token = self._monitor.watch(client, deadline)
         failure: Exception | None = None
         done = False
@@ -558,9 +554,9 @@ class SpdkProcess:
             raise self._gone(method) from None
         raise ProcessError(
             f"{method}: {self.name} on {self._socket} closed the connection without an "
-            f"answer ({_first_line(exc)}); its log may say why",
+            f"answer ({first_line(exc)}); its log may say why",
             log_path=self._log,
-            log_tail=_tail(self._log, 5),
+            log_tail=tail(self._log, 5),
         ) from None
 
     def _wait_exit(self, limit: float) -> bool:
@@ -571,184 +567,18 @@ class SpdkProcess:
         while self.is_alive():
             if time.monotonic() >= deadline:
                 return False
-            time.sleep(_TICK)
+            time.sleep(TICK)
         return True
 
     def _gone(self, method: str) -> ProcessExitedError:
         if self._state is _State.STOPPED:
             return ProcessExitedError(f"{method}: this SpdkProcess is stopped", log_path=self._log)
-        status = _describe_status(self.returncode) if self._owned else "has gone"
+        status = describe_status(self.returncode) if self._owned else "has gone"
         return ProcessExitedError(
             f"{method}: the SPDK application {self.name} (pid {self._pid}) {status}",
             log_path=self._log,
-            log_tail=_tail(self._log, _TAIL_LINES),
+            log_tail=tail(self._log, _TAIL_LINES),
         )
-
-
-class _NotListening(ProcessError):
-    """The socket exists but nobody accepts yet (start() retries)."""
-
-
-# ------------------------------------------------------------------ client pool
-
-
-class _ClientPool:
-    """Idle connections of SPDK's official client, at most _POOL_MAX."""
-
-    def __init__(self) -> None:
-        self._idle: list[Any] = []
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def take(self, path: str, proc: SpdkProcess, method: str) -> Any:
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
-        return _connect(path, proc, method)
-
-    def give_back(self, client: Any, reusable: bool) -> None:
-        if reusable:
-            with self._lock:
-                if not self._closed and len(self._idle) < _POOL_MAX:
-                    self._idle.append(client)
-                    return
-        _close_client(client)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for client in idle:
-            _close_client(client)
-
-
-def _official_client() -> tuple[Any, type[Exception]]:
-    """SPDK's JSONRPCClient and JSONRPCException (the spdk package), or ProcessError."""
-    try:
-        from spdk.rpc.client import (
-            JSONRPCClient,
-            JSONRPCException,
-        )
-    except ImportError:
-        raise ProcessError(
-            "SPDK's official client is not installed: pip install 'spdk==26.1.*' "
-            "(the package's 'process' extra)"
-        ) from None
-    return JSONRPCClient, JSONRPCException
-
-
-def _connect(path: str, proc: SpdkProcess, method: str) -> Any:
-    """A JSONRPCClient connected to `path`, without the log handler it adds per instance."""
-    JSONRPCClient, JSONRPCException = _official_client()
-    logger = logging.getLogger(f"JSONRPCClient({path})")
-    before = list(logger.handlers)
-    try:
-        # A generous CPU-time timeout: the monitor enforces the wall-clock deadline.
-        client = JSONRPCClient(path, timeout=24 * 3600.0)
-    except JSONRPCException as exc:
-        if not proc.is_alive():
-            raise proc._gone(method) from None
-        # The client wraps the socket error it caught: refused or no socket yet.
-        if isinstance(exc.__context__, ConnectionRefusedError) or not os.path.exists(path):
-            raise _NotListening(f"{method}: nothing listens on {path}") from None
-        raise ProcessError(f"{method}: cannot connect to {path}: {_first_line(exc)}") from None
-    finally:
-        for handler in logger.handlers:
-            if handler not in before:
-                logger.removeHandler(handler)
-    return client
-
-
-def _close_client(client: Any) -> None:
-    sock = getattr(client, "sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.close()
-        client.sock = None
-
-
-# ------------------------------------------------------------------ monitor
-
-
-class _Monitor:
-    """One thread per process: reaps it, and wakes calls whose deadline passed or whose
-    process died by shutting their sockets down (the official client then returns)."""
-
-    def __init__(self, proc: SpdkProcess) -> None:
-        self._popen = proc._popen
-        self._socket = proc._socket
-        self._cond = threading.Condition()
-        self._calls: dict[int, tuple[Any, float, bool]] = {}
-        self._ids = 0
-        self._closed = False
-        self.exited = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"pyspdk-watch-{proc.pid}", daemon=True
-        )
-        self._thread.start()
-
-    def watch(self, client: Any, deadline: float) -> int:
-        with self._cond:
-            self._ids += 1
-            self._calls[self._ids] = (client, deadline, False)
-            if self.exited.is_set() or self._closed:
-                self._expire_all()
-            return self._ids
-
-    def unwatch(self, token: int) -> bool:
-        """Forget a call; True when its socket was shut down because its deadline passed."""
-        with self._cond:
-            entry = self._calls.pop(token, None)
-        return entry is not None and entry[2]
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._expire_all()
-            self._cond.notify_all()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(5.0)
-
-    def _expire_all(self) -> None:
-        for token, (client, deadline, expired) in list(self._calls.items()):
-            _shutdown(client)
-            self._calls[token] = (client, deadline, expired)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                if self._closed:
-                    return
-                now = time.monotonic()
-                for token, (client, deadline, expired) in list(self._calls.items()):
-                    if not expired and now >= deadline:
-                        _shutdown(client)
-                        self._calls[token] = (client, deadline, True)
-            if self._popen is not None:
-                try:
-                    self._popen.wait(_TICK)
-                except subprocess.TimeoutExpired:
-                    continue
-                self.exited.set()
-                with self._cond:
-                    self._expire_all()  # later calls: watch() sees exited
-                return
-            alive = self._socket is not None and lock_is_held(self._socket + ".lock")
-            with self._cond:
-                if not alive:
-                    # Gone for good: stop probing, so that a new application taking
-                    # this socket never meets our momentary probe of its lock.
-                    self.exited.set()
-                    self._expire_all()
-                    return
-                self._cond.wait(_TICK)
-
-
-def _shutdown(client: Any) -> None:
-    sock = getattr(client, "sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(2)  # SHUT_RDWR: a recv() waiting on it returns at once
 
 
 # ------------------------------------------------------------------ helpers
@@ -782,104 +612,6 @@ def _private_dir(name: str) -> str:
     if len(os.fsencode(base)) > room:
         base = "/tmp"
     return tempfile.mkdtemp(prefix=prefix, dir=base)
-
-
-def _tail(path: str | None, lines: int) -> str:
-    if path is None:
-        return ""
-    try:
-        with open(path, "rb") as log:
-            log.seek(0, os.SEEK_END)
-            size = log.tell()
-            log.seek(max(size - _TAIL_BYTES, 0))
-            data = log.read()
-    except OSError:
-        return ""
-    text = data.decode("utf-8", errors="replace").rstrip("\n")
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _describe_status(returncode: int | None) -> str:
-    if returncode is None:
-        return "is running"
-    if returncode < 0:
-        try:
-            return f"was killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"was killed by signal {-returncode}"
-    return f"exited with status {returncode}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "message", "") or exc or type(exc).__name__)
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-
-
-# What an SPDK application's log says when it cannot start, and what that means.
-# Checked in order; the first match names the reason.
-_DIAGNOSES: tuple[tuple[str, re.Pattern[str], str], ...] = (
-    (
-        "cpu_mask",
-        re.compile(
-            r"lcore \d+ unavailable|No valid lcores|invalid coremask|Invalid cpumask|"
-            r"Unable to acquire lock on assigned core mask|Cannot create lock on core|"
-            r"Unable to parse.*core",
-            re.IGNORECASE,
-        ),
-        "the cpu_mask names a core that does not exist or that another SPDK process holds",
-    ),
-    (
-        "memory",
-        re.compile(
-            r"Unable to allocate|Could not allocate|Cannot allocate memory|Failed to allocate|"
-            r"initialization failed with code: -12|Cannot get hugepage|not enough memory|"
-            r"No free .*hugepages|Cannot init memory",
-            re.IGNORECASE,
-        ),
-        "not enough memory: raise mem_size_mb (1024 is a safe minimum with the default "
-        "subsystems) or reserve more hugepages",
-    ),
-    (
-        "config",
-        re.compile(r"json_config|JSON|Failed to load subsystems", re.IGNORECASE),
-        "SPDK rejected the JSON config",
-    ),
-    (
-        "rpc_socket",
-        re.compile(r"RPC server|rpc_listen|Address already in use", re.IGNORECASE),
-        "the RPC socket could not be opened",
-    ),
-)
-
-
-def diagnose(log_text: str) -> tuple[str, str]:
-    """(reason, explanation) for an application that ended before it was ready."""
-    if "SPDK" not in log_text and "spdk" not in log_text:
-        return "not_spdk", "its output never mentions SPDK: is it an SPDK application?"
-    for reason, pattern, why in _DIAGNOSES:
-        if pattern.search(log_text):
-            return reason, why
-    return "exited", "see the log's last lines below"
-
-
-def _lock_owner(lock: str) -> int | None:
-    """The pid holding a flock on `lock`, read from /proc/locks (None when unknown)."""
-    try:
-        info = os.stat(lock)
-        with open("/proc/locks") as locks:
-            table = locks.read()
-    except OSError:
-        return None
-    wanted = (os.major(info.st_dev), os.minor(info.st_dev), info.st_ino)
-    for line in table.splitlines():
-        fields = line.split()
-        if len(fields) < 6 or fields[1] != "FLOCK":
-            continue
-        with contextlib.suppress(ValueError):
-            major, minor, inode = fields[5].split(":")
-            if (int(major, 16), int(minor, 16), int(inode)) == wanted:
-                return int(fields[4])
-    return None
 
 
 # Started and not yet stopped. Strong references: an SpdkProcess dropped
