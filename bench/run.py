@@ -215,6 +215,14 @@ def measure_pybdev(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _reference(bdevperf: str, *args: Any, **options: Any) -> dict[str, Any]:
+    """run_reference, or the end of the run: a ratio without its reference means nothing."""
+    try:
+        return run_reference(bdevperf, *args, **options)
+    except BdevperfError as exc:
+        raise SystemExit(f"run.py: bdevperf, the reference, failed: {exc}") from None
+
+
 def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every round, the imports, and what the run was: (raw samples, metadata)."""
     began = time.perf_counter()
@@ -222,10 +230,11 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     cells = io_cells(sweep)
     warmup = args.seconds / 4
     bdevperf, origin = find_bdevperf(args.bdevperf)
-    if bdevperf:
-        log(f"bdevperf: {bdevperf} (from {origin})")
-    else:
-        log(f"bdevperf MISSING: {origin}. Ratios against bdevperf are skipped.")
+    if not bdevperf:
+        # Every goal is a ratio against a reference measured in the same run.
+        raise SystemExit(f"run.py: bdevperf, the reference, cannot run: {origin}")
+    log(f"bdevperf: {bdevperf} (from {origin}); a first run to see that it works")
+    _reference(bdevperf, "null", [("randread", 1)], 1, False)
     ref_tests = reference_tests(sweep)
     raw: dict[str, Any] = {
         "io": [],
@@ -272,24 +281,18 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
         raw["io"].extend({**cell, "round": round_no} for cell in reply["cells"])
         raw["memory_after_io"].append(reply["memory_kib_after_io"])
         raw["pinned_to"] = reply["pinned_to"]
-        if bdevperf:
-            for kind in BDEVS:
-                log(
-                    f"round {round_no}/{args.rounds}: bdevperf on {kind}, {len(ref_tests)} tests "
-                    f"(~{len(ref_tests) + 3} s)"
-                )
-                try:
-                    ref = run_reference(bdevperf, kind, ref_tests, 1, sample_memory=kind == "null")
-                except BdevperfError as exc:
-                    log(f"bdevperf failed, ratios against it are skipped: {exc}")
-                    bdevperf, origin = None, f"it failed: {exc}"
-                    break
-                raw["bdevperf"].extend({**test, "round": round_no} for test in ref["tests"])
-                if ref["latency"]:
-                    raw["bdevperf_latency"].append(ref["latency"])
-                if kind == "null":
-                    raw["bdevperf_memory_idle"].append(ref["memory_idle"])
-                    raw["bdevperf_memory_running"].append(ref["memory_running"])
+        for kind in BDEVS:
+            log(
+                f"round {round_no}/{args.rounds}: bdevperf on {kind}, {len(ref_tests)} tests "
+                f"(~{len(ref_tests) + 3} s)"
+            )
+            ref = _reference(bdevperf, kind, ref_tests, 1, sample_memory=kind == "null")
+            raw["bdevperf"].extend({**test, "round": round_no} for test in ref["tests"])
+            if ref["latency"]:
+                raw["bdevperf_latency"].append(ref["latency"])
+            if kind == "null":
+                raw["bdevperf_memory_idle"].append(ref["memory_idle"])
+                raw["bdevperf_memory_running"].append(ref["memory_running"])
         log(f"round {round_no}/{args.rounds}: QD1 latency of each form")
         count = 5_000 if args.quick else 20_000
         latency = run_worker(["latency"], {"count": count}, timeout=600)
@@ -309,16 +312,8 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
             )
             fingerprints.add(result["fingerprint"])
             raw[stage].extend({**cell, "round": round_no} for cell in result["cells"])
-        if bdevperf:
-            try:
-                ref = run_reference(
-                    bdevperf, "null", [("randread", 32)], 1, False, cpu_mask=REACTORS_MASK
-                )
-                raw["bdevperf_reactors"].extend(
-                    {**test, "round": round_no} for test in ref["tests"]
-                )
-            except BdevperfError as exc:
-                log(f"bdevperf on {REACTORS_MASK} failed, its ratio is skipped: {exc}")
+        ref = _reference(bdevperf, "null", [("randread", 32)], 1, False, cpu_mask=REACTORS_MASK)
+        raw["bdevperf_reactors"].extend({**test, "round": round_no} for test in ref["tests"])
         log(f"round {round_no}/{args.rounds}: call overhead and idle memory")
         number = 300_000 if args.quick else 1_000_000
         calls = run_worker(

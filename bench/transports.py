@@ -245,6 +245,12 @@ def _expect(proc: subprocess.Popen[str], prefix: str) -> str:
 
 def measure(seconds: float) -> dict[str, Any]:
     binary = _bdevperf_path()
+    if binary is None:
+        # The figures are ratios against bdevperf: without it they mean nothing.
+        raise SystemExit(
+            "transports.py: bdevperf, the reference, is not installed (build.sh installs it "
+            "beside the fat library; or set PYSPDK_BDEVPERF)"
+        )
     work = Path(tempfile.mkdtemp(prefix="pyspdk-bt-"))
     socket_path = str(work / "vhost.sock")
     out: dict[str, Any] = {
@@ -265,12 +271,11 @@ def measure(seconds: float) -> dict[str, Any]:
                 python = json.loads(_expect(init, "RESULT "))
                 init.wait(60)
                 ref = {}
-                if binary:
-                    for qd in (1, 32):
-                        _progress(f"{kind}: bdevperf QD{qd}")
-                        ref[f"bdevperf_qd{qd}"] = _bdevperf(
-                            binary, kind, socket_path, qd, seconds, work
-                        )
+                for qd in (1, 32):
+                    _progress(f"{kind}: bdevperf QD{qd}")
+                    ref[f"bdevperf_qd{qd}"] = _bdevperf(
+                        binary, kind, socket_path, qd, seconds, work
+                    )
                 out[kind] = {**python, **ref}
             finally:
                 assert target.stdin is not None
