@@ -16,6 +16,14 @@ from ._checks import INT64_MAX, check_int, check_power_of_two
 from .errors import RuntimeStateError
 from .runtime import Runtime, State
 
+__all__ = [
+    "MAX_ALIGN",
+    "MIN_ALIGN",
+    "BufferPool",
+    "DmaBuffer",
+    "dma_allocated_bytes",
+]
+
 MIN_ALIGN = 4096
 # DPDK's allocator takes the alignment as an unsigned int; past a 2 MiB page
 # an alignment buys nothing, and 1 << 32 would silently become 0.

@@ -6,6 +6,21 @@ import errno as _errno
 import os as _os
 from typing import Any
 
+__all__ = [
+    "DeviceNotFoundError",
+    "HugepagesError",
+    "IoError",
+    "ProcessError",
+    "ProcessExitedError",
+    "ProcessStartError",
+    "RpcError",
+    "RuntimeStateError",
+    "SpdkError",
+    "StartError",
+    "UblkIdInUseError",
+    "UblkUnavailableError",
+]
+
 
 class SpdkError(Exception):
     """Base class of every error this package raises about SPDK."""

@@ -23,6 +23,20 @@ from pathlib import Path
 
 from .errors import HugepagesError
 
+__all__ = [
+    "DEFAULT_MOUNT_POINT",
+    "PageSize",
+    "default_size_kb",
+    "hugetlbfs_mounts",
+    "mount",
+    "page_size",
+    "reclaim_stale_files",
+    "reserve",
+    "status",
+    "supported_sizes",
+    "unmount",
+]
+
 SYSFS = Path("/sys/kernel/mm/hugepages")
 MOUNTS = Path("/proc/mounts")
 MEMINFO = Path("/proc/meminfo")

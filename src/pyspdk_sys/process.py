@@ -49,6 +49,13 @@ from .hugepages import reclaim_stale_files
 from .options import AppOptions, dpdk_runtime_dir
 from .placement import warn_if_held
 
+__all__ = [
+    "SpdkProcess",
+    "find_tool",
+    "running",
+    "tool_candidates",
+]
+
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
 _SOCKET_NAME = "spdk.sock"
 _TAIL_LINES = 30

@@ -21,6 +21,16 @@ from typing import Any
 
 from ._binding import LIBRARY_PATH, ffi, lib
 
+__all__ = [
+    "KINDS",
+    "KIND_KEYS",
+    "Kind",
+    "candidate_names",
+    "kind",
+    "registered",
+    "snapshot",
+]
+
 _NAME = re.compile(rb"[A-Za-z0-9_.\-]{1,96}(?=\x00)")
 
 

@@ -42,6 +42,14 @@ from ._jsonrpc import RequestLimits
 from .errors import RuntimeStateError, SpdkError, rpc_result
 from .runtime import Runtime, State, provide
 
+__all__ = [
+    "REQUEST_MAX_BYTES",
+    "REQUEST_MAX_VALUES",
+    "LocalRpc",
+    "encode_request",
+    "rpc_for",
+]
+
 # Limits of SPDK's JSON-RPC server, of the release compiled against (v26.01: 32 KiB and
 # 1024 values; v26.05: 256 KiB and 8192).
 REQUEST_MAX_BYTES = JSONRPC_REQUEST_MAX_BYTES  # SPDK_JSONRPC_RECV_BUF_SIZE: longer is never read

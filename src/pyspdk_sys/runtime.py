@@ -44,6 +44,14 @@ from .errors import HugepagesError, RuntimeStateError, StartError
 from .options import AppOptions, dpdk_runtime_dir
 from .placement import all_held_cores, warn_if_held
 
+__all__ = [
+    "RESTART_REFUSED",
+    "Runtime",
+    "SpdkFuture",
+    "State",
+    "current",
+]
+
 T = TypeVar("T")
 S = TypeVar("S")
 

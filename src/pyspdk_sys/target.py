@@ -11,6 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
+__all__ = [
+    "Target",
+]
+
 
 @runtime_checkable
 class Target(Protocol):

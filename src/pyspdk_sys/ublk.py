@@ -20,7 +20,6 @@ privilege check is SPDK's own.
 
 from __future__ import annotations
 
-import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +32,24 @@ from .errors import (
     RuntimeStateError,
     UblkIdInUseError,
     UblkUnavailableError,
+    rpc_meaning,
 )
 from .target import Target, check_target
+
+__all__ = [
+    "MAX_ID",
+    "MAX_QUEUES",
+    "MAX_QUEUE_DEPTH",
+    "UblkDisk",
+    "check_available",
+    "create_target",
+    "destroy_target",
+    "get_disks",
+    "recover_disk",
+    "start_disk",
+    "stop_disk",
+    "unavailable_reasons",
+]
 
 CONTROL = Path("/dev/ublk-control")
 MAX_ID = (1 << 20) - 1  # the kernel's ublk device ids (UBLK_MAX_UBLKS)
@@ -104,12 +119,12 @@ def _call(target: Target, method: str, params: dict[str, Any], what: str) -> Any
     try:
         return target.rpc(method, params)
     except RpcError as exc:
-        text = exc.message.lower()
-        if "no such device" in text or exc.code == -errno.ENODEV:
+        meaning = rpc_meaning(exc)
+        if meaning == "no_device":
             raise RuntimeStateError(
                 f"{what}: SPDK has no ublk target (call ublk.create_target first): {exc.message}"
             ) from None
-        if "permission" in text or "not permitted" in text:
+        if meaning == "not_permitted":
             raise UblkUnavailableError(
                 f"{what}: SPDK was refused by the kernel: {exc.message}",
                 reasons=("not_privileged",),
@@ -133,7 +148,7 @@ def create_target(target: Any, *, cpumask: str | None = None, user_copy: bool = 
     try:
         target.rpc("ublk_create_target", params)
     except RpcError as exc:
-        if exc.code == -errno.EBUSY or "busy" in exc.message.lower():
+        if rpc_meaning(exc) in ("busy", "exists"):
             raise RuntimeStateError(
                 f"ublk_create_target: a ublk target already exists ({exc.message})"
             ) from None
@@ -193,10 +208,10 @@ def start_disk(
             },
         )
     except RpcError as exc:
-        text = exc.message.lower()
-        if "busy" in text:
+        meaning = rpc_meaning(exc)
+        if meaning in ("busy", "exists"):
             raise UblkIdInUseError(f"ublk id {ublk_id} is already in use: {exc.message}") from None
-        if "no such device" in text:
+        if meaning == "no_device":
             bdevs = [b["name"] for b in target.rpc("bdev_get_bdevs", {})]
             if bdev_name not in bdevs:
                 raise DeviceNotFoundError(f"ublk_start_disk: no bdev named {bdev_name!r}") from None
