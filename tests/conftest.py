@@ -32,6 +32,16 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
+def require_tool(name: str) -> str:
+    """The path of a command a test needs: a skip where it is missing, a failure under
+    PYSPDK_REQUIRE_SPDK=1 (CI installs every one of them)."""
+    path = shutil.which(name)
+    if path is None:
+        skip_or_fail(f"{name} is not installed")
+    assert path is not None
+    return path
+
+
 def _import_error() -> str | None:
     try:
         import pyspdk_sys  # noqa: F401

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT_DIR
+from conftest import PROJECT_DIR, require_tool
 
 BUILD_SH = PROJECT_DIR / "build.sh"
 
@@ -76,8 +75,8 @@ def test_bad_jobs_and_relative_prefix(tmp_path: Path) -> None:
     assert "absolute path" in result.stderr
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
 def test_shellcheck_clean() -> None:
+    require_tool("shellcheck")
     result = subprocess.run(["shellcheck", BUILD_SH], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 

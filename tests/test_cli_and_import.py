@@ -10,9 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from conftest import PROJECT_DIR
+from conftest import PROJECT_DIR, require_tool
 
 
 def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Any:
@@ -83,8 +81,8 @@ def copy_package(spdk: Any, tmp_path: Path) -> Path:
     return extension
 
 
-@pytest.mark.skipif(shutil.which("patchelf") is None, reason="needs patchelf")
 def test_missing_library_message(spdk: Any, tmp_path: Path) -> None:
+    require_tool("patchelf")
     extension = copy_package(spdk, tmp_path)
     needed = Path(os.path.realpath(spdk.LIBRARY_PATH)).name
     subprocess.run(

@@ -8,13 +8,12 @@ references those objects, so only a whole-archive link keeps them.
 from __future__ import annotations
 
 import ctypes
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT_DIR
+from conftest import PROJECT_DIR, require_tool
 
 BUILD_SH = PROJECT_DIR / "build.sh"
 MODULES = ("alpha", "beta", "gamma")
@@ -33,7 +32,10 @@ void registry_add(const char *name);
 __attribute__((constructor)) static void register_%(name)s(void) { registry_add("%(name)s"); }
 """
 
-pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
+
+@pytest.fixture(autouse=True)
+def c_compiler() -> None:
+    require_tool("cc")
 
 
 def compile_archive(tmp: Path, name: str, source: str) -> Path:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import guest_vm
 import pytest
+
+from conftest import require_tool
 
 
 def test_missing_guest_names_the_script(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -46,8 +47,8 @@ def test_a_boot_that_ran_the_script_is_not_retried(monkeypatch: pytest.MonkeyPat
     assert len(boots) == 1 and boot.rc == 1
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
 def test_prepare_script_is_shellcheck_clean() -> None:
+    require_tool("shellcheck")
     result = subprocess.run(
         ["shellcheck", str(guest_vm.PREPARE)], capture_output=True, text=True, check=False
     )
