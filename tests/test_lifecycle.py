@@ -15,6 +15,7 @@ from conftest import run_python
 
 PRELUDE = """
 import json, threading, time, errno
+from pyspdk_sys import lib
 from pyspdk_sys.runtime import Runtime
 from pyspdk_sys.errors import RuntimeStateError, IoError, StartError
 from pyspdk_sys.bdev import DmaBuffer
@@ -24,10 +25,27 @@ def config(*bdevs):
 
 MALLOC = {"method": "bdev_malloc_create",
           "params": {"name": "M0", "num_blocks": 16384, "block_size": 512}}
-DELAY = {"method": "bdev_delay_create",
-         "params": {"base_bdev_name": "M0", "name": "Slow", "avg_read_latency": 50000,
-                    "p99_read_latency": 50000, "avg_write_latency": 50000,
-                    "p99_write_latency": 50000}}
+
+def delay(us, name="Slow"):
+    return {"method": "bdev_delay_create",
+            "params": {"base_bdev_name": "M0", "name": name, "avg_read_latency": us,
+                       "p99_read_latency": us, "avg_write_latency": us, "p99_write_latency": us}}
+
+DELAY = delay(50000)
+
+def until(condition, what, timeout=30):
+    # Wait for a state, not for a time: AssertionError if it never comes.
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "never: " + what
+        time.sleep(0.001)
+
+def in_flight(dev):
+    return lib.pyspdk_dev_inflight(dev._dev)
+
+def error_name(exc):
+    return type(exc).__name__ + (
+        ":" + errno.errorcode.get(exc.errno, "?") if isinstance(exc, IoError) else "")
 
 def outcome(call):
     try:
@@ -46,19 +64,24 @@ def run(body: str, timeout: float = 120) -> dict[str, Any]:
 
 def test_stop_with_hundreds_of_ios_in_flight(spdk: Any) -> None:
     report = run("""
-rt = Runtime(config=config(MALLOC, DELAY)).start()
+rt = Runtime(config=config(MALLOC, delay(2_000_000))).start()
 dev = rt.open_bdev("Slow", queue_depth=128)
 futures = [dev.write_async(i * 512, b"x" * 512) for i in range(400)]
 thread_outcomes = []
+reading = threading.Semaphore(0)
 def reader(k):
     try:
+        reading.release()
         while True:
             dev.read(k * 512, 512)
     except Exception as exc:
-        thread_outcomes.append(type(exc).__name__)
+        thread_outcomes.append(error_name(exc))
 threads = [threading.Thread(target=reader, args=(k,)) for k in range(8)]
 for t in threads: t.start()
-time.sleep(0.02)
+for t in threads: assert reading.acquire(timeout=30)
+until(lambda: in_flight(dev) == 128, "the device's queue full")
+held = in_flight(dev)
+done_before = sum(f.done() for f in futures)
 start = time.monotonic()
 rt.stop()
 stop_seconds = time.monotonic() - start
@@ -67,21 +90,24 @@ kinds = {}
 for f in futures:
     assert f.done()
     exc = f.exception()
-    key = "ok" if exc is None else type(exc).__name__ + (
-        ":" + errno.errorcode.get(exc.errno, "?") if isinstance(exc, IoError) else "")
+    key = "ok" if exc is None else error_name(exc)
     kinds[key] = kinds.get(key, 0) + 1
 print(json.dumps({"stop_seconds": stop_seconds, "futures": kinds, "threads": thread_outcomes,
-                  "alive": [t.is_alive() for t in threads], "state": rt.state.value}))
+                  "alive": [t.is_alive() for t in threads], "state": rt.state.value,
+                  "held": held, "done_before": done_before}))
 """)
     assert report["state"] == "stopped"
     assert report["stop_seconds"] < 30
-    assert sum(report["futures"].values()) == 400
+    # The stop came while SPDK held 128 writes (each 2 s long) and the rest waited.
+    assert report["held"] == 128 and report["done_before"] == 0
     # The delay bdev supports abort: what SPDK held is aborted by the close at
     # stop, and what it had not taken is cancelled; either way ECANCELED.
     assert report["futures"] == {"IoError:ECANCELED": 400}
+    # Each reader's read was queued behind them, or came after the stop: cancelled, or
+    # refused; nothing else, and every reader ended.
     assert report["alive"] == [False] * 8
-    assert set(report["threads"]) <= {"RuntimeStateError", "IoError"}
     assert len(report["threads"]) == 8
+    assert set(report["threads"]) <= {"RuntimeStateError", "IoError:ECANCELED"}, report
 
 
 def test_everything_after_stop_is_refused(spdk: Any) -> None:
@@ -227,26 +253,40 @@ def test_runtime_arguments_are_checked(spdk: Any, tmp_path: Any) -> None:
 
 def test_stop_during_read_many(spdk: Any) -> None:
     report = run("""
-rt = Runtime(config=config(MALLOC, DELAY)).start()
+rt = Runtime(config=config(MALLOC)).start()
+with rt.open_bdev("M0") as base:  # then the delay bdev over it
+    base.write_many([i * 512 for i in range(2000)], 512, b"\\x77" * 512 * 2000)
+rt.rpc("bdev_delay_create", DELAY["params"])
 dev = rt.open_bdev("Slow", queue_depth=16)
+into = bytearray(512 * 2000)
 outcome_box = []
 def job():
     try:
-        dev.read_many([i * 512 for i in range(2000)], 512, depth=16)
+        dev.read_many([i * 512 for i in range(2000)], 512, into, depth=16)
         outcome_box.append("ok")
     except IoError as exc:
-        outcome_box.append((errno.errorcode[exc.errno], len(exc.failed)))
+        outcome_box.append((errno.errorcode[exc.errno], sorted(exc.failed)))
+    except BaseException as exc:
+        outcome_box.append(repr(exc))
 t = threading.Thread(target=job)
 t.start()
-time.sleep(0.2)
+# Some reads done (the first one's data is in), 16 more in SPDK's hands.
+until(lambda: into[:512] == b"\\x77" * 512, "the job's first read")
+until(lambda: in_flight(dev) == 16, "the job's 16 reads in SPDK's hands")
 rt.stop()
 t.join(timeout=30)
-print(json.dumps({"alive": t.is_alive(), "outcome": outcome_box}))
+read = [i for i in range(2000) if into[i * 512:(i + 1) * 512] == b"\\x77" * 512]
+print(json.dumps({"alive": t.is_alive(), "outcome": outcome_box, "read": read}))
 """)
     assert report["alive"] is False
     ((code, failed),) = report["outcome"]
     assert code == "ECANCELED"
-    assert 1000 < failed < 2000  # the rest was cancelled, what SPDK held completed
+    # 2000 reads at 16 x 50 ms take 6 s: the stop came early. What completed before it
+    # (the first read at least) holds its data; the rest (at least the 16 SPDK held,
+    # aborted) failed, with its bytes of the buffer left alone.
+    read = report["read"]
+    assert 0 in read and len(failed) >= 16
+    assert len(read) + len(failed) == 2000 and set(read).isdisjoint(failed)
 
 
 def test_close_on_the_loop_thread_with_aread_in_flight(spdk: Any) -> None:
@@ -261,17 +301,23 @@ dev = rt.open_bdev("Slow")
 dev.write(0, b"c" * 512)
 async def main():
     task = asyncio.ensure_future(dev.aread(0, 512))
-    await asyncio.sleep(0.01)  # submitted, 40 ms from done
+    deadline = time.monotonic() + 30
+    while in_flight(dev) == 0:  # until SPDK holds the read (for 50 ms)
+        assert time.monotonic() < deadline, "the read never reached SPDK"
+        await asyncio.sleep(0)
+    held, pending = in_flight(dev), not task.done()
     start = time.monotonic()
     dev.close(timeout=10)
     took = time.monotonic() - start
     (outcome,) = await asyncio.gather(task, return_exceptions=True)
-    return took, outcome
-took, outcome = asyncio.run(main())
+    return held, pending, took, outcome
+held, pending, took, outcome = asyncio.run(main())
 rt.stop()
-print(json.dumps({"took": took, "closed": dev.closed,
+print(json.dumps({"held": held, "pending": pending, "took": took, "closed": dev.closed,
                   "outcome": errno.errorcode.get(getattr(outcome, "errno", None), repr(outcome))}))
 """)
+    # The path under test ran: close() began while SPDK held this loop's read.
+    assert report["held"] == 1 and report["pending"], report
     assert report["closed"]
     # The delay bdev supports abort: close aborts the read SPDK holds.
     assert report["outcome"] == "ECANCELED"
