@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -9,15 +10,25 @@ from typing import Any
 
 import pytest
 
-from conftest import run_python
+from conftest import run_python, skip_or_fail
 
-# Holds SPDK's lock for one core, as spdk_tgt does, until its stdin closes.
+# Holds SPDK's lock for the first core of argv[2:] it can lock, as spdk_tgt does,
+# until its stdin closes; prints "held N", or "busy" when another program holds
+# every one. Anything else it prints (a traceback) is a failure of the test.
 HOLDER = textwrap.dedent(
     """
     import fcntl, os, sys
-    fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    print("held", flush=True)
+    for core in sys.argv[2:]:
+        fd = os.open(sys.argv[1].format(int(core)), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (BlockingIOError, PermissionError):
+            os.close(fd)
+            continue
+        print("held", core, flush=True)
+        break
+    else:
+        print("busy", flush=True)
     sys.stdin.read()
     """
 )
@@ -37,9 +48,9 @@ def test_cores_of_reads_both_mask_forms(spdk: Any) -> None:
 def test_held_core_is_reported_and_runtime_warns(spdk: Any) -> None:
     from pyspdk_sys.placement import LOCK_PATH, held_cores
 
-    core = 1
+    cores = sorted(os.sched_getaffinity(0))
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, LOCK_PATH.format(core)],
+        [sys.executable, "-c", HOLDER, LOCK_PATH, *map(str, cores)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -47,17 +58,23 @@ def test_held_core_is_reported_and_runtime_warns(spdk: Any) -> None:
     )
     try:
         assert holder.stdout is not None
-        if holder.stdout.readline().strip() != "held":
-            pytest.skip(f"core {core}'s SPDK lock is held by another program already")
-        assert held_cores("0x3") == {core: holder.pid}
-        assert held_cores("0x1") == {}
+        said = holder.stdout.readline().split()
+        if said == ["busy"]:
+            skip_or_fail(f"another program holds the SPDK lock of every core of {cores}")
+        if said[:1] != ["held"]:
+            holder.stdin.close()  # type: ignore[union-attr]
+            holder.wait(10)
+            pytest.fail(f"the lock holder failed (rc {holder.returncode}): {holder.stderr.read()}")
+        core = int(said[1])
+        assert held_cores(hex(sum(1 << c for c in cores)))[core] == holder.pid
+        assert held_cores(hex(1 << core)) == {core: holder.pid}
         code = f"""
 import warnings
 from pyspdk_sys.placement import CoreSharingWarning
 from pyspdk_sys.runtime import Runtime
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    with Runtime(cpu_mask="0x2", name="placement-test"):
+    with Runtime(cpu_mask="{hex(1 << core)}", name="placement-test"):
         pass
 found = [w for w in caught if issubclass(w.category, CoreSharingWarning)]
 assert len(found) == 1, caught
@@ -71,3 +88,5 @@ print("warned")
         assert holder.stdin is not None
         holder.stdin.close()
         holder.wait(10)
+    # Released with its holder: the core is no longer reported.
+    assert held_cores(hex(1 << core)) == {}
