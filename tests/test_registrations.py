@@ -122,8 +122,10 @@ def test_log_flags(ffi: Any, lib: Any) -> None:
     } <= names
     assert lib.spdk_log_set_flag(b"bdev_malloc") == 0
     assert lib.spdk_log_get_flag(b"bdev_malloc")
-    lib.spdk_log_clear_flag(b"bdev_malloc")
+    assert lib.spdk_log_clear_flag(b"bdev_malloc") == 0
+    assert not lib.spdk_log_get_flag(b"bdev_malloc")
     assert lib.spdk_log_set_flag(b"no_such_flag") != 0
+    assert not lib.spdk_log_get_flag(b"no_such_flag")
 
 
 @pytest.mark.parametrize(
