@@ -87,7 +87,7 @@ def _runtime(args: dict[str, Any]) -> Any:
 
     return Runtime(
         cpu_mask=args.get("cpu_mask", "0x2"),
-        hugepages=args["kind"] == "vhost",
+        hugepages=_runtime_hugepages(args),
         mem_size_mb=args.get("mem_size_mb", 1024),
         name="pyspdk-initiator",
     )
@@ -280,9 +280,45 @@ def fault(args: dict[str, Any]) -> None:
     _result(**outcome)
 
 
+def attach_io(args: dict[str, Any]) -> None:
+    """vhost.attach (with its probe) from a Python runtime, then a write/read round
+    trip on every bdev it made. With "hugepages": false, what attach raised and how
+    long leaving the runtime took."""
+    from pyspdk_sys import vhost
+
+    started = time.monotonic()
+    outcome: dict[str, Any] = {"error": None, "verified": {}}
+    with _runtime({"kind": "vhost", **args}) as rt:
+        try:
+            names = vhost.attach(
+                rt, "Init0", args["socket"], dev_type=args.get("dev_type", "blk"), queues=2
+            )
+        except Exception as exc:
+            outcome["error"] = f"{type(exc).__name__}: {exc}"
+            outcome["bdevs"] = [b["name"] for b in rt.rpc("bdev_get_bdevs")]
+            names = []
+        for name in names:
+            with rt.open_bdev(name, timeout=10) as dev:
+                data = os.urandom(64 * BLOCK)
+                dev.write(0, data)
+                outcome["verified"][name] = dev.read(0, len(data)) == data
+                outcome.setdefault("sizes", {})[name] = dev.size
+        if names:
+            vhost.detach(rt, "Init0")
+        left_at = time.monotonic()
+    outcome["seconds_to_leave"] = time.monotonic() - left_at
+    outcome["seconds"] = time.monotonic() - started
+    _result(**outcome)
+
+
+def _runtime_hugepages(args: dict[str, Any]) -> bool:
+    return bool(args["kind"] == "vhost" and args.get("hugepages", True))
+
+
 def main() -> None:
     role, raw = sys.argv[1], sys.argv[2]
-    {"serve": serve, "integrity": integrity, "fault": fault}[role](json.loads(raw))
+    roles = {"serve": serve, "integrity": integrity, "fault": fault, "attach_io": attach_io}
+    roles[role](json.loads(raw))
 
 
 if __name__ == "__main__":
