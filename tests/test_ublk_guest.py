@@ -8,6 +8,7 @@ prepare it; PYSPDK_REQUIRE_GUEST=1 turns that skip into a failure.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,10 @@ import guest_vm
 import pytest
 
 CHECKS = Path(__file__).resolve().parent / "guest" / "ublk_checks.py"
+
+# One boot under TCG takes minutes, and a boot that never reaches userspace is
+# retried once (guest_vm.run: up to 240 s each).
+pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +29,12 @@ def guest(spdk: Any) -> dict[str, dict[str, Any]]:
         if guest_vm.REQUIRE_GUEST:
             pytest.fail(f"PYSPDK_REQUIRE_GUEST=1 but {reason}", pytrace=False)
         pytest.skip(reason)
-    boot = guest_vm.run(guest_vm.python_command(CHECKS))
+    # The guest imports the pyspdk_sys this process imported (its directory is shared
+    # with the guest), wherever that comes from: an installation or PYTHONPATH.
+    import pyspdk_sys
+
+    where = shlex.quote(str(Path(pyspdk_sys.__file__).resolve().parents[1]))
+    boot = guest_vm.run(f"export PYTHONPATH={where}\n" + guest_vm.python_command(CHECKS))
     if boot.rc is None:
         pytest.fail(
             f"the guest did not run the checks ({boot.attempts} boots, {boot.seconds:.0f} s); "
@@ -75,7 +85,8 @@ def test_taken_id_is_refused(guest: dict[str, dict[str, Any]]) -> None:
 
 
 def test_stop_disk_with_io_in_flight(guest: dict[str, dict[str, Any]]) -> None:
-    check(guest, "stop_with_io_in_flight")
+    detail = check(guest, "stop_with_io_in_flight")
+    assert "reader ended" in detail and "writer ended" in detail
 
 
 def test_a_disk_left_by_a_crashed_server_is_recovered(guest: dict[str, dict[str, Any]]) -> None:

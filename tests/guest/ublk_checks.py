@@ -7,12 +7,12 @@ full teardown would double the time under TCG.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -179,39 +179,78 @@ def main() -> None:
     emit("id_in_use", id_in_use)
 
     def stop_in_flight() -> str:
-        # Reads the whole disk over and over (one pass can take under a
-        # second here), until a read fails; then prints that dd's error.
-        reader = subprocess.Popen(
-            [
-                "sh",
-                "-c",
-                "while dd if=/dev/ublkb0 of=/dev/null bs=4K iflag=direct 2>/tmp/dd.err; do :; done;"
-                " cat /tmp/dd.err >&2; exit 1",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        writer = threading.Thread(
-            target=dd,
-            args=("if=/dev/zero", "of=/dev/ublkb0", "bs=4K", "count=100000", "oflag=direct"),
-            daemon=True,
-        )
-        writer.start()
-        time.sleep(1.0)
-        assert reader.poll() is None, "dd finished before the stop"
+        # /dev/ublkb2 over a delay bdev (20 ms an I/O): a dd reading all of it and one
+        # writing all of it would take 80 s each. The stop comes once the kernel has
+        # I/O of both in flight; each dd must end with an I/O error, mid-transfer,
+        # within a bound from how long a one-block dd of the disk takes here.
+        create_malloc(rt, "Malloc2", SIZE, 512)
+        latency = {f"{k}_{rw}_latency": 20_000 for k in ("avg", "p99") for rw in ("read", "write")}
+        rt.rpc("bdev_delay_create", {"base_bdev_name": "Malloc2", "name": "Slow2", **latency})
+        disk = ublk.start_disk(rt, "Slow2", 2, num_queues=1, queue_depth=32)
+        wait_for(disk.device)
         begin = time.monotonic()
-        ublk.stop_disk(rt, 0)
-        took = time.monotonic() - begin
-        _out, err = reader.communicate(timeout=60)
-        writer.join(60)
-        assert not writer.is_alive()
-        deadline = time.monotonic() + 10
-        while os.path.exists("/dev/ublkb0") and time.monotonic() < deadline:
+        one = dd(f"if={disk.device}", "of=/dev/null", "bs=4K", "count=1", "iflag=direct")
+        assert one.returncode == 0, one.stderr
+        baseline = time.monotonic() - begin
+        bound = 10 + 20 * baseline
+        blocks = SIZE // 4096
+        ios = {
+            "reader": ["dd", f"if={disk.device}", "of=/dev/null", "bs=4K", "iflag=direct"],
+            "writer": ["dd", "if=/dev/zero", f"of={disk.device}", "bs=4K", f"count={blocks}"],
+        }
+        ios["writer"].append("oflag=direct")
+        procs = {
+            name: subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            for name, command in ios.items()
+        }
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                with open("/sys/block/ublkb2/inflight") as counts:
+                    reads, writes = map(int, counts.read().split())
+                if reads and writes:
+                    break
+                for name, proc in procs.items():
+                    assert proc.poll() is None, f"the {name} ended first: {proc.stderr.read()}"
+                assert time.monotonic() < deadline, "no read and write in flight at once"
+                time.sleep(0.01)
+            begin = time.monotonic()
+            ublk.stop_disk(rt, 2)
+            took = time.monotonic() - begin
+            ends = {}
+            for name, proc in procs.items():
+                _out, err = proc.communicate(timeout=bound)
+                ends[name] = (time.monotonic() - begin, proc.returncode, err.strip())
+        finally:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.kill()
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(10)
+        assert took < bound, f"stop_disk took {took:.1f} s (bound {bound:.1f} s)"
+        errors = ("Input/output error", "No such device")
+        for name, (after, rc, err) in ends.items():
+            assert rc != 0, f"the {name} ended without an error: {err}"
+            assert any(e in err for e in errors), f"the {name}: {err}"
+            assert "failed to open" not in err, f"the {name} was not mid-transfer: {err}"
+            moved = int(err.split("+")[0].splitlines()[-1]) if "+" in err else -1
+            assert 0 <= moved < blocks, f"the {name} was not mid-transfer: {err}"
+            assert after < bound, f"the {name} ended {after:.1f} s after the stop"
+        deadline = time.monotonic() + bound
+        while os.path.exists(disk.device) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not os.path.exists("/dev/ublkb0"), "/dev/ublkb0 still exists"
-        assert [d.id for d in ublk.get_disks(rt)] == [1]
-        return f"stop_disk took {took:.2f} s; dd rc {reader.returncode}: {err.strip()[-120:]}"
+        assert not os.path.exists(disk.device), f"{disk.device} still exists"
+        assert [d.id for d in ublk.get_disks(rt)] == [0, 1]
+        return (
+            f"stop_disk took {took:.2f} s (bound {bound:.1f} s from a 1-block dd of "
+            f"{baseline:.2f} s); "
+            + "; ".join(
+                f"{name} ended {after:.2f} s after, rc {rc}: {err.splitlines()[0]}"
+                for name, (after, rc, err) in ends.items()
+            )
+        )
 
     emit("stop_with_io_in_flight", stop_in_flight)
 
