@@ -383,6 +383,7 @@ def test_vhost_scsi_controller_luns(tgt: Any, ini: Any, malloc: Any, sockets: An
     a, b, c = malloc(8 * MiB), malloc(4 * MiB), malloc(2 * MiB)
     path = sockets("luns")
     controller = vhost.create_scsi_controller(tgt, path, {3: b, 0: a})
+    assert isinstance(controller, vhost.Controller)
     assert (controller.socket, controller.kind, controller.bdevs) == (path, "scsi", (a, b))
     name = unique("Scsi")
     assert vhost.attach(ini, name, path, dev_type="scsi", queues=2) == [f"{name}t0", f"{name}t3"]
@@ -500,6 +501,7 @@ def test_nvmf_hosts(tgt: Any, ini: Any, malloc: Any) -> None:
         nvmf.serve(tgt, nqn, [bdev], port=port, hosts=[HOST1, HOST1])
     assert nqn not in [s.nqn for s in nvmf.list_subsystems(tgt)]
     subsystem = nvmf.serve(tgt, nqn, [bdev], port=port, hosts=[HOST1])
+    assert isinstance(subsystem, nvmf.Subsystem)
     assert (subsystem.allow_any_host, subsystem.hosts) == (False, (HOST1,))
     with pytest.raises(FileExistsError, match="already admits"):
         nvmf.allow_host(tgt, nqn, HOST1)
