@@ -100,6 +100,7 @@ def test_timeouts_are_checked_by_one_rule_naming_the_parameter(spdk: Any) -> Non
         ("nqn.2016-06.io-.spdk:x", "must end with a letter or digit"),
         ("nqn.2016-06.io_x.spdk:x", "hold only letters"),
         ("nqn.16-06.io.spdk:x", "must look like"),
+        ("nqn.\uff12\uff10\uff11\uff16-06.io.spdk:x", "must look like"),  # not ASCII digits
         ("nqn.2014-08.org.nvmexpress:uuid:not-a-uuid", "must be a UUID"),
         ("nqn.2016-06.io.spdk:" + "x" * 210, "must be 11 to 223 bytes"),
     ],
@@ -242,6 +243,9 @@ def test_options_give_spdk_tgt_the_mask_in_one_form(spdk: Any, tmp_path: Path) -
     assert argv[:2] == ["-m", "0x3"]
     assert ["--huge-dir", str(tmp_path)] == argv[argv.index("--huge-dir") :][:2]
     assert "--no-huge" not in argv and "--no-pci" in argv
+    # As a Runtime on hugepages: one file per segment list, for vhost-user initiators.
+    assert "--single-file-segments" in argv
+    assert "--single-file-segments" not in AppOptions.check().argv("/run/x.sock", None)
     with pytest.raises(ValueError, match="pci=True needs hugepages=True"):
         AppOptions.check(pci=True)
     with pytest.raises(TypeError, match="hugepages must be a bool"):

@@ -224,16 +224,27 @@ def test_vhost_python_initiator_io_after_the_probe(
 # ------------------------------------------------------------ vhost: initiator memory
 
 
-@pytest.mark.parametrize(
-    "options,match",
-    [
-        ({}, "needs hugepages"),
-        ({"hugepages": True}, "single-file segments"),
-    ],
-    ids=["no-hugepages", "no-single-file-segments"],
-)
-def test_vhost_initiator_without_usable_hugepages_is_refused(
-    spdk: Any, tgt: Any, pages: None, malloc: Any, sockets: Any, options: Any, match: str
+def test_vhost_initiator_process_on_hugepages_attaches(
+    spdk: Any, tgt: Any, pages: None, malloc: Any, sockets: Any
+) -> None:
+    """SpdkProcess(hugepages=True) starts spdk_tgt with single-file segments, as a
+    Runtime on hugepages: a usable vhost-user initiator."""
+    from pyspdk_sys import vhost
+
+    path = sockets("mem-ok")
+    vhost.create_blk_controller(tgt, path, malloc(8 * MiB))
+    with new_process(
+        spdk_tool("spdk_tgt"), cpu_mask=INITIATOR_CORE, name="hostile-mem-ok", hugepages=True
+    ) as proc:
+        assert "--single-file-segments" in proc.command()
+        names = vhost.attach(proc, "V0", path)
+        assert names and all(n in initiator_state(proc)[0] for n in names)
+        vhost.detach(proc, "V0")
+    vhost.delete_controller(tgt, path)
+
+
+def test_vhost_initiator_without_hugepages_is_refused(
+    spdk: Any, tgt: Any, pages: None, malloc: Any, sockets: Any
 ) -> None:
     """Issue: without hugepages the attach succeeded and every I/O hung (and so did
     stopping SPDK). Refused up front now, before SPDK is asked; nothing is made."""
@@ -242,11 +253,9 @@ def test_vhost_initiator_without_usable_hugepages_is_refused(
 
     path = sockets("mem")
     vhost.create_blk_controller(tgt, path, malloc(8 * MiB))
-    with new_process(
-        spdk_tool("spdk_tgt"), cpu_mask=INITIATOR_CORE, name="hostile-mem", **options
-    ) as proc:
+    with new_process(spdk_tool("spdk_tgt"), cpu_mask=INITIATOR_CORE, name="hostile-mem") as proc:
         before = initiator_state(proc)
-        with pytest.raises(HugepagesError, match=match) as caught:
+        with pytest.raises(HugepagesError, match="needs hugepages") as caught:
             vhost.attach(proc, "V0", path)
         assert "Runtime(hugepages=True)" in str(caught.value)
         assert initiator_state(proc) == before

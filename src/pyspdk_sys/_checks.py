@@ -210,7 +210,7 @@ def check_nqn(name: str, value: Any) -> str:
         if not re.fullmatch(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}", tail):
             raise ValueError(f"{name} {value!r}: the part after ':uuid:' must be a UUID")
         return value
-    if not re.fullmatch(r"nqn\.\d{4}-\d{2}\.", value[:12]):
+    if not re.fullmatch(r"nqn\.[0-9]{4}-[0-9]{2}\.", value[:12]):
         raise ValueError(
             f"{name} must look like 'nqn.2016-06.io.spdk:name' (nqn.yyyy-mm.domain:name), "
             f"not {value!r}"

@@ -14,6 +14,7 @@ import fcntl
 import os
 import socket
 import stat
+import time
 
 from ._checks import check_socket_path
 
@@ -83,6 +84,23 @@ def check_rpc_socket(path: str | os.PathLike[str], what: str = "rpc_socket") -> 
                 "SPDK would take it over and delete it; choose another path"
             )
     return text
+
+
+def receive_exactly(sock: socket.socket, size: int, deadline: float) -> bytes:
+    """`size` bytes from a peer before `deadline` (time.monotonic()): TimeoutError when it
+    is too slow, ConnectionResetError when it hangs up first. For probing peers that must
+    not hold a caller (or SPDK's thread) for ever."""
+    data = b""
+    while len(data) < size:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        sock.settimeout(left)
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionResetError
+        data += chunk
+    return data
 
 
 def remove_stale_socket(path: str) -> bool:

@@ -48,6 +48,7 @@ from ._checks import (
     check_nqn,
     check_port,
 )
+from ._sockets import receive_exactly
 from .bdev.manage import bdev_info
 from .errors import DeviceNotFoundError, RpcError, rpc_meaning
 from .target import Target, check_target
@@ -574,20 +575,6 @@ def serve(
 # ------------------------------------------------------------------ initiator
 
 
-def _receive(sock: socket.socket, size: int, deadline: float) -> bytes:
-    data = b""
-    while len(data) < size:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError
-        sock.settimeout(left)
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionResetError
-        data += chunk
-    return data
-
-
 def _handshake(address: str, port: int, seconds: float) -> None:
     """Connect to `address`:`port` and exchange NVMe/TCP's ICReq/ICResp, within `seconds`.
 
@@ -615,7 +602,7 @@ def _handshake(address: str, port: int, seconds: float) -> None:
         icreq = _PDU_HEADER.pack(_ICREQ, 0, _IC_LENGTH, 0, _IC_LENGTH).ljust(_IC_LENGTH, b"\0")
         try:
             sock.sendall(icreq)
-            header = _receive(sock, _PDU_HEADER.size, deadline)
+            header = receive_exactly(sock, _PDU_HEADER.size, deadline)
             kind, _, hlen, _, plen = _PDU_HEADER.unpack(header)
             if (kind, hlen, plen) != (_ICRESP, _IC_LENGTH, _IC_LENGTH):
                 raise OSError(
@@ -623,7 +610,7 @@ def _handshake(address: str, port: int, seconds: float) -> None:
                     f"the program listening on {where} does not speak NVMe/TCP: its answer to "
                     f"an ICReq is not an ICResp (PDU type {kind:#x}, hlen {hlen}, plen {plen})",
                 )
-            _receive(sock, _IC_LENGTH - _PDU_HEADER.size, deadline)
+            receive_exactly(sock, _IC_LENGTH - _PDU_HEADER.size, deadline)
         except TimeoutError:
             raise TimeoutError(
                 errno.ETIMEDOUT,

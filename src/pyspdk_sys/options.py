@@ -91,6 +91,10 @@ class AppOptions:
         argv = ["-m", self.reactor_mask, "-s", str(self.mem_size_mb)]
         if not self.hugepages:
             argv.append("--no-huge")
+        else:
+            # One file per memory segment list, as a Runtime on hugepages: a
+            # vhost-user initiator shares its memory through those files.
+            argv.append("--single-file-segments")
         if self.hugedir is not None:
             argv += ["--huge-dir", self.hugedir]
         if not self.pci:

@@ -61,6 +61,7 @@ from ._checks import (
     check_socket_path,
     parse_cpu_mask,
 )
+from ._sockets import receive_exactly
 from .bdev import _peers
 from .bdev.manage import bdev_info
 from .errors import DeviceNotFoundError, HugepagesError, RpcError, rpc_meaning
@@ -560,26 +561,12 @@ def _check_initiator_memory(target: Target) -> None:
         )
 
 
-def _receive(sock: socket.socket, size: int, deadline: float) -> bytes:
-    data = b""
-    while len(data) < size:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError
-        sock.settimeout(left)
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionResetError
-        data += chunk
-    return data
-
-
 def _ask(sock: socket.socket, request: int, deadline: float, path: str, seconds: float) -> int:
     """Send one vhost-user request that wants a u64 back; the reply, checked as SPDK does."""
     message = _MESSAGES[request]
     try:
         sock.sendall(_HEADER.pack(request, _VERSION, 0))
-        header = _receive(sock, _HEADER.size, deadline)
+        header = receive_exactly(sock, _HEADER.size, deadline)
         got, flags, size = _HEADER.unpack(header)
         if got != request or flags != _VERSION | _REPLY or size != _U64.size:
             raise OSError(
@@ -588,7 +575,7 @@ def _ask(sock: socket.socket, request: int, deadline: float, path: str, seconds:
                 f"VHOST_USER_{message} is not a reply to it (request {got}, flags {flags:#x}, "
                 f"size {size}; wanted {request}, {_VERSION | _REPLY:#x}, {_U64.size})",
             )
-        (value,) = _U64.unpack(_receive(sock, _U64.size, deadline))
+        (value,) = _U64.unpack(receive_exactly(sock, _U64.size, deadline))
     except TimeoutError:
         raise TimeoutError(
             errno.ETIMEDOUT,
