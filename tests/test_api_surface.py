@@ -305,3 +305,23 @@ def test_a_module_without_all_is_not_public_by_accident(spdk: Any) -> None:
         assert module.__all__, name
         assert all(hasattr(module, item) for item in module.__all__), name
     assert os.path.isdir(PROJECT_DIR / "src" / "pyspdk_sys")
+
+
+def test_backend_ops_are_read_from_the_backends_methods(spdk: Any) -> None:
+    from pyspdk_sys.pybdev import OPS, backend_ops
+
+    class ReadOnly:
+        def readinto(self, offset: int, buffer: Any) -> None: ...
+
+    class Everything:
+        def read(self, offset: int, length: int) -> bytes:
+            return bytes(length)
+
+        write = flush = unmap = write_zeroes = reset = read
+
+    assert backend_ops(ReadOnly()) == {"read"}
+    assert backend_ops(Everything()) == set(OPS)
+    with pytest.raises(TypeError, match="neither readinto"):
+        backend_ops(object())
+    with pytest.raises(TypeError, match="not None"):
+        backend_ops(None)
