@@ -37,6 +37,12 @@ def test_examples_are_found_and_compile() -> None:
         compile(code, f"README.md:{line}", "exec")
 
 
+def test_every_example_asserts_its_result() -> None:
+    """An example that only prints would pass whatever it printed."""
+    silent = [line for line, code in EXAMPLES if "assert " not in code]
+    assert silent == []
+
+
 @pytest.mark.parametrize("line,code", EXAMPLES, ids=[f"line{line}" for line, _ in EXAMPLES])
 def test_example_runs(spdk: Any, line: int, code: str, tmp_path: Path) -> None:
     script = tmp_path / f"readme_{line}.py"
