@@ -325,3 +325,58 @@ def test_backend_ops_are_read_from_the_backends_methods(spdk: Any) -> None:
         backend_ops(object())
     with pytest.raises(TypeError, match="not None"):
         backend_ops(None)
+
+
+def test_resources_stop_and_tear_down_in_their_stages_order(spdk: Any) -> None:
+    """Not in the order they were made: devices close before the engine stops, readers
+    deliver before devices free, DMA memory goes last; newest first within a stage;
+    a released resource is left alone; plain hooks run before every resource."""
+    result = run_python(
+        """
+import json
+from pyspdk_sys._resource import Resource, Stage
+from pyspdk_sys.runtime import Runtime
+seen = []
+def kind(name, stop, teardown):
+    class Recorder(Resource):
+        STOP_STAGE, TEARDOWN_STAGE = stop, teardown
+        def __init__(self, runtime, tag):
+            self.tag = tag
+            self._adopt(runtime)
+        def on_stop(self):
+            seen.append(("stop", self.tag))
+        def on_teardown(self):
+            seen.append(("teardown", self.tag))
+    Recorder.__name__ = name
+    return Recorder
+Memory = kind("Memory", Stage.SERVICES, Stage.MEMORY)
+Engine = kind("Engine", Stage.ENGINE, Stage.SERVICES)
+Device = kind("Device", Stage.DEVICES, Stage.DEVICES)
+Reader = kind("Reader", Stage.SERVICES, Stage.READERS)
+rt = Runtime(mem_size_mb=256).start()
+made = [Memory(rt, "memory"), Engine(rt, "engine"), Device(rt, "device1"),
+        Reader(rt, "reader"), Device(rt, "device2"), Device(rt, "released")]
+made[-1]._release(rt)
+rt.add_stop_hook(lambda: seen.append(("stop", "hook")))
+rt.add_teardown_hook(lambda: seen.append(("teardown", "hook")))
+rt.stop()
+print(json.dumps(seen))
+""",
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = [tuple(x) for x in __import__("json").loads(result.stdout.strip().splitlines()[-1])]
+    assert seen == [
+        ("stop", "hook"),
+        ("stop", "device2"),
+        ("stop", "device1"),
+        ("stop", "reader"),
+        ("stop", "memory"),
+        ("stop", "engine"),
+        ("teardown", "hook"),
+        ("teardown", "reader"),
+        ("teardown", "device2"),
+        ("teardown", "device1"),
+        ("teardown", "engine"),
+        ("teardown", "memory"),
+    ]

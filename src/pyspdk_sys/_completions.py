@@ -23,6 +23,7 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any, Protocol
 
 from ._binding import ffi, lib
+from ._resource import Resource, Stage
 from .errors import RuntimeStateError
 from .runtime import Runtime
 
@@ -151,7 +152,7 @@ def _cancelled(future: Future | asyncio.Future) -> None:  # type: ignore[type-ar
         future.set_running_or_notify_cancel()
 
 
-class FutureReaper:
+class FutureReaper(Resource):
     """One thread per runtime resolving concurrent.futures as completions arrive."""
 
     def __init__(self, runtime: Runtime) -> None:
@@ -159,13 +160,18 @@ class FutureReaper:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="pyspdk-completions", daemon=True)
         self._thread.start()
-        runtime.add_teardown_hook(self.stop)
+        self._adopt(runtime)
 
     def _run(self) -> None:
         completions = self.completions
         while not (self._stopping and not completions.pending):
             # Spin up to 20 us, unless this thread is on a reactor's CPU.
             completions.dispatch(-20_000, WAIT_SLICE_NS)
+
+    TEARDOWN_STAGE = Stage.READERS
+
+    def on_teardown(self) -> None:
+        self.stop()
 
     def stop(self) -> None:
         self._stopping = True
@@ -258,14 +264,14 @@ class LoopReaper:
             self.loop._selector = self._plain_selector  # type: ignore[attr-defined]
 
 
-class LoopReapers:
+class LoopReapers(Resource):
     """A runtime's readers, one per asyncio loop that did I/O."""
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
         self._lock = threading.Lock()
         self._by_loop: dict[int, LoopReaper] = {}
-        runtime.add_teardown_hook(self._teardown)
+        self._adopt(runtime)
 
     def for_loop(self, loop: asyncio.AbstractEventLoop) -> LoopReaper:
         reaper = self._by_loop.get(id(loop))
@@ -284,6 +290,11 @@ class LoopReapers:
         """Readers whose loop runs on the calling thread (close() drains them itself)."""
         me = threading.get_ident()
         return [r for r in list(self._by_loop.values()) if r.thread == me and not r.dead]
+
+    TEARDOWN_STAGE = Stage.READERS
+
+    def on_teardown(self) -> None:
+        self._teardown()
 
     def _teardown(self) -> None:
         # On the SPDK host thread, reactors stopped: every request is over.

@@ -13,6 +13,7 @@ from typing import Any
 from . import _fork
 from ._binding import ffi, lib
 from ._checks import INT64_MAX, check_int, check_power_of_two
+from ._resource import Resource, Stage
 from .errors import RuntimeStateError
 from .runtime import Runtime, State
 
@@ -30,7 +31,7 @@ MIN_ALIGN = 4096
 MAX_ALIGN = 1 << 21
 
 
-class DmaBuffer:
+class DmaBuffer(Resource):
     """DMA-capable memory for zero-copy I/O: pass it where a buffer is expected.
 
     `view` is a writable memoryview of it. Free it with close() (or let the
@@ -53,8 +54,12 @@ class DmaBuffer:
         self._users = 0
         self._lock = threading.Lock()
         self._forked = False
-        runtime.add_teardown_hook(self._free)
-        _fork.track(self)
+        self._adopt(runtime)
+
+    TEARDOWN_STAGE = Stage.MEMORY
+
+    def on_teardown(self) -> None:
+        self._free()
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
@@ -92,7 +97,7 @@ class DmaBuffer:
             if self._users:
                 raise RuntimeStateError(f"this DmaBuffer is in use by {self._users} I/O(s)")
         self._free()
-        self._runtime.discard_hooks(self._free)
+        self._release(self._runtime)
 
     def _free(self) -> None:
         if self._ptr is None:

@@ -39,6 +39,7 @@ from . import _jsonrpc
 from ._binding import JSONRPC_REQUEST_MAX_BYTES, JSONRPC_REQUEST_MAX_VALUES, ffi, lib
 from ._checks import SUN_PATH_MAX, check_seconds
 from ._jsonrpc import RequestLimits
+from ._resource import Resource, Stage
 from .errors import RuntimeStateError, SpdkError, rpc_result
 from .runtime import Runtime, State, provide
 
@@ -62,7 +63,7 @@ _POOL_MAX = 8
 _RECV_CHUNK = 256 * 1024
 
 
-class LocalRpc:
+class LocalRpc(Resource):
     """SPDK's JSON-RPC methods for one Runtime, through a private server in this process.
 
     Any number of Python threads may call at once. Not from the SPDK thread:
@@ -203,8 +204,13 @@ class LocalRpc:
             shutil.rmtree(directory, ignore_errors=True)
             raise SpdkError("could not register the private RPC server's poller (out of memory?)")
         self._server, self._poller, self._dir = server, poller, directory
-        self._runtime.add_stop_hook(self._close_on_spdk_thread)
+        self._adopt(self._runtime)
         self._path = path
+
+    STOP_STAGE = Stage.SERVICES
+
+    def on_stop(self) -> None:
+        self._close_on_spdk_thread()
 
     def _close_on_spdk_thread(self) -> None:
         """Stop hook: close the server and remove its directory. Safe to repeat."""

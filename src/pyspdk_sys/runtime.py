@@ -31,7 +31,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +39,7 @@ from . import _callbacks, _fork, hugepages
 from ._binding import ffi, lib
 from ._checks import check_bool, check_timeout
 from ._pools import SMALLEST_MEM_SIZE_MB, with_defaults
+from ._resource import Resource
 from ._sockets import check_rpc_socket
 from .errors import HugepagesError, RuntimeStateError, StartError
 from .options import AppOptions, dpdk_runtime_dir
@@ -247,6 +248,9 @@ class Runtime:
         self._config_file: str | None = None
         self._stop_hooks: list[Callable[[], None]] = []
         self._teardown_hooks: list[Callable[[], None]] = []
+        # Adopted resources (_resource.py), oldest first; their order at stop and
+        # teardown comes from their stages, not from this list.
+        self._resources: list[Resource] = []
         self._polled_cpus: list[int] = []
         # Per-runtime services (the completion thread, each loop's reader, the
         # in-process RPC client, the I/O engine), made on first use by the
@@ -469,6 +473,24 @@ class Runtime:
         """
         self._teardown_hooks.append(hook)
 
+    def adopt(self, resource: Resource) -> None:
+        """Take `resource` into stop and teardown, in its stages' order (_resource.py)."""
+        with self._lock:
+            self._resources.append(resource)
+
+    def disown(self, resource: Resource) -> None:
+        """Forget a resource closed early; nothing of it is left for stop or teardown."""
+        with self._lock:
+            if resource in self._resources:
+                self._resources.remove(resource)
+
+    def _resources_by(self, stage: str) -> list[Resource]:
+        """Adopted resources in the order of `stage` (a class attribute), newest first
+        within one stage."""
+        with self._lock:
+            newest_first = self._resources[::-1]
+        return sorted(newest_first, key=lambda resource: getattr(resource, stage))
+
     def discard_hooks(self, *hooks: Callable[[], None]) -> None:
         """Forget stop and teardown hooks that are no longer needed."""
         for hook in hooks:
@@ -496,7 +518,8 @@ class Runtime:
         return provided("open_bdev")(self, name, **options)
 
     def _run_teardown_hooks(self) -> None:
-        _run_hooks(self._teardown_hooks, "teardown")
+        _run_in_order(reversed(self._teardown_hooks), "teardown")
+        _run_in_order([r.on_teardown for r in self._resources_by("TEARDOWN_STAGE")], "teardown")
 
     def _mark_polled_cpus(self, polled: bool) -> None:
         """Tell adaptive waits which CPUs reactors busy-poll, so they do not spin there.
@@ -555,7 +578,8 @@ class Runtime:
                 future.set_result(result)
 
     def _shutdown_on_spdk_thread(self) -> None:
-        _run_hooks(self._stop_hooks, "stop")
+        _run_in_order(reversed(self._stop_hooks), "stop")
+        _run_in_order([r.on_stop for r in self._resources_by("STOP_STAGE")], "stop")
         if self._poller is not None:
             poller = ffi.new("struct spdk_poller **", self._poller)
             lib.pyspdk_work_poller_unregister(poller)
@@ -638,9 +662,9 @@ class Runtime:
         return path
 
 
-def _run_hooks(hooks: list[Callable[[], None]], kind: str) -> None:
-    """Run hooks, newest first; one that fails is logged and the rest still run."""
-    for hook in reversed(hooks):
+def _run_in_order(hooks: Iterable[Callable[[], None]], kind: str) -> None:
+    """Run hooks in order; one that fails is logged and the rest still run."""
+    for hook in hooks:
         try:
             hook()
         except Exception:

@@ -34,6 +34,7 @@ from .._completions import (
     loop_reaper,
     loop_reapers,
 )
+from .._resource import Resource, Stage
 from ..dma import MIN_ALIGN, BufferPool, DmaBuffer, require_running
 from ..errors import DeviceNotFoundError, IoError, RuntimeStateError, error_from_rc, io_error
 from ..runtime import Runtime, SpdkFuture, provide, refuse_wait_on_spdk_thread
@@ -55,20 +56,23 @@ _PEER_CHECK_NS = 500_000_000  # how often a long wait asks whether a remote peer
 _CLOSED_NOTE = "is closed"
 
 
-class _Engine:
-    """Once per runtime: the engine's poller goes when the runtime stops.
+class _Engine(Resource):
+    """Once per runtime: the engine's pollers go when the runtime stops, after every
+    device closed (Stage.ENGINE)."""
 
-    Made before any device registers its own stop hook, so it runs after them.
-    """
+    STOP_STAGE = Stage.ENGINE
 
     def __init__(self, runtime: Runtime) -> None:
-        runtime.add_stop_hook(lib.pyspdk_io_engine_stop)
+        self._adopt(runtime)
+
+    def on_stop(self) -> None:
+        lib.pyspdk_io_engine_stop()
 
 
 Owner = Request | BlockingSlot | Job | Completions
 
 
-class BlockDevice:
+class BlockDevice(Resource):
     """An open SPDK block device; safe to use from any number of threads at once.
 
     Offsets and lengths are in bytes and must be multiples of the block size;
@@ -153,9 +157,7 @@ class BlockDevice:
         self.num_blocks = self.info.num_blocks
         self.size = self.info.size
         self.pool = BufferPool(max(MIN_ALIGN, self.info.buf_align))
-        runtime.add_stop_hook(self._close_on_spdk_thread)
-        runtime.add_teardown_hook(self._teardown)
-        _fork.track(self)
+        self._adopt(runtime)
         if self.lanes > 1 and not runtime.on_spdk_thread():
             self._wait_lanes_ready()
 
@@ -254,7 +256,16 @@ class BlockDevice:
             if waited % 5 == 0:
                 self._forget_leaked()
         self._teardown()
-        self.runtime.discard_hooks(self._close_on_spdk_thread, self._teardown)
+        self._release(self.runtime)
+
+    STOP_STAGE = Stage.DEVICES
+    TEARDOWN_STAGE = Stage.DEVICES
+
+    def on_stop(self) -> None:
+        self._close_on_spdk_thread()
+
+    def on_teardown(self) -> None:
+        self._teardown()
 
     def _close_on_spdk_thread(self) -> None:
         self._closed = True
