@@ -6,12 +6,14 @@ backend that never answers, unregistering under load) runs in a subprocess.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import errno
 import logging
 import os
 import random
 import textwrap
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -98,7 +100,7 @@ def test_every_blockdevice_form(runtime: Any, served: tuple[Any, Ram]) -> None:
         into = bytearray(1024)
         assert bd.read_into(4096, into) == 1024
         assert into == pattern(1, 4096)[:1024]
-        # writev / readv: several buffers in one I/O reach the backend as several views
+        # writev / readv: several buffers in one I/O reach the backend as one view
         bd.writev(8192, [pattern(2, 512), pattern(3, 1024)])
         assert ram.data[8192 : 8192 + 1536] == pattern(2, 512) + pattern(3, 1024)
         parts = [bytearray(1024), bytearray(512)]
@@ -668,3 +670,813 @@ def test_close_after_the_runtime_stopped_frees_a_device_its_worker_held() -> Non
     )
     print(out)
     assert out.startswith("ok True True")
+
+
+# ---------------------------------------------------------------- what a backend raises
+
+
+@pytest.mark.usefixtures("spdk")
+def test_base_exceptions_from_a_backend_fail_one_io_and_reach_the_program() -> None:
+    # One worker: before, a BaseException killed it and every later I/O hung.
+    out = _run(
+        """
+        import signal
+
+        class Custom(BaseException):
+            pass
+
+        raises = {65536: KeyboardInterrupt, 69632: SystemExit, 73728: GeneratorExit,
+                  77824: Custom}
+
+        class Raiser(Ram):
+            def readinto(self, offset, buffer):
+                kind = raises.get(offset)
+                if kind is SystemExit:
+                    raise SystemExit(7)
+                if kind is not None:
+                    raise kind()
+                super().readinto(offset, buffer)
+
+        with Runtime() as rt:
+            dev = PythonBdev(rt, "Raise", Raiser(), num_blocks=8192, workers=1)
+            bd = rt.open_bdev("Raise", timeout=20)
+            bd.write(0, b"a" * 512)
+            # KeyboardInterrupt: that read fails with EINTR, the main thread is interrupted.
+            interrupted = False
+            future = bd.read_async(65536, 512)
+            try:
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    time.sleep(0.01)
+            except KeyboardInterrupt:
+                interrupted = True
+            assert interrupted, "the backend's KeyboardInterrupt never reached the main thread"
+            failed = future.exception(10)
+            assert isinstance(failed, IoError) and failed.errno == errno.EINTR, repr(failed)
+            assert bd.read(0, 512) == b"a" * 512   # the same worker serves on
+            # The others fail their I/O with EIO; the worker serves on after each.
+            for offset in (69632, 73728, 77824):
+                try:
+                    bd.read(offset, 512)
+                except IoError as exc:
+                    assert exc.errno == errno.EIO, (offset, exc)
+                else:
+                    raise AssertionError(f"read at {offset} succeeded")
+                assert bd.read(0, 512) == b"a" * 512
+            assert dev.failures == 4, dev.failures
+            bd.close()
+            # SystemExit is raised by close(), once the device is closed.
+            try:
+                dev.close()
+            except SystemExit as exc:
+                code = exc.code
+            else:
+                code = None
+            assert code == 7 and dev.closed, code
+            assert "Raise" not in [b["name"] for b in rt.rpc("bdev_get_bdevs")]
+        print("ok")
+        """,
+        timeout=90,
+    )
+    assert out.startswith("ok")
+
+
+@pytest.mark.usefixtures("spdk")
+def test_base_exceptions_on_an_event_loop_fail_the_io_and_leave_the_loop() -> None:
+    out = _run(
+        """
+        import asyncio
+
+        class AsyncRaiser:
+            def __init__(self):
+                self.data = bytearray(1 << 22)
+            async def readinto(self, offset, buffer):   # a task of the loop
+                await asyncio.sleep(0)
+                if offset == 65536:
+                    raise KeyboardInterrupt
+                if offset == 69632:
+                    raise SystemExit(5)
+                buffer[:] = self.data[offset:offset + len(buffer)]
+            def write(self, offset, data):   # served inline by the loop's reader
+                if offset == 4096:
+                    raise KeyboardInterrupt
+                self.data[offset:offset + len(data)] = data
+
+        def leaves(loop, kind):
+            try:
+                loop.run_until_complete(asyncio.sleep(10))
+            except kind as exc:
+                return exc
+            raise AssertionError(f"{kind.__name__} did not leave the loop")
+
+        with Runtime() as rt:
+            loop = asyncio.new_event_loop()
+            backend = AsyncRaiser()
+            dev = PythonBdev(rt, "ARaise", backend, num_blocks=8192, loop=loop)
+            bd = rt.open_bdev("ARaise", timeout=20)
+            backend.data[:512] = b"b" * 512
+
+            async def read0():
+                return await bd.aread(0, 512)
+
+            future = bd.read_async(65536, 512)
+            leaves(loop, KeyboardInterrupt)
+            failed = future.exception(10)
+            assert isinstance(failed, IoError) and failed.errno == errno.EINTR, repr(failed)
+            assert loop.run_until_complete(read0()) == b"b" * 512   # it serves on
+
+            future = bd.read_async(69632, 512)
+            assert leaves(loop, SystemExit).code == 5
+            failed = future.exception(10)
+            assert isinstance(failed, IoError) and failed.errno == errno.EIO, repr(failed)
+            assert loop.run_until_complete(read0()) == b"b" * 512
+
+            future = bd.write_async(4096, b"w" * 512)
+            leaves(loop, KeyboardInterrupt)
+            failed = future.exception(10)
+            assert isinstance(failed, IoError) and failed.errno == errno.EINTR, repr(failed)
+            assert loop.run_until_complete(read0()) == b"b" * 512
+            bd.close()
+            dev.close()
+            loop.close()
+        print("ok")
+        """,
+        timeout=90,
+    )
+    assert out.startswith("ok")
+
+
+# ---------------------------------------------------------------- event loops
+
+
+def test_a_closed_loop_is_refused_before_anything_is_registered(runtime: Any) -> None:
+    from pyspdk_sys.pybdev import PythonBdev
+
+    name = f"Py{next(_names)}"
+    loop = asyncio.new_event_loop()
+    loop.close()
+    with pytest.raises(ValueError, match=r"loop .* is closed"):
+        PythonBdev(runtime, name, Ram(), num_blocks=8, loop=loop)
+    assert name not in [b["name"] for b in runtime.rpc("bdev_get_bdevs")]
+    PythonBdev(runtime, name, Ram(), num_blocks=8).close()  # the name is free
+
+
+def test_a_loop_that_refuses_the_reader_rolls_the_registration_back(runtime: Any) -> None:
+    from pyspdk_sys.pybdev import PythonBdev
+
+    class Refusing(asyncio.SelectorEventLoop):
+        def add_reader(self, *args: Any) -> None:  # type: ignore[override]
+            raise RuntimeError("no readers here")
+
+    name = f"Py{next(_names)}"
+    loop = Refusing()
+    try:
+        with pytest.raises(RuntimeError, match="no readers here"):
+            PythonBdev(runtime, name, Ram(), num_blocks=8, loop=loop)
+    finally:
+        loop.close()
+    assert name not in [b["name"] for b in runtime.rpc("bdev_get_bdevs")]
+
+
+def test_with_around_a_loop_that_is_not_running_closes_at_once(runtime: Any) -> None:
+    from pyspdk_sys.pybdev import PythonBdev
+
+    class AsyncRam(Ram):
+        async def readinto(self, offset: int, buffer: memoryview) -> None:  # type: ignore[override]
+            super().readinto(offset, buffer)
+
+    backend = AsyncRam()
+    backend.data[:BLOCK] = b"o" * BLOCK
+    loop = asyncio.new_event_loop()
+    try:
+        with PythonBdev(runtime, f"Py{next(_names)}", backend, num_blocks=BLOCKS, loop=loop) as dev:
+
+            async def main() -> bytes:
+                with runtime.open_bdev(dev.name) as bd:
+                    return bytes(await bd.aread(0, BLOCK))
+
+            assert loop.run_until_complete(main()) == b"o" * BLOCK
+            start = time.monotonic()
+        exited_in = time.monotonic() - start
+    finally:
+        loop.close()
+    assert dev.closed and dev.name not in [b["name"] for b in runtime.rpc("bdev_get_bdevs")]
+    # It used to wait 5 s for a loop nobody runs to take its reader off; the
+    # reader is off now, and the device freed (white-box).
+    assert exited_in < 2.5, exited_in
+    assert dev._freed
+
+
+def test_with_and_async_with_inside_the_serving_loop(runtime: Any) -> None:
+    from pyspdk_sys.errors import IoError
+    from pyspdk_sys.pybdev import PythonBdev
+
+    class Gated(Ram):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate = asyncio.Event()
+            self.entered = asyncio.Event()
+
+        async def readinto(self, offset: int, buffer: memoryview) -> None:  # type: ignore[override]
+            if offset >= 65536:
+                self.entered.set()
+                await self.gate.wait()
+            super().readinto(offset, buffer)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        names = lambda: [b["name"] for b in runtime.rpc("bdev_get_bdevs")]  # noqa: E731
+        # async with drains: the read in the backend at exit is served, then
+        # the device goes (SPDK removes it from under the open BlockDevice).
+        backend = Gated()
+        backend.data[65536 : 65536 + BLOCK] = b"d" * BLOCK
+        async with PythonBdev(
+            runtime, f"Py{next(_names)}", backend, num_blocks=BLOCKS, loop=loop
+        ) as dev:
+            bd = runtime.open_bdev(dev.name)
+            read = asyncio.ensure_future(bd.aread(65536, BLOCK))
+            await backend.entered.wait()
+            loop.call_later(0.2, backend.gate.set)
+        assert await read == b"d" * BLOCK
+        bd.close()
+        assert dev.closed and dev.name not in names()
+        # with (not async) on the loop's own thread cannot drain without blocking
+        # the loop: it cancels what is in flight, and leaves without raising.
+        backend = Gated()
+        with PythonBdev(runtime, f"Py{next(_names)}", backend, num_blocks=BLOCKS, loop=loop) as dev:
+            bd = runtime.open_bdev(dev.name)
+            future = bd.read_async(65536, BLOCK)
+            await backend.entered.wait()
+        failed = future.exception(10)
+        assert isinstance(failed, IoError) and failed.errno == errno.ECANCELED, repr(failed)
+        bd.close()
+        assert dev.closed and dev.name not in names()
+        backend.gate.set()  # the backend answers late: dropped, and the device is freed
+        for _ in range(100):
+            if dev._freed:  # white-box: the last task let go
+                break
+            await asyncio.sleep(0.01)
+        assert dev._freed
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------- SPDK's memory
+
+
+@pytest.mark.usefixtures("spdk")
+def test_a_late_answer_after_a_timeout_writes_no_memory_of_spdk() -> None:
+    out = _run(
+        """
+        from pyspdk_sys.bdev import DmaBuffer
+
+        class Late(Ram):
+            def __init__(self):
+                super().__init__()
+                self.release = threading.Event()
+                self.answered = threading.Event()
+            def readinto(self, offset, buffer):
+                if offset == 65536:
+                    self.release.wait(30)
+                    buffer[:] = b"L" * len(buffer)   # long after the I/O timed out
+                    self.answered.set()
+                    return
+                super().readinto(offset, buffer)
+
+        backend = Late()
+        backend.data[:512] = b"G" * 512
+        with Runtime() as rt:
+            dev = PythonBdev(rt, "Late", backend, num_blocks=8192, workers=2, io_timeout=0.5)
+            bd = rt.open_bdev("Late", timeout=20)
+            dma = DmaBuffer(rt, 512)   # zero-copy: SPDK's buffer is this memory
+            try:
+                bd.read_many([65536], 512, dma)
+            except IoError:
+                pass   # read_many reports EIO for any failure...
+            else:
+                raise AssertionError("the hung read returned")
+            assert dev.expired == 1   # ...this one timed out
+            bd.read_many([0], 512, dma)   # the same memory, now another read's
+            assert bytes(dma.view) == b"G" * 512
+            backend.release.set()
+            assert backend.answered.wait(10)
+            time.sleep(0.2)
+            assert bytes(dma.view) == b"G" * 512, bytes(dma.view[:8])
+            bd.close()
+            dma.close()
+            dev.close(timeout=5)
+        print("ok")
+        """
+    )
+    assert out.startswith("ok")
+
+
+@pytest.mark.usefixtures("spdk")
+def test_views_a_backend_keeps_reach_no_other_request() -> None:
+    out = _run(
+        """
+        from pyspdk_sys.bdev import DmaBuffer
+
+        class Keeper(Ram):
+            def __init__(self):
+                super().__init__()
+                self.kept = []
+                self.seen = None
+            def readinto(self, offset, buffer):
+                super().readinto(offset, buffer)
+                if offset == 0:
+                    self.kept = [buffer[:], memoryview(buffer), buffer.obj]
+                elif offset == 4096:
+                    for view in self.kept[:2]:    # written long after their call
+                        view[:] = b"K" * len(view)
+                    self.kept[2][:4] = b"KKKK"
+            def write(self, offset, data):
+                super().write(offset, data)
+                if offset == 8192:
+                    self.seen = memoryview(data)   # read long after its call
+
+        backend = Keeper()
+        backend.data[:512] = b"x" * 512
+        backend.data[4096:4608] = b"y" * 512
+        with Runtime() as rt:
+            dev = PythonBdev(rt, "Keep", backend, num_blocks=8192, workers=1)
+            bd = rt.open_bdev("Keep", timeout=20)
+            first, second = DmaBuffer(rt, 512), DmaBuffer(rt, 512)
+            bd.read_many([0], 512, first)
+            assert bytes(first.view) == b"x" * 512
+            bd.read_many([4096], 512, second)   # the backend writes through its kept views
+            assert bytes(second.view) == b"y" * 512, bytes(second.view[:8])
+            assert bytes(first.view) == b"x" * 512, bytes(first.view[:8])
+            # The same memory for both reads: the second's data is its own.
+            bd.read_many([0], 512, first)
+            bd.read_many([4096], 512, first)
+            assert bytes(first.view) == b"y" * 512, bytes(first.view[:8])
+            # A write's view, kept and read later, still shows that write's data.
+            source = DmaBuffer(rt, 512)
+            source.view[:] = b"A" * 512
+            bd.write_many([8192], 512, source)
+            source.view[:] = b"B" * 512
+            bd.write_many([12288], 512, source)
+            assert bytes(backend.seen) == b"A" * 512, bytes(backend.seen[:8])
+            assert bytes(bd.read(8192, 512)) == b"A" * 512
+            assert dev.failures == 0
+            backend.kept.clear()
+            backend.seen = None
+            bd.close()
+            for buffer in (first, second, source):
+                buffer.close()
+            dev.close(timeout=5)
+        print("ok")
+        """
+    )
+    assert out.startswith("ok")
+
+
+# ---------------------------------------------------------------- Ctrl-C
+
+
+_CTRL_C = """
+import os, signal, sys
+
+entered = threading.Event()
+
+class Slow(Ram):
+    def readinto(self, offset, buffer):
+        if offset >= 65536:
+            entered.set()
+            time.sleep(SECONDS)
+        super().readinto(offset, buffer)
+
+pressed = []
+
+def ctrl_c():   # once a read is in the backend
+    entered.wait(60)
+    time.sleep(0.2)
+    pressed.append(time.monotonic())
+    os.kill(os.getpid(), signal.SIGINT)
+
+threading.Thread(target=ctrl_c, daemon=True).start()
+try:
+    with Runtime() as rt:
+        with PythonBdev(rt, "Slow", Slow(), num_blocks=8192, workers=1,
+                        interruptible=INTERRUPTIBLE) as dev:
+            if SHAPE == "read":
+                with rt.open_bdev("Slow") as bd:
+                    while True:
+                        bd.read(65536, 512)
+            else:   # the program waits; another thread's read is in the backend
+                def reader():
+                    with rt.open_bdev("Slow") as bd:
+                        try:
+                            bd.read(65536, 512)
+                        except IoError:
+                            pass
+                threading.Thread(target=reader, daemon=True).start()
+                while True:
+                    time.sleep(0.05)
+except BaseException as exc:
+    chain, seen = [], exc
+    while seen is not None:
+        chain.append(type(seen).__name__)
+        seen = seen.__context__
+    after = time.monotonic() - pressed[0] if pressed else -1
+    print("caught", ",".join(chain), round(after, 2), flush=True)
+"""
+
+
+@pytest.mark.usefixtures("spdk")
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize(
+    ("shape", "seconds", "interruptible"),
+    [
+        ("read", 25, True),  # Ctrl-C fails the read in the backend: nothing waits for it
+        ("idle", 6, True),
+        ("idle", 6, False),  # no SIGINT hook: the with-block's exit cancels, not drains
+    ],
+)
+def test_ctrl_c_with_a_slow_backend_ends_promptly_in_keyboard_interrupt(
+    shape: str, seconds: int, interruptible: bool
+) -> None:
+    setting = f"SHAPE, SECONDS, INTERRUPTIBLE = {shape!r}, {seconds}, {interruptible}\n"
+    out = _run(setting + _CTRL_C, timeout=150)
+    words = out.split()
+    # Only a KeyboardInterrupt, no TimeoutError over it, and Ctrl-C pressed
+    # while the read was in the backend (not while SPDK started).
+    assert words[:2] == ["caught", "KeyboardInterrupt"], out
+    after = float(words[2])
+    assert after >= 0, out
+    # Before, the program lived on 15 s (idle, 6 s per I/O) or 61 s and ended
+    # in TimeoutError (read, 25 s per I/O); now the with-blocks leave at once
+    # but for a worker's 1 s join. Well under one I/O's time in the backend:
+    assert after < min(5, seconds - 1), out
+
+
+@pytest.mark.usefixtures("spdk")
+def test_ctrl_c_fails_the_io_in_flight_and_the_device_serves_on() -> None:
+    out = _run(
+        """
+        import signal
+        backend = HangsFrom()
+        with Runtime() as rt:
+            before = signal.getsignal(signal.SIGINT)
+            dev = PythonBdev(rt, "Intr", backend, num_blocks=8192, workers=2)
+            bd = rt.open_bdev("Intr", timeout=20)
+            future = bd.read_async(65536, 512)
+            assert backend.entered.wait(10)
+            try:
+                signal.raise_signal(signal.SIGINT)
+                time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+            else:
+                raise AssertionError("no KeyboardInterrupt")
+            failed = future.exception(5)
+            assert isinstance(failed, IoError) and failed.errno == errno.EINTR, repr(failed)
+            assert dev.expired == 1
+            bd.write(0, b"s" * 512)
+            assert bd.read(0, 512) == b"s" * 512   # later I/O is served
+            bd.close()
+            dev.close(timeout=5)
+            # The last device closed: Python's own handler is back.
+            assert signal.getsignal(signal.SIGINT) is before is signal.default_int_handler
+            backend.release.set()
+        print("ok")
+        """
+    )
+    assert out.startswith("ok")
+
+
+# ---------------------------------------------------------------- every entry point
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"runtime": None}, TypeError, "runtime must be a Runtime"),
+        ({"name": 7}, TypeError, "bdev name"),
+        ({"name": ""}, ValueError, "bdev name"),
+        ({"name": "a\0b"}, ValueError, "bdev name"),
+        ({"backend": None}, TypeError, "backend"),
+        ({"num_blocks": 0}, ValueError, "num_blocks"),
+        ({"num_blocks": 8.0}, TypeError, "num_blocks"),
+        ({"num_blocks": 1 << 62, "block_size": 4096}, ValueError, "num_blocks"),
+        ({"block_size": 1000}, ValueError, "block_size"),
+        ({"block_size": 1 << 17}, ValueError, "block_size"),
+        ({"block_size": "512"}, TypeError, "block_size"),
+        ({"workers": 0}, ValueError, "workers"),
+        ({"workers": 65}, ValueError, "workers"),
+        ({"workers": True}, TypeError, "workers"),
+        ({"workers": 1.5}, TypeError, "workers"),
+        ({"loop": "loop"}, TypeError, "loop must be an asyncio event loop"),
+        ({"io_timeout": 0}, ValueError, "io_timeout"),
+        ({"io_timeout": -1.0}, ValueError, "io_timeout"),
+        ({"io_timeout": float("nan")}, ValueError, "io_timeout"),
+        ({"io_timeout": "1"}, TypeError, "io_timeout"),
+        ({"io_timeout": True}, TypeError, "io_timeout"),
+        ({"batch": 0}, ValueError, "batch"),
+        ({"batch": 1025}, ValueError, "batch"),
+        ({"batch": True}, TypeError, "batch"),
+        ({"spin_us": -1}, ValueError, "spin_us"),
+        ({"spin_us": float("inf")}, ValueError, "spin_us"),
+        ({"spin_us": "50"}, TypeError, "spin_us"),
+        ({"ops": "read"}, TypeError, "ops"),
+        ({"ops": 5}, TypeError, "ops must be an iterable"),
+        ({"ops": [1]}, TypeError, "ops holds 1"),
+        ({"ops": ["read", "bogus"]}, ValueError, "unknown operations"),
+        ({"ops": ["write"]}, ValueError, "must include 'read'"),
+        ({"interruptible": 1}, TypeError, "interruptible"),
+    ],
+)
+def test_every_argument_is_checked_before_anything_is_registered(
+    runtime: Any, kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    from pyspdk_sys.pybdev import PythonBdev
+
+    name = f"Py{next(_names)}"
+    arguments: dict[str, Any] = {
+        "runtime": runtime,
+        "name": name,
+        "backend": Ram(),
+        "num_blocks": 8,
+        **kwargs,
+    }
+    with pytest.raises(error, match=match):
+        PythonBdev(**arguments)
+    assert name not in [b["name"] for b in runtime.rpc("bdev_get_bdevs")]
+
+
+def test_loop_and_workers_together_are_refused(runtime: Any) -> None:
+    from pyspdk_sys.pybdev import PythonBdev
+
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(ValueError, match="workers=2"):
+            PythonBdev(runtime, f"Py{next(_names)}", Ram(), num_blocks=8, loop=loop, workers=2)
+    finally:
+        loop.close()
+
+
+def test_close_checks_its_arguments(runtime: Any) -> None:
+    from pyspdk_sys.pybdev import PythonBdev
+
+    dev = PythonBdev(runtime, f"Py{next(_names)}", Ram(), num_blocks=8)
+    try:
+        with pytest.raises(TypeError, match="cancel"):
+            dev.close(cancel="yes")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="timeout"):
+            dev.close(timeout=-1)
+        assert not dev.closed  # a refused close() left it open
+    finally:
+        dev.close()
+
+
+class Wrong(Ram):
+    """Returns what a backend must not: one mistake per offset."""
+
+    def readinto(self, offset: int, buffer: memoryview) -> Any:  # type: ignore[override]
+        super().readinto(offset, buffer)
+        answers: dict[int, Any] = {
+            1 * BLOCK: "abc",
+            2 * BLOCK: 3.5,
+            3 * BLOCK: -1,
+            4 * BLOCK: BLOCK + 1,
+            5 * BLOCK: True,
+            7 * BLOCK: 100,  # a short read: the rest reads zeros
+        }
+        if offset == 6 * BLOCK:
+            return asyncio.sleep(0)  # a plain method that did none of its work
+        return answers.get(offset)
+
+    def write(self, offset: int, data: memoryview) -> Any:  # type: ignore[override]
+        if offset == 0:
+            return len(data) - 1  # a short write
+        if offset == BLOCK:
+            return asyncio.sleep(0)  # a plain method that did none of its work
+        super().write(offset, data)
+        return len(data)
+
+
+class WrongRead:
+    def read(self, offset: int, length: int) -> Any:
+        return {0: b"x" * (length - 1), BLOCK: "text", 2 * BLOCK: None, 3 * BLOCK: 7}.get(
+            offset, array.array("H", bytes(length))
+        )
+
+
+def test_wrong_return_values_fail_that_io_only(runtime: Any) -> None:
+    from pyspdk_sys.errors import IoError
+    from pyspdk_sys.pybdev import PythonBdev
+
+    backend = Wrong()
+    backend.data[: 8 * BLOCK] = b"r" * (8 * BLOCK)
+    with (
+        PythonBdev(runtime, f"Py{next(_names)}", backend, num_blocks=BLOCKS) as dev,
+        runtime.open_bdev(dev.name, timeout=20) as bd,
+    ):
+        for block in range(1, 7):
+            with pytest.raises(IoError) as info:
+                bd.read(block * BLOCK, BLOCK)
+            assert info.value.errno == errno.EIO, block
+        assert bd.read(0, BLOCK) == b"r" * BLOCK  # None: the whole buffer
+        assert bd.read(7 * BLOCK, BLOCK) == b"r" * 100 + bytes(BLOCK - 100)
+        for offset in (0, BLOCK):
+            with pytest.raises(IoError) as info:
+                bd.write(offset, b"w" * BLOCK)
+            assert info.value.errno == errno.EIO, offset
+        bd.write(2 * BLOCK, b"w" * BLOCK)  # len(data): fine
+        assert dev.failures == 8
+    with (
+        PythonBdev(runtime, f"Py{next(_names)}", WrongRead(), num_blocks=BLOCKS) as dev,
+        runtime.open_bdev(dev.name, timeout=20) as bd,
+    ):
+        for block in range(4):
+            with pytest.raises(IoError) as info:
+                bd.read(block * BLOCK, BLOCK)
+            assert info.value.errno == errno.EIO, block
+        assert bd.read(4 * BLOCK, BLOCK) == bytes(BLOCK)  # any buffer of the right size
+
+
+@pytest.mark.usefixtures("spdk")
+def test_calls_from_the_spdk_thread_from_the_backend_and_after_the_runtime() -> None:
+    out = _run(
+        """
+        from pyspdk_sys.errors import RuntimeStateError
+
+        class ClosesItself(Ram):
+            def readinto(self, offset, buffer):
+                if offset >= 65536:
+                    dev.close()   # from inside its own I/O
+                    return
+                super().readinto(offset, buffer)
+
+        rt = Runtime().start()
+        dev = PythonBdev(rt, "Self", ClosesItself(), num_blocks=8192, workers=1)
+        # close() on the SPDK thread would wait for that thread: refused, not frozen.
+        try:
+            rt.call(dev.close)
+        except RuntimeStateError as exc:
+            assert "SPDK thread" in str(exc), exc
+        else:
+            raise AssertionError("close() ran on the SPDK thread")
+        assert not dev.closed
+        # Made on the SPDK thread (it waits for nothing there), used from here.
+        other = rt.call(lambda: PythonBdev(rt, "OnSpdk", Ram(), num_blocks=64, workers=1))
+        with rt.open_bdev("OnSpdk", timeout=20) as od:
+            od.write(0, b"o" * 512)
+            assert od.read(0, 512) == b"o" * 512
+        other.close()
+        bd = rt.open_bdev("Self", timeout=20)
+        start = time.monotonic()
+        try:
+            bd.read(65536, 512)
+        except IoError as exc:
+            assert exc.errno == errno.ECANCELED, exc
+        else:
+            raise AssertionError("a read of a closing device succeeded")
+        took = time.monotonic() - start
+        assert took < 10, took   # it cancelled its own I/O rather than drain it for 30 s
+        bd.close()
+        deadline = time.monotonic() + 10
+        while not dev._freed and time.monotonic() < deadline:   # white-box
+            time.sleep(0.01)
+        assert dev.closed and dev._freed
+        assert "Self" not in [b["name"] for b in rt.rpc("bdev_get_bdevs")]
+        rt.stop(timeout=30)
+        try:
+            PythonBdev(rt, "After", Ram(), num_blocks=8)
+        except RuntimeStateError as exc:
+            assert "stopped" in str(exc), exc
+        else:
+            raise AssertionError("a bdev was made on a stopped runtime")
+        dev.close()   # again, after the stop: nothing to do
+        print("ok", round(took, 2))
+        """
+    )
+    assert out.startswith("ok")
+
+
+class Sizes(Ram):
+    """Records the largest read and write it was asked for."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.largest = 0
+
+    def readinto(self, offset: int, buffer: memoryview) -> None:
+        self.largest = max(self.largest, len(buffer))
+        super().readinto(offset, buffer)
+
+    def write(self, offset: int, data: memoryview) -> None:
+        self.largest = max(self.largest, len(data))
+        super().write(offset, data)
+
+
+class AsyncSizes(Sizes):
+    async def readinto(self, offset: int, buffer: memoryview) -> None:  # type: ignore[override]
+        Sizes.readinto(self, offset, buffer)
+
+
+@pytest.mark.parametrize("served_by", ["threads", "loop"])
+def test_large_ios_grow_the_bounce_memory_and_are_split_at_4_mib(
+    runtime: Any, served_by: str
+) -> None:
+    from pyspdk_sys.pybdev import PythonBdev
+
+    size = 16 << 20
+    data = pattern(3, 6 << 20)  # larger than a worker's first arena, and than 4 MiB
+
+    def check(dev: Any, bd: Any, backend: Sizes) -> None:
+        bd.write(4096, data)
+        assert backend.data[4096 : 4096 + len(data)] == data
+        assert bd.read(4096, len(data)) == data
+        assert backend.largest == 4 << 20  # the bdev layer split what was larger
+        assert dev.failures == 0
+
+    if served_by == "threads":
+        backend = Sizes(size)
+        with (
+            PythonBdev(runtime, f"Py{next(_names)}", backend, num_blocks=size // BLOCK) as dev,
+            runtime.open_bdev(dev.name, timeout=60) as bd,
+        ):
+            check(dev, bd, backend)
+        return
+
+    async def main() -> None:
+        backend = AsyncSizes(size)
+        loop = asyncio.get_running_loop()
+        async with PythonBdev(
+            runtime, f"Py{next(_names)}", backend, num_blocks=size // BLOCK, loop=loop
+        ) as dev:
+            bd = runtime.open_bdev(dev.name, timeout=60)
+            try:
+                await loop.run_in_executor(None, check, dev, bd, backend)
+            finally:
+                await loop.run_in_executor(None, bd.close)
+
+    asyncio.run(main())
+
+
+def test_any_return_value_of_readinto_or_write_fails_or_means_what_it_says(runtime: Any) -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from pyspdk_sys.errors import IoError
+    from pyspdk_sys.pybdev import PythonBdev
+
+    class Answers(Ram):
+        answer: Any = None
+
+        def readinto(self, offset: int, buffer: memoryview) -> Any:  # type: ignore[override]
+            buffer[:] = b"z" * len(buffer)
+            return self.answer if offset == 0 else None
+
+        def write(self, offset: int, data: memoryview) -> Any:  # type: ignore[override]
+            super().write(offset, data)
+            return self.answer
+
+    answers = st.one_of(
+        st.none(),
+        st.integers(-2, BLOCK + 2),
+        st.sampled_from([0, BLOCK - 1, BLOCK, 1 << 70]),
+        st.booleans(),
+        st.floats(allow_nan=True),
+        st.text(max_size=3),
+        st.binary(max_size=3),
+        st.lists(st.integers(), max_size=2),
+    )
+    backend = Answers()
+    with (
+        PythonBdev(runtime, f"Py{next(_names)}", backend, num_blocks=BLOCKS, batch=4) as dev,
+        runtime.open_bdev(dev.name, timeout=20) as bd,
+    ):
+
+        @settings(max_examples=80, deadline=None)
+        @given(answers)
+        def check(answer: Any) -> None:
+            backend.answer = answer
+            is_count = isinstance(answer, int) and not isinstance(answer, bool)
+            # readinto: None fills it all; a count from 0 to its length is a
+            # short read (zeros after); anything else fails the I/O with EIO.
+            if answer is None:
+                expected: bytes | None = b"z" * BLOCK
+            elif is_count and 0 <= answer <= BLOCK:
+                expected = b"z" * answer + bytes(BLOCK - answer)
+            else:
+                expected = None
+            try:
+                got = bd.read(0, BLOCK)
+            except IoError as exc:
+                assert expected is None and exc.errno == errno.EIO, (answer, exc)
+            else:
+                assert got == expected, answer
+            # write: a count that is not the whole buffer fails it; other answers are ignored.
+            try:
+                bd.write(BLOCK, b"w" * BLOCK)
+            except IoError as exc:
+                assert is_count and answer != BLOCK and exc.errno == errno.EIO, (answer, exc)
+            else:
+                assert not is_count or answer == BLOCK, answer
+            backend.answer = None
+            assert bd.read(2 * BLOCK, BLOCK) == b"z" * BLOCK  # and it serves on
+
+        check()

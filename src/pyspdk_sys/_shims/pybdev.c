@@ -18,10 +18,18 @@
  * lock a Python thread may hold: a worker preempted inside fetch would
  * otherwise put the reactor to sleep on a futex. The only lock it touches,
  * to fail queued I/Os that timed out, it only tries. Each I/O carries a
- * ticket, (id << 2) | state, changed only by compare-and-swap (or, for a
+ * ticket, (id << 3) | state, changed only by compare-and-swap (or, for a
  * queued one, under the workers' lock), so a late commit for an I/O that
  * timed out or was cancelled (and whose memory SPDK may have reused for
  * another I/O) changes nothing.
+ *
+ * Python never sees SPDK's memory. fetch lays each read or write out in a
+ * bounce buffer the worker owns (its arena): a write's data is copied in,
+ * a read's place is zeroed, while the I/O is COPYING (claimed: no timeout
+ * or cancel can complete it, so SPDK cannot take its buffers back in the
+ * middle). commit copies a read's data out only after it has claimed the
+ * I/O (COMMITTED), so an answer that comes after a timeout, or a backend
+ * that writes through a view it kept, writes into the arena and nowhere else.
  *
  * A device is freed only by pyspdk_pybdev_free, which Python calls once SPDK
  * has let go of it (`gone`) and no worker can touch it any more.
@@ -32,43 +40,45 @@ enum {
 	PYSPDK_PYBDEV_QUEUED = 0,
 	PYSPDK_PYBDEV_FETCHED = 1,
 	PYSPDK_PYBDEV_COMMITTED = 2,
-	PYSPDK_PYBDEV_EXPIRED = 3, /* timed out or cancelled: the poller failed it */
+	PYSPDK_PYBDEV_EXPIRED = 3, /* timed out, cancelled or interrupted: the poller failed it */
+	PYSPDK_PYBDEV_COPYING = 4, /* fetch copies it into the arena: not to be failed yet */
 };
+#define PYSPDK_PYBDEV_STATE 7ull  /* the ticket's state bits */
+#define PYSPDK_PYBDEV_ID_SHIFT 3
 
 #define PYSPDK_PYBDEV_REQ_WORDS 8
 #define PYSPDK_PYBDEV_MAX_BATCH 1024 /* I/Os one fetch takes at most */
 #define PYSPDK_PYBDEV_RING 16384     /* I/Os waiting for a worker at most */
 #define PYSPDK_PYBDEV_DONE_RING 4096 /* per channel; more committed go on a stack */
-/* The window of addresses Python sees as one memoryview (pybdev.py): a read
- * of one buffer inside it is a "fast" row of fetch. */
-#define PYSPDK_PYBDEV_SPACE_START 4096ull
-#define PYSPDK_PYBDEV_SPACE_END (1ull << 47)
+#define PYSPDK_PYBDEV_MAX_ALIGN 4096 /* arena places are aligned to the block, up to this */
+/* The largest read or write the bdev layer sends (it splits larger ones), so
+ * that no I/O needs more arena than this. */
+#define PYSPDK_PYBDEV_MAX_IO (4u << 20)
 
 struct pyspdk_pybdev;
 struct pyspdk_pybdev_ch;
 
 /* The driver context of every spdk_bdev_io sent to one of our devices (SPDK
  * aligns it to a cache line). The first line holds all a worker reads and
- * writes for an I/O of one buffer, copied from the spdk_bdev_io at submission,
- * so that the I/O's memory crosses between the cores once each way. */
+ * writes for an I/O, copied from the spdk_bdev_io at submission, so that the
+ * I/O's memory crosses between the cores once each way. */
 struct pyspdk_pybdev_io {
 	uint64_t ticket;
 	int32_t status; /* 0 or -errno, written before the ticket turns COMMITTED */
 	int32_t op;
 	uint64_t offset; /* bytes */
 	uint64_t length; /* bytes */
-	uint64_t base;   /* the first buffer (reads and writes), else 0 */
-	uint64_t iovcnt;
+	uint64_t iovcnt; /* reads and writes, else 0 */
+	struct iovec *iovs;
 	struct pyspdk_pybdev_ch *ch;
 	struct pyspdk_pybdev_io *done_next;             /* ch->done, lock-free */
 	/* The channel thread's, and the queue's. */
-	struct iovec *iovs;
 	uint64_t submitted; /* ticks; only with a timeout */
 	struct spdk_bdev_io *bdev_io;
 	TAILQ_ENTRY(pyspdk_pybdev_io) pending_link;   /* pb->pending, under pb->lock */
 	TAILQ_ENTRY(pyspdk_pybdev_io) outstanding_link; /* ch->outstanding, channel thread */
 };
-_Static_assert(offsetof(struct pyspdk_pybdev_io, iovs) == 64,
+_Static_assert(offsetof(struct pyspdk_pybdev_io, submitted) == 64,
 	       "a worker's fields fill exactly the first cache line");
 
 struct pyspdk_pybdev_ch {
@@ -77,6 +87,7 @@ struct pyspdk_pybdev_ch {
 	TAILQ_HEAD(, pyspdk_pybdev_io) outstanding;
 	struct spdk_ring *done_ring;   /* committed: workers enqueue, the poller dequeues */
 	struct pyspdk_pybdev_io *done; /* committed when the ring was full, newest first */
+	uint64_t interrupted;          /* the last pb->interrupt_id this channel has served */
 };
 
 #define PYSPDK_CACHE_LINE 64
@@ -92,6 +103,7 @@ struct pyspdk_pybdev {
 	uint32_t accepting;    /* 0 once cancelled: new I/O fails at once */
 	uint32_t cancel_all;   /* the pollers fail every outstanding I/O */
 	uint32_t stopping;     /* fetch returns -ESHUTDOWN */
+	uint64_t interrupt_id; /* every I/O of a lower id fails with EINTR (Ctrl-C) */
 	/* Counted before an I/O goes on the ring, uncounted when it is taken. */
 	int32_t queued __attribute__((aligned(PYSPDK_CACHE_LINE)));
 	uint32_t sleepers;     /* workers (or an event loop: always 1) asleep on efd */
@@ -244,11 +256,9 @@ pyspdk_pybdev_describe(struct pyspdk_pybdev *pb, struct pyspdk_pybdev_io *io,
 	if (io->op == PYSPDK_IO_READ || io->op == PYSPDK_IO_WRITE) {
 		io->iovcnt = (uint64_t)bdev_io->u.bdev.iovcnt;
 		io->iovs = bdev_io->u.bdev.iovs;
-		io->base = (uint64_t)(uintptr_t)bdev_io->u.bdev.iovs[0].iov_base;
 	} else {
 		io->iovcnt = 0;
 		io->iovs = NULL;
-		io->base = 0;
 	}
 	if (io->op == PYSPDK_IO_RESET || io->op < 0) {
 		io->offset = io->length = 0;
@@ -268,7 +278,9 @@ pyspdk_pybdev_got_buf(struct spdk_io_channel *ch, struct spdk_bdev_io *bdev_io, 
 		pyspdk_pybdev_finish(io, -ENOMEM);
 		return;
 	}
-	io->base = (uint64_t)(uintptr_t)bdev_io->u.bdev.iovs[0].iov_base;
+	/* The bdev layer may have given the I/O other iovecs: take them again. */
+	io->iovcnt = (uint64_t)bdev_io->u.bdev.iovcnt;
+	io->iovs = bdev_io->u.bdev.iovs;
 	pyspdk_pybdev_enqueue(io);
 }
 
@@ -287,7 +299,8 @@ pyspdk_pybdev_submit(struct spdk_io_channel *_ch, struct spdk_bdev_io *bdev_io)
 	io->submitted = pb->timeout_ticks ? spdk_get_ticks() : 0;
 	io->done_next = NULL;
 	pyspdk_pybdev_describe(pb, io, bdev_io);
-	__atomic_store_n(&io->ticket, (id << 2) | PYSPDK_PYBDEV_QUEUED, __ATOMIC_RELEASE);
+	__atomic_store_n(&io->ticket, (id << PYSPDK_PYBDEV_ID_SHIFT) | PYSPDK_PYBDEV_QUEUED,
+			 __ATOMIC_RELEASE);
 	TAILQ_INSERT_TAIL(&ch->outstanding, io, outstanding_link);
 	if (io->op < 0 || !(pb->ops & (1u << io->op))) {
 		pyspdk_pybdev_finish(io, -ENOTSUP);
@@ -306,69 +319,121 @@ pyspdk_pybdev_submit(struct spdk_io_channel *_ch, struct spdk_bdev_io *bdev_io)
 }
 
 enum pyspdk_pybdev_expiry {
-	PYSPDK_PYBDEV_KEPT,    /* running and not overdue, or committed meanwhile */
+	PYSPDK_PYBDEV_KEPT,    /* committed meanwhile: the poller completes it from the done ring */
 	PYSPDK_PYBDEV_FAILED,  /* failed now */
-	PYSPDK_PYBDEV_BUSY,    /* queued, and a worker holds the lock: try next poll */
+	PYSPDK_PYBDEV_BUSY,    /* queued while a worker holds the lock, or being copied: try
+				* next poll */
 };
 
-/* Channel thread: fail `io` if it is overdue or the device cancels everything. */
+/* Channel thread: fail `io` now with `status`, unless it was committed meanwhile. */
 static enum pyspdk_pybdev_expiry
-pyspdk_pybdev_expire(struct pyspdk_pybdev *pb, struct pyspdk_pybdev_io *io, uint64_t now,
-		     bool cancel)
+pyspdk_pybdev_expire(struct pyspdk_pybdev *pb, struct pyspdk_pybdev_io *io, int status)
 {
 	uint64_t ticket = __atomic_load_n(&io->ticket, __ATOMIC_ACQUIRE);
-	uint32_t state = ticket & 3;
-	bool overdue = pb->timeout_ticks && now - io->submitted > pb->timeout_ticks;
+	uint64_t state = ticket & PYSPDK_PYBDEV_STATE;
 	bool taken = false;
 
-	if (!cancel && !overdue) {
-		return PYSPDK_PYBDEV_KEPT;
-	}
 	if (state == PYSPDK_PYBDEV_QUEUED) {
 		if (pthread_mutex_trylock(&pb->lock) != 0) {
 			return PYSPDK_PYBDEV_BUSY;
 		}
 		/* Still queued under the lock: no worker can fetch it now. This
-		 * thread pushed it earlier, so after taking incoming it is on pending. */
-		if ((__atomic_load_n(&io->ticket, __ATOMIC_ACQUIRE) & 3) == PYSPDK_PYBDEV_QUEUED) {
+		 * thread pushed it earlier, so after taking incoming it is on pending
+		 * (where fetch also puts back what did not fit its arena). */
+		if ((__atomic_load_n(&io->ticket, __ATOMIC_ACQUIRE) & PYSPDK_PYBDEV_STATE) ==
+		    PYSPDK_PYBDEV_QUEUED) {
 			pyspdk_pybdev_take_incoming(pb);
 			TAILQ_REMOVE(&pb->pending, io, pending_link);
 			__atomic_sub_fetch(&pb->queued, 1, __ATOMIC_SEQ_CST);
-			__atomic_store_n(&io->ticket, (ticket & ~3ull) | PYSPDK_PYBDEV_EXPIRED,
-					 __ATOMIC_RELEASE);
+			__atomic_store_n(&io->ticket, (ticket & ~PYSPDK_PYBDEV_STATE) |
+					 PYSPDK_PYBDEV_EXPIRED, __ATOMIC_RELEASE);
 			taken = true;
 		}
 		pthread_mutex_unlock(&pb->lock);
 		if (!taken) {
 			ticket = __atomic_load_n(&io->ticket, __ATOMIC_ACQUIRE);
-			state = ticket & 3;
+			state = ticket & PYSPDK_PYBDEV_STATE;
 		}
+	}
+	if (!taken && state == PYSPDK_PYBDEV_COPYING) {
+		return PYSPDK_PYBDEV_BUSY; /* fetch is copying its buffers: a moment */
 	}
 	if (!taken && state == PYSPDK_PYBDEV_FETCHED) {
 		taken = __atomic_compare_exchange_n(&io->ticket, &ticket,
-						    (ticket & ~3ull) | PYSPDK_PYBDEV_EXPIRED, false,
+						    (ticket & ~PYSPDK_PYBDEV_STATE) |
+						    PYSPDK_PYBDEV_EXPIRED, false,
 						    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+		if (!taken && (ticket & PYSPDK_PYBDEV_STATE) == PYSPDK_PYBDEV_COPYING) {
+			return PYSPDK_PYBDEV_BUSY;
+		}
 	}
 	if (!taken) {
-		return PYSPDK_PYBDEV_KEPT; /* committed meanwhile: it is on the done stack */
+		return PYSPDK_PYBDEV_KEPT; /* committed meanwhile: it is on the done ring */
 	}
 	__atomic_add_fetch(&pb->expired, 1, __ATOMIC_RELAXED);
-	pyspdk_pybdev_finish(io, cancel && !overdue ? -ECANCELED : -ETIMEDOUT);
+	pyspdk_pybdev_finish(io, status);
 	return PYSPDK_PYBDEV_FAILED;
+}
+
+/* Channel thread: fail what timed out, what a cancel or an interrupt asks to
+ * fail. Oldest first: the outstanding list is in submission order, so the
+ * first I/O none of them concerns ends the walk. */
+static int
+pyspdk_pybdev_expire_due(struct pyspdk_pybdev_ch *ch)
+{
+	struct pyspdk_pybdev *pb = ch->pb;
+	struct pyspdk_pybdev_io *io, *next;
+	bool cancel = __atomic_load_n(&pb->cancel_all, __ATOMIC_ACQUIRE);
+	uint64_t cut = __atomic_load_n(&pb->interrupt_id, __ATOMIC_ACQUIRE);
+	bool interrupt = cut > ch->interrupted;
+	uint64_t now = 0;
+	bool overdue;
+	int count = 0, status;
+
+	if (TAILQ_EMPTY(&ch->outstanding)) {
+		ch->interrupted = cut;
+		return 0;
+	}
+	if (!pb->timeout_ticks && !cancel && !interrupt) {
+		return 0;
+	}
+	if (pb->timeout_ticks) {
+		now = spdk_get_ticks();
+	}
+	TAILQ_FOREACH_SAFE(io, &ch->outstanding, outstanding_link, next) {
+		overdue = pb->timeout_ticks && now - io->submitted > pb->timeout_ticks;
+		if (overdue) {
+			status = -ETIMEDOUT;
+		} else if (interrupt && (__atomic_load_n(&io->ticket, __ATOMIC_RELAXED) >>
+					  PYSPDK_PYBDEV_ID_SHIFT) < cut) {
+			status = -EINTR;
+		} else if (cancel) {
+			status = -ECANCELED;
+		} else {
+			break; /* younger than any timeout, submitted after the interrupt */
+		}
+		switch (pyspdk_pybdev_expire(pb, io, status)) {
+		case PYSPDK_PYBDEV_FAILED:
+			count++;
+			break;
+		case PYSPDK_PYBDEV_BUSY:
+			return count; /* the rest next poll, the interrupt not yet served */
+		case PYSPDK_PYBDEV_KEPT:
+			break;
+		}
+	}
+	ch->interrupted = cut;
+	return count;
 }
 
 static int
 pyspdk_pybdev_poll(void *ctx)
 {
 	struct pyspdk_pybdev_ch *ch = ctx;
-	struct pyspdk_pybdev *pb = ch->pb;
 	struct pyspdk_pybdev_io *io, *next, *oldest = NULL;
-	enum pyspdk_pybdev_expiry expiry;
 	void *objs[64];
 	size_t i, got;
 	int count = 0;
-	uint64_t now;
-	bool cancel;
 
 	do {
 		got = spdk_ring_dequeue(ch->done_ring, objs, SPDK_COUNTOF(objs));
@@ -395,18 +460,7 @@ pyspdk_pybdev_poll(void *ctx)
 			count++;
 		}
 	}
-	cancel = __atomic_load_n(&pb->cancel_all, __ATOMIC_ACQUIRE);
-	if ((pb->timeout_ticks || cancel) && !TAILQ_EMPTY(&ch->outstanding)) {
-		now = spdk_get_ticks();
-		TAILQ_FOREACH_SAFE(io, &ch->outstanding, outstanding_link, next) {
-			expiry = pyspdk_pybdev_expire(pb, io, now, cancel);
-			if (expiry == PYSPDK_PYBDEV_FAILED) {
-				count++;
-			} else if (expiry == PYSPDK_PYBDEV_BUSY || !cancel) {
-				break; /* oldest first: the rest are younger; or try again */
-			}
-		}
-	}
+	count += pyspdk_pybdev_expire_due(ch);
 	return count ? SPDK_POLLER_BUSY : SPDK_POLLER_IDLE;
 }
 
@@ -418,6 +472,7 @@ pyspdk_pybdev_ch_create(void *io_device, void *ctx)
 	ch->pb = io_device;
 	TAILQ_INIT(&ch->outstanding);
 	ch->done = NULL;
+	ch->interrupted = __atomic_load_n(&ch->pb->interrupt_id, __ATOMIC_ACQUIRE);
 	ch->done_ring = spdk_ring_create(SPDK_RING_TYPE_MP_SC, PYSPDK_PYBDEV_DONE_RING,
 					 SPDK_ENV_NUMA_ID_ANY);
 	if (!ch->done_ring) {
@@ -527,6 +582,7 @@ pyspdk_pybdev_create(const char *name, uint32_t block_size, uint64_t num_blocks,
 	pb->bdev.product_name = "Python bdev";
 	pb->bdev.blocklen = block_size;
 	pb->bdev.blockcnt = num_blocks;
+	pb->bdev.max_rw_size = PYSPDK_PYBDEV_MAX_IO / block_size;
 	pb->bdev.write_cache = (ops & (1u << PYSPDK_IO_FLUSH)) ? 1 : 0;
 	pb->bdev.ctxt = pb;
 	pb->bdev.fn_table = &pyspdk_pybdev_fn_table;
@@ -577,6 +633,15 @@ pyspdk_pybdev_cancel(struct pyspdk_pybdev *pb)
 {
 	__atomic_store_n(&pb->accepting, 0, __ATOMIC_RELEASE);
 	__atomic_store_n(&pb->cancel_all, 1, __ATOMIC_RELEASE);
+}
+
+/* Any thread (a signal handler's, too: it only stores): fail every I/O
+ * submitted until now with -EINTR, as a timeout would, and serve on. */
+static void
+pyspdk_pybdev_interrupt(struct pyspdk_pybdev *pb)
+{
+	__atomic_store_n(&pb->interrupt_id,
+			 __atomic_load_n(&pyspdk_pybdev_next_id, __ATOMIC_SEQ_CST), __ATOMIC_RELEASE);
 }
 
 /* Any thread: make every fetch return -ESHUTDOWN from now on. */
@@ -660,53 +725,79 @@ pyspdk_pybdev_wait(struct pyspdk_pybdev *pb, int64_t spin_ns, int64_t timeout_ns
 	/* efd is drained after the I/Os are taken, when fewer are left to wake others for. */
 }
 
-/* Fill row w of fetch's output for `io`. A fast row (a read of one buffer in
- * the Python window) holds the buffer's start and end in that window instead
- * of the iovs and base. */
+/* Scatter `length` bytes of `src` over the I/O's buffers. */
 static void
-pyspdk_pybdev_row(uint64_t *w, struct pyspdk_pybdev_io *io, uint64_t ticket, bool fast)
+pyspdk_pybdev_to_iovs(const struct pyspdk_pybdev_io *io, const char *src, uint64_t length)
 {
-	w[0] = (uint64_t)(uintptr_t)io;
-	w[1] = ticket;
-	w[2] = (uint64_t)io->op;
-	w[3] = io->offset;
-	w[4] = io->length;
-	w[5] = io->iovcnt;
-	if (fast) {
-		w[6] = io->base - PYSPDK_PYBDEV_SPACE_START;
-		w[7] = w[6] + io->length;
-	} else {
-		w[6] = io->iovcnt > 1 ? (uint64_t)(uintptr_t)io->iovs : 0;
-		w[7] = io->base;
+	uint64_t i, n, at = 0;
+
+	for (i = 0; i < io->iovcnt && at < length; i++) {
+		n = spdk_min(io->iovs[i].iov_len, length - at);
+		memcpy(io->iovs[i].iov_base, src + at, n);
+		at += n;
 	}
 }
 
-static bool
-pyspdk_pybdev_is_fast(const struct pyspdk_pybdev_io *io)
+/* Gather `length` bytes of the I/O's buffers into `dst`. */
+static void
+pyspdk_pybdev_from_iovs(const struct pyspdk_pybdev_io *io, char *dst, uint64_t length)
 {
-	return io->op == PYSPDK_IO_READ && io->iovcnt == 1 &&
-	       io->base >= PYSPDK_PYBDEV_SPACE_START &&
-	       io->base <= PYSPDK_PYBDEV_SPACE_END - io->length;
+	uint64_t i, n, at = 0;
+
+	for (i = 0; i < io->iovcnt && at < length; i++) {
+		n = spdk_min(io->iovs[i].iov_len, length - at);
+		memcpy(dst + at, io->iovs[i].iov_base, n);
+		at += n;
+	}
+	if (at < length) {
+		memset(dst + at, 0, length - at);
+	}
+}
+
+/* Row w of fetch's output for `io`, whose place in the arena starts at lo. */
+static void
+pyspdk_pybdev_row(uint64_t *w, const struct pyspdk_pybdev_io *io, uint64_t lo)
+{
+	w[0] = (uint64_t)(uintptr_t)io;
+	w[1] = (__atomic_load_n(&io->ticket, __ATOMIC_RELAXED) & ~PYSPDK_PYBDEV_STATE) |
+	       PYSPDK_PYBDEV_FETCHED;
+	w[2] = (uint64_t)io->op;
+	w[3] = io->offset;
+	w[4] = io->length;
+	w[5] = lo;
+	w[6] = io->iovcnt ? lo + io->length : lo;
+	w[7] = io->iovcnt;
 }
 
 /* Any thread, without the GIL. Takes up to max (at most
  * PYSPDK_PYBDEV_MAX_BATCH) queued I/Os, oldest first, waiting at most
- * timeout_ns (spinning spin_ns first) for the first. Each fills a row of
- * PYSPDK_PYBDEV_REQ_WORDS words of out: io, ticket, op, offset (bytes),
- * length (bytes), iovcnt, iovs (struct iovec *, when more than one), the
- * first buffer's base (reads and writes; 0 otherwise). With `fast`, the fast
- * rows (see pyspdk_pybdev_row) come first and *fast counts them.
- * Returns the count, 0 (nothing in time), or -ESHUTDOWN once workers stop. */
+ * timeout_ns (spinning spin_ns first) for the first. Each read or write gets
+ * a place in `arena` (cap bytes, the caller's memory), aligned to the block
+ * (at most PYSPDK_PYBDEV_MAX_ALIGN): a write's data is copied there, a
+ * read's place is zeroed. Each I/O fills a row of PYSPDK_PYBDEV_REQ_WORDS
+ * words of out: io, ticket, op, offset (bytes), length (bytes), its place's
+ * start and end in the arena (0, 0 for other operations), iovcnt. With
+ * `reads`, the reads' rows come first and *reads counts them.
+ * An I/O that does not fit stays queued, first in line; *want (when given)
+ * is then the arena size that would have held it too, else 0.
+ * Returns the count (0 with *want set: not even the first fit), 0 (nothing
+ * in time), or -ESHUTDOWN once workers stop. */
 static int
 pyspdk_pybdev_fetch(struct pyspdk_pybdev *pb, uint64_t *out, int max, int64_t spin_ns,
-		    int64_t timeout_ns, int *fast)
+		    int64_t timeout_ns, char *arena, uint64_t cap, uint64_t *want, int *reads)
 {
 	struct pyspdk_pybdev_io *io, *ios[PYSPDK_PYBDEV_MAX_BATCH];
-	uint64_t ticket;
-	int i, n = 0, rows = 0;
+	uint64_t los[PYSPDK_PYBDEV_MAX_BATCH];
+	uint64_t ticket, lo, used = 0, need = 0;
+	uintptr_t base = (uintptr_t)arena;
+	uint64_t align = spdk_min(pb->bdev.blocklen, PYSPDK_PYBDEV_MAX_ALIGN);
+	int i, n = 0, taken, rows = 0;
 
-	if (fast) {
-		*fast = 0;
+	if (want) {
+		*want = 0;
+	}
+	if (reads) {
+		*reads = 0;
 	}
 	if (max <= 0) {
 		return -EINVAL;
@@ -728,7 +819,7 @@ pyspdk_pybdev_fetch(struct pyspdk_pybdev *pb, uint64_t *out, int max, int64_t sp
 		max = PYSPDK_PYBDEV_MAX_BATCH;
 	}
 	pthread_mutex_lock(&pb->lock);
-	/* Those a timeout moved to pending are older than the ring's. */
+	/* Those a timeout or an earlier fetch moved to pending are older than the ring's. */
 	while (n < max && (io = TAILQ_FIRST(&pb->pending)) != NULL) {
 		TAILQ_REMOVE(&pb->pending, io, pending_link);
 		ios[n++] = io;
@@ -737,39 +828,66 @@ pyspdk_pybdev_fetch(struct pyspdk_pybdev *pb, uint64_t *out, int max, int64_t sp
 		n += (int)spdk_ring_dequeue(pb->incoming, (void **)&ios[n], (size_t)(max - n));
 	}
 	/* Still QUEUED, so nothing changes them while the lock is held (a poller
-	 * failing a queued I/O takes it too): the rows are read before the I/Os
-	 * turn FETCHED, after which a timeout may fail and recycle them. */
-	if (fast) {
-		for (i = 0; i < n; i++) {
-			if (pyspdk_pybdev_is_fast(ios[i])) {
+	 * failing a queued I/O takes it too): the rows are written before the
+	 * I/Os turn COPYING, after which only this thread touches them until
+	 * they turn FETCHED. */
+	for (taken = 0; taken < n; taken++) {
+		io = ios[taken];
+		lo = used;
+		if (io->op == PYSPDK_IO_READ || io->op == PYSPDK_IO_WRITE) {
+			lo = ((base + used + align - 1) & ~(uintptr_t)(align - 1)) - base;
+			if (io->length > cap || lo > cap - io->length) {
+				need = lo + io->length;
+				break;
+			}
+			used = lo + io->length;
+		}
+		los[taken] = lo;
+	}
+	if (reads) {
+		for (i = 0; i < taken; i++) {
+			if (ios[i]->op == PYSPDK_IO_READ) {
 				pyspdk_pybdev_row(out + (size_t)rows++ * PYSPDK_PYBDEV_REQ_WORDS, ios[i],
-						  ios[i]->ticket | PYSPDK_PYBDEV_FETCHED, true);
+						  los[i]);
 			}
 		}
-		*fast = rows;
+		*reads = rows;
 	}
-	for (i = 0; i < n; i++) {
-		if (!fast || !pyspdk_pybdev_is_fast(ios[i])) {
+	for (i = 0; i < taken; i++) {
+		if (!reads || ios[i]->op != PYSPDK_IO_READ) {
 			pyspdk_pybdev_row(out + (size_t)rows++ * PYSPDK_PYBDEV_REQ_WORDS, ios[i],
-					  ios[i]->ticket | PYSPDK_PYBDEV_FETCHED, false);
+					  los[i]);
 		}
 	}
-	for (i = 0; i < n; i++) {
-		ticket = __atomic_load_n(&ios[i]->ticket, __ATOMIC_RELAXED) | PYSPDK_PYBDEV_FETCHED;
-		__atomic_store_n(&ios[i]->ticket, ticket, __ATOMIC_RELEASE);
+	for (i = 0; i < taken; i++) {
+		ticket = __atomic_load_n(&ios[i]->ticket, __ATOMIC_RELAXED) & ~PYSPDK_PYBDEV_STATE;
+		__atomic_store_n(&ios[i]->ticket, ticket | PYSPDK_PYBDEV_COPYING, __ATOMIC_RELEASE);
 	}
-	if (n) {
-		__atomic_sub_fetch(&pb->queued, n, __ATOMIC_SEQ_CST);
+	/* What did not fit goes back first in line, in its order. */
+	for (i = n - 1; i >= taken; i--) {
+		TAILQ_INSERT_HEAD(&pb->pending, ios[i], pending_link);
+	}
+	if (taken) {
+		__atomic_sub_fetch(&pb->queued, taken, __ATOMIC_SEQ_CST);
 	}
 	pthread_mutex_unlock(&pb->lock);
 	pyspdk_pybdev_drain(pb);
-	return n;
+	for (i = 0; i < taken; i++) {
+		io = ios[i];
+		if (io->op == PYSPDK_IO_WRITE) {
+			pyspdk_pybdev_from_iovs(io, arena + los[i], io->length);
+		} else if (io->op == PYSPDK_IO_READ) {
+			memset(arena + los[i], 0, io->length);
+		}
+		ticket = __atomic_load_n(&io->ticket, __ATOMIC_RELAXED) & ~PYSPDK_PYBDEV_STATE;
+		__atomic_store_n(&io->ticket, ticket | PYSPDK_PYBDEV_FETCHED, __ATOMIC_RELEASE);
+	}
+	if (want) {
+		*want = need;
+	}
+	return taken;
 }
 
-/* Any thread, without the GIL. Commit count results: words holds each I/O's
- * PYSPDK_PYBDEV_REQ_WORDS words as fetch wrote them (only the io and its
- * ticket are read), statuses[i] its result (0 or -errno; NULL: all 0). A result for an
- * I/O that expired meanwhile is dropped. Returns how many were taken. */
 /* Any thread: hand `count` committed I/Os of channel `ch` to its poller. */
 static void
 pyspdk_pybdev_hand_back(struct pyspdk_pybdev_ch *ch, struct pyspdk_pybdev_io **ios, int count)
@@ -791,14 +909,22 @@ pyspdk_pybdev_hand_back(struct pyspdk_pybdev_ch *ch, struct pyspdk_pybdev_io **i
 	}
 }
 
+/* Any thread, without the GIL. Commit count results: words holds each I/O's
+ * PYSPDK_PYBDEV_REQ_WORDS words as fetch wrote them (the io, its ticket, and
+ * for a read its place in `arena`, the arena fetch was given), statuses[i]
+ * its result (0 or -errno; NULL: all 0). A read that succeeded has its data
+ * copied from the arena into its buffers, after the I/O is claimed: a result
+ * for an I/O that expired meanwhile is dropped, and nothing is copied.
+ * Returns how many were taken. */
 static int
 pyspdk_pybdev_commit(struct pyspdk_pybdev *pb, const uint64_t *words, const int32_t *statuses,
-		     int count)
+		     int count, const char *arena)
 {
 	struct pyspdk_pybdev_io *io, *run[64];
 	struct pyspdk_pybdev_ch *run_ch = NULL;
 	const uint64_t *w;
 	uint64_t ticket;
+	int32_t status;
 	int i, in_run = 0, taken = 0;
 
 	if (__atomic_load_n(&pb->gone, __ATOMIC_ACQUIRE)) {
@@ -810,11 +936,20 @@ pyspdk_pybdev_commit(struct pyspdk_pybdev *pb, const uint64_t *words, const int3
 		ticket = w[1];
 		/* Claim it first: until then its memory may be another I/O's. */
 		if (!__atomic_compare_exchange_n(&io->ticket, &ticket,
-						 (ticket & ~3ull) | PYSPDK_PYBDEV_COMMITTED, false,
+						 (ticket & ~PYSPDK_PYBDEV_STATE) |
+						 PYSPDK_PYBDEV_COMMITTED, false,
 						 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
 			continue;
 		}
-		io->status = statuses ? statuses[i] : 0;
+		status = statuses ? statuses[i] : 0;
+		if (status == 0 && io->op == PYSPDK_IO_READ) {
+			if (arena && w[6] - w[5] == io->length) {
+				pyspdk_pybdev_to_iovs(io, arena + w[5], io->length);
+			} else {
+				status = -EIO; /* no arena given: the data is not here */
+			}
+		}
+		io->status = status;
 		/* Runs of one channel go back in one enqueue. */
 		if (io->ch != run_ch || in_run == (int)SPDK_COUNTOF(run)) {
 			if (run_ch) {

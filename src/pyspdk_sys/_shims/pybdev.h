@@ -1,10 +1,11 @@
 /* _shims/pybdev.c: block devices served by Python code. SPDK queues each I/O
- * in C; Python workers fetch them in batches and commit results; a poller on
- * the submitting SPDK thread completes them. See pybdev.py. */
+ * in C; Python workers fetch them in batches into bounce memory of their own
+ * and commit results; a poller on the submitting SPDK thread completes them.
+ * See pybdev.py. */
 #define PYSPDK_PYBDEV_REQ_WORDS ...
 #define PYSPDK_PYBDEV_MAX_BATCH ...
-#define PYSPDK_PYBDEV_SPACE_START ...
-#define PYSPDK_PYBDEV_SPACE_END ...
+#define PYSPDK_PYBDEV_MAX_ALIGN ...
+#define PYSPDK_PYBDEV_MAX_IO ...
 
 struct pyspdk_pybdev;
 
@@ -16,15 +17,21 @@ void pyspdk_pybdev_unregister(struct pyspdk_pybdev *pb);
 
 /* Any thread. */
 void pyspdk_pybdev_cancel(struct pyspdk_pybdev *pb);
+/* Fail every I/O submitted so far with -EINTR; the device serves on. */
+void pyspdk_pybdev_interrupt(struct pyspdk_pybdev *pb);
 void pyspdk_pybdev_stop_workers(struct pyspdk_pybdev *pb);
 int pyspdk_pybdev_fd(struct pyspdk_pybdev *pb);
 void pyspdk_pybdev_watch_fd(struct pyspdk_pybdev *pb);
 /* what: 0 unregistered, 1 gone, 2 unregister rc, 3 queued, 4 expired count. */
 int pyspdk_pybdev_state(struct pyspdk_pybdev *pb, int what);
+/* Rows of out: io, ticket, op, offset, length, the I/O's place in arena
+ * (start, end), iovcnt; with `reads`, the *reads reads first. *want: the
+ * arena size one more I/O needed, or 0. */
 int pyspdk_pybdev_fetch(struct pyspdk_pybdev *pb, uint64_t *out, int max, int64_t spin_ns,
-			int64_t timeout_ns, int *fast);
+			int64_t timeout_ns, char *arena, uint64_t cap, uint64_t *want, int *reads);
+/* A successful read's data is copied from its place in arena (fetch's). */
 int pyspdk_pybdev_commit(struct pyspdk_pybdev *pb, const uint64_t *words, const int32_t *statuses,
-			 int count);
+			 int count, const char *arena);
 /* Once gone, while SPDK's environment is up: its DPDK memory back. */
 void pyspdk_pybdev_release_env(struct pyspdk_pybdev *pb);
 /* Only once gone, with no worker left. */
