@@ -368,7 +368,7 @@ def _left(deadline: float, method: str, timeout: float) -> float:
 def encode_request(method: str, params: Mapping[str, Any] | None, request_id: int) -> bytes:
     """The request as this client sends it, against the limits of the release compiled
     against; TypeError/ValueError naming what SPDK's server could not read."""
-    return _jsonrpc.encode_request(method, params, request_id)
+    return _jsonrpc.encode_request(method, params, request_id, LOCAL_LIMITS)
 
 
 def _timeout(method: str, timeout: float) -> TimeoutError:
