@@ -248,6 +248,10 @@ class _Interrupts:
     default, asyncio's, or the program's), which it calls next; put back when
     the last device closes on the main thread. A program that sets its own
     handler afterwards simply takes over: its devices then drain as before.
+    asyncio.run() installs its own handler only over Python's default: with a
+    device open before it starts, Ctrl-C raises KeyboardInterrupt inside the
+    loop (as before Python 3.11) rather than cancelling the main task; a
+    device made inside asyncio.run() chains to asyncio's handler instead.
     """
 
     def __init__(self) -> None:
