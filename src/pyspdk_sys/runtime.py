@@ -518,7 +518,7 @@ class Runtime:
         return provided("open_bdev")(self, name, **options)
 
     def _run_teardown_hooks(self) -> None:
-        _run_in_order(reversed(self._teardown_hooks), "teardown")
+        _run_in_order(self._teardown_hooks[::-1], "teardown")
         _run_in_order([r.on_teardown for r in self._resources_by("TEARDOWN_STAGE")], "teardown")
 
     def _mark_polled_cpus(self, polled: bool) -> None:
@@ -578,7 +578,7 @@ class Runtime:
                 future.set_result(result)
 
     def _shutdown_on_spdk_thread(self) -> None:
-        _run_in_order(reversed(self._stop_hooks), "stop")
+        _run_in_order(self._stop_hooks[::-1], "stop")
         _run_in_order([r.on_stop for r in self._resources_by("STOP_STAGE")], "stop")
         if self._poller is not None:
             poller = ffi.new("struct spdk_poller **", self._poller)
