@@ -48,6 +48,7 @@ def test_a_failed_io_carries_where_and_the_nvme_status(spdk: Any) -> None:
     assert exc.failed == []
     aio = io_error("Dev0", "write", 0, 4096, 1, aio_status=-errno.ENOSPC)
     assert aio.errno == errno.ENOSPC
+    assert (aio.nvme_sct, aio.nvme_sc) == (0, 0)  # none given: none reported
 
 
 @pytest.mark.parametrize(
