@@ -196,6 +196,19 @@ try:
 except MemoryError:
     report["host"] = "refused"
 rt_module._HOST.run = real_run
+import glob, tempfile
+pattern = f"{tempfile.gettempdir()}/pyspdk-config-*.json"
+before_files = set(glob.glob(pattern))
+real_opts = Runtime._app_opts
+def opts_then_fail(self):
+    real_opts(self)  # writes SPDK's config file
+    raise OSError("no room")
+Runtime._app_opts = opts_then_fail
+try:
+    Runtime(mem_size_mb=256).start()
+except OSError:
+    report["opts"] = sorted(set(glob.glob(pattern)) - before_files)
+Runtime._app_opts = real_opts
 with Runtime(mem_size_mb=256) as rt:
     report["state"] = rt.state.value
     report["methods"] = "bdev_malloc_create" in rt.rpc("rpc_get_methods")
@@ -203,6 +216,7 @@ print(json.dumps(report))
 """)
     assert "'bdev_no_such_method', which is not an SPDK RPC method" in report["config"]
     assert report["host"] == "refused"
+    assert report["opts"] == []  # the config file written for the refused start is gone
     assert report["state"] == "running"
     assert report["methods"] is True
 

@@ -279,12 +279,16 @@ class Runtime:
             # Checks and preparation that can fail come before anything
             # process-wide changes: a start refused here leaves the process
             # as it was, and the next start works.
-            if self.hugepages:
-                # Pages that killed SPDK processes still hold would make this start fail.
-                hugepages.reclaim_stale_files(self.hugedir)
-                self._check_hugepages()
-            warn_if_held(self.cpu_mask, f"Runtime {self.name!r}", stacklevel=4)
-            self._opts = self._app_opts()
+            try:
+                if self.hugepages:
+                    # Pages that killed SPDK processes still hold would make this start fail.
+                    hugepages.reclaim_stale_files(self.hugedir)
+                    self._check_hugepages()
+                warn_if_held(self.cpu_mask, f"Runtime {self.name!r}", stacklevel=4)
+                self._opts = self._app_opts()
+            except BaseException:
+                self._forget_opts()  # the config file written for SPDK, if any
+                raise
             _HOST.used = True
             self.state = State.STARTING
             _ACTIVE = self
