@@ -337,7 +337,7 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
                 "rounds tolerates one or two such rounds)"
             )
     if not args.no_pybdev:
-        log("Python-served bdev: bench/pybdev.py (~30 s)")
+        log("Python-served bdev: bench/pybdev.py (~60 s)")
         raw["pybdev"] = measure_pybdev(args)
     log(f"imports: {args.import_runs} runs of each command")
     raw["imports"] = measure_imports(args.import_runs)
