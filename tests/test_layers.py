@@ -137,3 +137,22 @@ def test_typing_only_back_edges_are_the_known_ones() -> None:
 def test_the_graph_sees_a_cycle_when_there_is_one() -> None:
     """The checker itself: a made-up cycle is found."""
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_importing_the_package_loads_no_service(spdk: object) -> None:
+    """`import pyspdk_sys` stays lean: the services load on first use, by name."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pyspdk_sys\n"
+        "print(sorted(m for m in ('asyncio', 'pyspdk_sys.rpc', 'pyspdk_sys.bdev',"
+        " 'pyspdk_sys.runtime') if m in sys.modules))\n"
+        "from pyspdk_sys.runtime import provided\n"
+        "provided('rpc'); provided('open_bdev')\n"
+        "print('pyspdk_sys.rpc' in sys.modules, 'pyspdk_sys.bdev' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.splitlines() == ["[]", "True True"]

@@ -6,11 +6,6 @@ function, type constant and C shim that the SPDK release compiled against has
 libspdk_fat.so, so every SPDK module registers itself before the first call.
 """
 
-# The modules that provide a Runtime's services by name (runtime.SERVICES)
-# register them as they load: the package loads them, so `Runtime.rpc` and
-# `Runtime.open_bdev` work whatever the program imported first.
-from . import bdev as _bdev  # noqa: F401 (registers open_bdev)
-from . import rpc as _rpc  # noqa: F401 (registers rpc)
 from ._binding import (
     BUILD_INFO,
     BUILT_AGAINST,

@@ -26,6 +26,7 @@ import atexit
 import collections
 import concurrent.futures
 import enum
+import importlib
 import json
 import os
 import shutil
@@ -156,10 +157,12 @@ _ACTIVE_LOCK = threading.Lock()
 _ACTIVE: Runtime | None = None
 
 
-# Services of a Runtime that live in the layers above it, declared by name:
-# each module that provides one registers it when it is imported (the package
-# imports them all), so the runtime never imports upward.
-SERVICES = ("rpc", "open_bdev")
+# Services of a Runtime that live in the layers above it, declared by name
+# with the module that provides each. That module registers its provider when
+# it is imported; the runtime imports it only on the service's first use (by
+# name, so no import of an upper layer stands in this module, and `import
+# pyspdk_sys` loads neither).
+SERVICES = {"rpc": "pyspdk_sys.rpc", "open_bdev": "pyspdk_sys.bdev"}
 _PROVIDERS: dict[str, Callable[..., Any]] = {}
 
 
@@ -171,11 +174,12 @@ def provide(name: str, provider: Callable[..., Any]) -> None:
 
 
 def provided(name: str) -> Callable[..., Any]:
-    """The provider of service `name`; every one is registered once pyspdk_sys is imported."""
-    try:
-        return _PROVIDERS[name]
-    except KeyError:
-        raise RuntimeStateError(f"no provider of the {name!r} service is loaded") from None
+    """The provider of service `name`, its module loaded on first use."""
+    found = _PROVIDERS.get(name)
+    if found is None:
+        importlib.import_module(SERVICES[name])
+        found = _PROVIDERS[name]
+    return found
 
 
 def current() -> Runtime | None:
