@@ -42,6 +42,25 @@ def require_tool(name: str) -> str:
     return path
 
 
+def ensure_hugepages(mb: int) -> None:
+    """Free 2 MiB hugepages for `mb` MiB (and some spare) and a hugetlbfs mount, reserved
+    and mounted here as root; else skip, or fail under PYSPDK_REQUIRE_SPDK=1."""
+    from pyspdk_sys import hugepages
+
+    pool = hugepages.page_size()
+    needed = mb * 1024 // pool.size_kb + 64
+    if pool.available < needed and os.geteuid() == 0:
+        pool = hugepages.reserve(pool.total + needed - pool.available)
+    if not pool.mounts and os.geteuid() == 0:
+        hugepages.mount()
+        pool = hugepages.page_size()
+    if pool.available < needed or not pool.mounts:
+        skip_or_fail(
+            f"vhost-user initiators need {needed} free hugepages and a hugetlbfs mount; "
+            f"{pool.available} are free, mounts {list(pool.mounts)} (run as root to reserve)"
+        )
+
+
 def _import_error() -> str | None:
     try:
         import pyspdk_sys  # noqa: F401

@@ -23,7 +23,7 @@ from processes import TEST_ARGS, new_process
 from test_transport_checks import FakePeer
 from test_transports import Role, free_port
 
-from conftest import run_python, skip_or_fail, spdk_tool
+from conftest import ensure_hugepages, run_python, spdk_tool
 
 TARGET_CORE = "0x2"
 INITIATOR_CORE = "0x1"
@@ -46,20 +46,7 @@ def nqn_for(label: str) -> str:
 @pytest.fixture(scope="module")
 def pages(spdk: Any) -> None:
     """Free 2 MiB hugepages (and a mount) for the initiator and one Python runtime."""
-    from pyspdk_sys import hugepages
-
-    pool = hugepages.page_size()
-    needed = (INITIATOR_MB + ROLE_MB) * 1024 // pool.size_kb + 64
-    if pool.available < needed and os.geteuid() == 0:
-        pool = hugepages.reserve(pool.total + needed - pool.available)
-    if not pool.mounts and os.geteuid() == 0:
-        hugepages.mount()
-        pool = hugepages.page_size()
-    if pool.available < needed or not pool.mounts:
-        skip_or_fail(
-            f"vhost-user initiators need {needed} free hugepages and a hugetlbfs mount; "
-            f"{pool.available} are free, mounts {list(pool.mounts)}"
-        )
+    ensure_hugepages(INITIATOR_MB + ROLE_MB)
 
 
 @pytest.fixture(scope="module")

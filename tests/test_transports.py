@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 from processes import TEST_ARGS, new_process
 
-from conftest import PROJECT_DIR, skip_or_fail, spdk_tool
+from conftest import PROJECT_DIR, ensure_hugepages, spdk_tool
 
 ROLE = ["-c", "import transport_roles as r; r.main()"]
 INITIATOR_PAGES_MB = 1024
@@ -128,20 +128,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def vhost_pages(spdk: Any) -> None:
     """Enough free 2 MiB hugepages (and a mount) for one vhost-user initiator."""
-    from pyspdk_sys import hugepages
-
-    pool = hugepages.page_size()
-    needed = INITIATOR_PAGES_MB * 1024 // pool.size_kb + 64
-    if pool.available < needed and os.geteuid() == 0:
-        pool = hugepages.reserve(pool.total + needed - pool.available)
-    if not pool.mounts and os.geteuid() == 0:
-        hugepages.mount()
-        pool = hugepages.page_size()
-    if pool.available < needed or not pool.mounts:
-        skip_or_fail(
-            f"vhost-user initiators need {needed} free hugepages and a hugetlbfs mount; "
-            f"{pool.available} are free, mounts {list(pool.mounts)} (run as root to reserve)"
-        )
+    ensure_hugepages(INITIATOR_PAGES_MB)
 
 
 @pytest.fixture
