@@ -236,8 +236,21 @@ def test_spdk_process_on_hugepages(spdk: Any) -> None:
     with new_process(spdk_tgt, hugepages=True, hugedir=point, mem_size_mb=mem_mb) as process:
         assert "--no-huge" not in process.command()
         assert_same_release(process.rpc("spdk_get_version")["version"])
-        assert hugepages.page_size().free <= pool.free - pages
-    assert hugepages.page_size().free == pool.free
+        pid = process.pid
+        # The process's own count, not the machine's free count: other programs
+        # (earlier tests' processes still exiting) take and give back pages meanwhile.
+        assert _hugetlb_kb(pid) >= pages * pool.size_kb
+        files = sorted(Path(point).glob(f"spdk_pid{pid}map_*"))
+        assert files, f"no hugepage files of pid {pid} in {point}"
+    assert not [path for path in files if path.exists()], "spdk_tgt left its hugepage files"
+
+
+def _hugetlb_kb(pid: int) -> int:
+    """The hugetlb memory a process maps, from its /proc status (kB)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("HugetlbPages:"):
+            return int(line.split()[1])
+    raise AssertionError(f"/proc/{pid}/status has no HugetlbPages line")
 
 
 def test_reclaim_removes_only_dead_processes_unlocked_files(spdk: Any, tmp_path: Path) -> None:
