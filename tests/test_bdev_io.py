@@ -192,7 +192,7 @@ def test_bad_arguments_are_refused_before_spdk(
         call(dev)
     # Nothing reached the device, and it still works.
     assert dev.read(0, 4096) == before
-    assert dev._holds == []
+    assert dev.gate.holds == []
 
 
 def test_read_only_descriptor(runtime: Any, malloc: str) -> None:
@@ -369,7 +369,7 @@ def test_nothing_left_pending(runtime: Any, dev: Any) -> None:
     for future in futures:
         future.result(timeout=30)
     assert future_reaper(runtime).completions.pending == {}
-    assert dev._holds == []
+    assert dev.gate.holds == []
 
 
 def test_loops_on_two_threads_share_a_device(dev: Any) -> None:
@@ -389,7 +389,7 @@ def test_loops_on_two_threads_share_a_device(dev: Any) -> None:
         asyncio.run(main())
 
     assert run_threads(run, 2) == []
-    assert dev._holds == []
+    assert dev.gate.holds == []
 
 
 def test_repeated_asyncio_run_leaks_nothing(runtime: Any, dev: Any) -> None:
@@ -536,9 +536,9 @@ def test_cancelled_futures_end_cleanly(runtime: Any, rpc: Any, malloc: str) -> N
         held, data = asyncio.run(main())
         assert held >= 1 and data == b"\x5a" * 4096
         deadline = time.monotonic() + 5
-        while dev._holds and time.monotonic() < deadline:
+        while dev.gate.holds and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert dev._holds == []  # both cancelled reads finished and left
+        assert dev.gate.holds == []  # both cancelled reads finished and left
         assert len(dev._afree) == len(dev._aslots)
     finally:
         dev.close()

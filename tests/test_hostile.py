@@ -563,16 +563,16 @@ def test_ctrl_c_between_count_and_try_does_not_hold_close(spdk: Any) -> None:
     also while that thread goes on with I/O on another device."""
     out = run(
         """
-from pyspdk_sys.bdev import BlockDevice
+from pyspdk_sys.bdev._gate import Gate
 rt = Runtime(config=slow(1_000)).start()
 dev = rt.open_bdev("Slow")
 other = rt.open_bdev("Slow")
-real = BlockDevice._enter_blocking
+real = Gate.enter_blocking
 def count_then_interrupt(self):
     real(self)
-    if self is dev:
+    if self is dev.gate:
         raise KeyboardInterrupt  # where a signal handler would raise it
-BlockDevice._enter_blocking = count_then_interrupt
+Gate.enter_blocking = count_then_interrupt
 caught = []
 stop = threading.Event()
 on_other = threading.Event()
@@ -595,7 +595,7 @@ started = time.monotonic()
 dev.close()
 close_s = time.monotonic() - started
 stop.set(); worker.join(30)
-BlockDevice._enter_blocking = real
+Gate.enter_blocking = real
 report(caught=len(caught), close_s=close_s, alive=worker.is_alive(),
        other_reads=set(other_reads) == {512}, other_ok=other.read(0, 512) == bytes(512))
 other.close(); rt.stop()

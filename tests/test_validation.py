@@ -128,7 +128,7 @@ def test_run_batch_operations(dev: Any, ops: Any) -> None:
         assert all(type(op[1]) is int and 0 <= op[1] < dev.size for op in ops), ops
         assert all(op[1] % 512 == 0 for op in ops), ops
         assert results == [None] * len(ops)
-    assert dev._holds == []
+    assert dev.gate.holds == []
 
 
 @pytest.mark.parametrize("offset", [-512, -(1 << 70), 1 << 64, (1 << 70) * 512])
@@ -146,5 +146,5 @@ def test_async_offsets_outside_what_the_engine_takes(dev: Any, offset: int) -> N
     for call in calls:
         with pytest.raises(ValueError, match="offset"):
             call()
-    assert dev._holds == []
+    assert dev.gate.holds == []
     assert len(dev._afree) == len(dev._aslots)

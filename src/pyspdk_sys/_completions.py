@@ -20,10 +20,10 @@ import itertools
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
-from typing import Any, Protocol
+from typing import Any
 
 from ._binding import ffi, lib
-from ._resource import Resource, Stage
+from ._resource import IoOwner, Resource, Stage
 from .errors import RuntimeStateError
 from .runtime import Runtime
 
@@ -34,21 +34,10 @@ _LOOP_SPIN_SKIP = 64  # ... and the loop sleeps at once this many times
 WAIT_SLICE_NS: int = lib.PYSPDK_WAIT_SLICE_NS
 
 
-class Owner(Protocol):
-    """What the completion side needs of a request."""
-
-    io: Any
-
-    def complete(self) -> Any:
-        """After completion: the result (or raise), buffers given back, then leave the device."""
-
-    def release(self) -> None: ...
-
-
 Deliver = Callable[[Any, Any, "BaseException | None"], None]
 
 
-class Completions:
+class Completions(IoOwner):
     """A completion queue, the requests that will arrive on it, and where results go.
 
     With no `deliver`, each request's token is a future (asyncio or
@@ -61,18 +50,18 @@ class Completions:
         if self.cq == ffi.NULL:
             raise OSError(errno.EMFILE, "cannot create a completion queue (eventfd)")
         self.deliver = deliver
-        self.pending: dict[int, tuple[Owner, Any]] = {}
+        self.pending: dict[int, tuple[IoOwner, Any]] = {}
         self.tags = itertools.count(1)
         self._out = ffi.new("uint64_t[]", _REAP_BATCH)
 
-    def track(self, owner: Owner, token: Any) -> None:
+    def track(self, owner: IoOwner, token: Any) -> None:
         """Before submission: owner's completion will be delivered with `token`."""
         tag = next(self.tags)
         owner.io.tag = tag
         owner.io.cq = self.cq
         self.pending[tag] = (owner, token)
 
-    def untrack(self, owner: Owner) -> None:
+    def untrack(self, owner: IoOwner) -> None:
         """The submission was refused: the request will never arrive."""
         self.pending.pop(int(owner.io.tag), None)
 

@@ -53,17 +53,15 @@ class DmaBuffer(Resource):
         self._runtime = runtime
         self._users = 0
         self._lock = threading.Lock()
-        self._forked = False
         self._adopt(runtime)
 
     TEARDOWN_STAGE = Stage.MEMORY
-
-    def on_teardown(self) -> None:
-        self._free()
+    CLOSE_WAITS = False
+    _closed_why = "has been freed"
 
     def _after_fork_in_child(self) -> None:
+        super()._after_fork_in_child()
         self._lock = threading.Lock()
-        self._forked = True
         self._ptr = None  # the parent's memory: never free or hand it out here
 
     def _gone(self) -> RuntimeStateError:
@@ -80,7 +78,7 @@ class DmaBuffer(Resource):
     def acquire(self) -> Any:
         """For a request: the pointer, held until release()."""
         with self._lock:
-            if self._ptr is None:
+            if self._ptr is None or self._closed:
                 raise self._gone()
             self._users += 1
             return self._ptr
@@ -89,19 +87,28 @@ class DmaBuffer(Resource):
         with self._lock:
             self._users -= 1
 
-    def close(self) -> None:
-        """Free the memory now."""
-        if self._forked:
-            return
+    def close(self, timeout: float = 30.0) -> None:
+        """Free the memory now; RuntimeStateError while an I/O or a memoryview uses it."""
+        super().close(timeout)
+
+    def _mark_closed(self) -> bool:
+        # Under the lock acquire() takes: no I/O can start using it past this check.
         with self._lock:
+            if self._closed:
+                return False
             if self._users:
                 raise RuntimeStateError(f"this DmaBuffer is in use by {self._users} I/O(s)")
-        self._free()
-        self._release(self._runtime)
+            if self._views_alive():
+                raise RuntimeStateError(
+                    "memoryviews of this DmaBuffer are still alive: release them first"
+                )
+            self._closed = True
+            return True
 
-    def _free(self) -> None:
-        if self._ptr is None:
-            return
+    def _views_alive(self) -> bool:
+        """Whether a memoryview of the memory besides `view` lives (then `view` stays)."""
+        if self._cbuffer is None:
+            return False
         try:
             self.view.release()
         except BufferError:
@@ -112,18 +119,18 @@ class DmaBuffer(Resource):
             alive = sys.getrefcount(self._cbuffer) > 2
         if alive:
             self.view = memoryview(self._cbuffer)
+        return alive
+
+    def _free(self) -> None:
+        if self._ptr is None:
+            return
+        if self._views_alive():
             raise RuntimeStateError(
-                "memoryviews of this DmaBuffer are still alive: release them first"
+                "memoryviews of this DmaBuffer are still alive: its memory is not freed"
             )
         lib.spdk_dma_free(self._ptr)
         self._ptr = None
         self._cbuffer = None
-
-    def __enter__(self) -> DmaBuffer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class BufferPool:

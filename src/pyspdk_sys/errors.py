@@ -156,6 +156,14 @@ _REFUSALS: dict[int, type[Exception]] = {
 }
 
 
+def waits_on_spdk_thread(what: str) -> RuntimeStateError:
+    """The refusal of a call that would wait for the SPDK thread, made on that thread."""
+    return RuntimeStateError(
+        f"{what} waits for the SPDK thread, and this is the SPDK thread: it would "
+        "deadlock. Call it from another thread, or use the future/asyncio form."
+    )
+
+
 def error_from_rc(rc: int, what: str) -> Exception:
     """The exception for a C call that returned rc < 0: `what` says what was attempted."""
     code = -rc

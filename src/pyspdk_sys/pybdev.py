@@ -81,6 +81,7 @@ from typing import Any, cast
 
 from . import _checks, _fork
 from ._binding import ffi, lib
+from ._resource import Resource, Stage
 from .errors import RuntimeStateError, error_from_rc
 from .runtime import Runtime, State, refuse_wait_on_spdk_thread
 
@@ -300,7 +301,7 @@ def _on_sigint(signum: int, frame: FrameType | None) -> Any:
     raise KeyboardInterrupt
 
 
-class PythonBdev:
+class PythonBdev(Resource):
     """An SPDK bdev named `name`, served by `backend`, until close().
 
     `workers` threads serve it (default 1), or, with `loop`, an asyncio event
@@ -391,9 +392,7 @@ class PythonBdev:
         self.failures = 0
         self._spin_ns = int(spin * 1000)
         self._lock = threading.Lock()
-        self._closed = False
         self._freed = False
-        self._forked = False
         self._cancelled = False
         self._env_released = False  # the device's DPDK memory is back
         self._torn_down = False  # the runtime's teardown ran: SPDK's environment is ending
@@ -426,14 +425,12 @@ class PythonBdev:
             mask |= 1 << _OP_CODES[op]
         timeout_ns = 0 if seconds is None else max(1, int(seconds * 1e9))
         self._pb: Any = runtime.call(self._create_on_spdk_thread, encoded, mask, timeout_ns)
-        runtime.add_stop_hook(self._on_runtime_stop)
-        runtime.add_teardown_hook(self._on_runtime_teardown)
+        self._adopt(runtime)
         try:
             self._start_serving(workers)
         except BaseException:
             self._roll_back()
             raise
-        _fork.track(self)
         if interruptible:
             _INTERRUPTS.add(self)
 
@@ -562,10 +559,6 @@ class PythonBdev:
             )
 
     @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
     def queued(self) -> int:
         """I/Os waiting for a worker now."""
         self._check_open()
@@ -577,16 +570,22 @@ class PythonBdev:
         self._check_open()
         return int(lib.pyspdk_pybdev_state(self._pb, 4))
 
+    def _describe(self) -> str:
+        return f"Python-served bdev {self.name!r}"
+
     def _check_open(self) -> None:
         if self._forked:
-            raise RuntimeStateError(_fork.forked_message(f"Python-served bdev {self.name!r}"))
-        if self._closed:
-            raise RuntimeStateError(f"Python-served bdev {self.name!r} is closed")
+            raise RuntimeStateError(_fork.forked_message(self._describe()))
+        super()._check_open()
+
+    def _mark_closed(self) -> bool:
+        with self._lock:
+            closed, self._closed = self._closed, True
+        return not closed
 
     def _after_fork_in_child(self) -> None:
         # The parent's workers, memory and SPDK are not this process's to touch.
-        self._forked = True
-        self._closed = True
+        super()._after_fork_in_child()
         self._freed = True
         self._lock = threading.Lock()
         _INTERRUPTS.devices.pop(id(self), None)
@@ -607,7 +606,7 @@ class PythonBdev:
 
     # ------------------------------------------------------------ closing
 
-    def close(self, *, cancel: bool = False, timeout: float = 30.0) -> None:
+    def close(self, timeout: float = 30.0, *, cancel: bool = False) -> None:
         """Unregister the bdev and stop the workers. Safe to call again.
 
         SPDK first asks everyone who has the bdev open to close it. I/O already
@@ -684,10 +683,9 @@ class PythonBdev:
     def _begin_close(self, cancel: bool, timeout: float) -> float | None:
         """Mark the device closed: the drain timeout, or None if it already was."""
         seconds = _checks.check_timeout("timeout", timeout) or 30.0
-        with self._lock:
-            closed, self._closed = self._closed, True
+        first = self._mark_closed()
         _INTERRUPTS.discard(self)  # again after a stop: on the main thread, the handler goes
-        if closed:
+        if not first:
             return None
         if cancel:
             lib.pyspdk_pybdev_cancel(self._pb)
@@ -743,7 +741,7 @@ class PythonBdev:
                     stuck.append(thread.name)
         self._release_env()
         if self._env_released:
-            self.runtime.discard_hooks(self._on_runtime_stop, self._on_runtime_teardown)
+            self._release(self.runtime)
         if stuck or self._tasks:
             log.warning(
                 "pyspdk_sys: bdev %r: %s still in the backend; the device is freed when "
@@ -815,15 +813,17 @@ class PythonBdev:
         loop.call_soon_threadsafe(done.set)
         done.wait(_JOIN_SECONDS)
 
-    def _on_runtime_stop(self) -> None:
+    STOP_STAGE = Stage.DEVICES
+    TEARDOWN_STAGE = Stage.DEVICES
+
+    def on_stop(self) -> None:
         # On the SPDK thread: the bdev layer is about to unregister every bdev.
         # Workers may be gone or slow; do not let the shutdown wait for them.
-        with self._lock:
-            self._closed = True
+        self._mark_closed()
         _INTERRUPTS.devices.pop(id(self), None)
         lib.pyspdk_pybdev_cancel(self._pb)
 
-    def _on_runtime_teardown(self) -> None:
+    def on_teardown(self) -> None:
         lib.pyspdk_pybdev_stop_workers(self._pb)
         deadline = time.monotonic() + _JOIN_SECONDS
         for thread in self._threads:

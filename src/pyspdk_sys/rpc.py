@@ -209,9 +209,6 @@ class LocalRpc(Resource):
 
     STOP_STAGE = Stage.SERVICES
 
-    def on_stop(self) -> None:
-        self._close_on_spdk_thread()
-
     def _close_on_spdk_thread(self) -> None:
         """Stop hook: close the server and remove its directory. Safe to repeat."""
         self._closed = True

@@ -42,7 +42,7 @@ from ._checks import check_bool, check_timeout
 from ._pools import SMALLEST_MEM_SIZE_MB, with_defaults
 from ._resource import Resource
 from ._sockets import check_rpc_socket
-from .errors import HugepagesError, RuntimeStateError, StartError
+from .errors import HugepagesError, RuntimeStateError, StartError, waits_on_spdk_thread
 from .options import AppOptions, dpdk_runtime_dir
 from .placement import all_held_cores, warn_if_held
 
@@ -106,10 +106,7 @@ def _refuse_unfinished(future: concurrent.futures.Future) -> None:  # type: igno
 def refuse_wait_on_spdk_thread(what: str) -> None:
     """RuntimeStateError if the caller is the SPDK thread: `what` would wait on itself."""
     if threading.get_ident() == _HOST.ident:
-        raise RuntimeStateError(
-            f"{what} waits for the SPDK thread, and this is the SPDK thread: it would "
-            "deadlock. Call it from another thread, or use the future/asyncio form."
-        )
+        raise waits_on_spdk_thread(what)
 
 
 class _Host:

@@ -1,10 +1,9 @@
 """The owners of I/Os: each holds one request's C struct, buffer exports, DMA memory and result.
 
-An owner is released exactly once, by whoever ends its life first: the
-caller that sees it complete, the completion reader, or the device that
-took it over when its caller was interrupted or timed out (then it is
-released once SPDK hands it back, and never before: the engine's state word,
-io.state, says whether SPDK still holds it).
+Each is an IoOwner (_resource.py): released exactly once, by whoever ends
+its life first, under the hand-over rule of the device's gate (_gate.py);
+never while SPDK holds it (the engine's state word, io.state, says whether
+it does). They count themselves out of the gate, never the device's fields.
 
 Caller's buffers are pinned (a memoryview export held) for the whole life of
 the request, so resizing a bytearray an I/O uses raises BufferError in the
@@ -19,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._binding import ffi, lib
+from .._resource import IoOwner
 from ..dma import BufferPool, DmaBuffer
 from ..errors import io_error
 
@@ -51,12 +51,13 @@ def status_error(device: BlockDevice, op: str, offset: int, length: int, io: Any
     )
 
 
-class Request:
+class Request(IoOwner):
     """One I/O of any kind, built per call (the general path)."""
 
     __slots__ = (
         "copies",
         "device",
+        "gate",
         "held",
         "io",
         "keep",
@@ -72,6 +73,7 @@ class Request:
 
     def __init__(self, device: BlockDevice, name: str, op: int, offset: int, length: int) -> None:
         self.device = device
+        self.gate = device.gate
         self.name = name
         self.offset = offset
         self.length = length
@@ -124,11 +126,11 @@ class Request:
         self.pins.clear()
 
     def complete(self) -> Any:
-        """finish(), then leave the device (the completion queue's reader calls this)."""
+        """finish(), then leave the gate (the completion queue's reader calls this)."""
         try:
             return self.finish()
         finally:
-            self.device._leave()
+            self.gate.leave()
 
     def finish(self) -> Any:
         """After completion: the result, or the IoError; buffers given back either way."""
@@ -143,7 +145,7 @@ class Request:
             self.release()
 
 
-class BlockingSlot:
+class BlockingSlot(IoOwner):
     """A thread's reusable request for the blocking path: its struct and DMA buffer.
 
     The hot blocking calls (read, read_into, write of plain bytes) reuse one
@@ -168,7 +170,7 @@ class BlockingSlot:
             self.buf = None
 
 
-class AsyncSlot:
+class AsyncSlot(IoOwner):
     """A reusable request for futures and asyncio reads and writes of one range.
 
     It goes back to its device's free list when finished or released instead
@@ -181,6 +183,8 @@ class AsyncSlot:
         "capacity",
         "cq",
         "device",
+        "free_list",
+        "gate",
         "io",
         "length",
         "offset",
@@ -190,8 +194,10 @@ class AsyncSlot:
         "view",
     )
 
-    def __init__(self, device: BlockDevice) -> None:
+    def __init__(self, device: BlockDevice, free_list: list[AsyncSlot]) -> None:
         self.device = device
+        self.gate = device.gate
+        self.free_list = free_list  # where a finished slot waits for the next I/O
         self.io = new_io()
         self.buf: Any = None
         self.view: memoryview | None = None
@@ -249,13 +255,14 @@ class AsyncSlot:
                 raise status_error(device, name, self.offset, self.length, io)
             return self.result_view.tobytes() if self.op == IO_READ else None  # type: ignore[union-attr]
         finally:
-            device._afree.append(self)
-            device._holds.pop()  # device._leave(), without its call on the hot path
-            if device._closed:
-                device._leave_notify()
+            self.free_list.append(self)
+            gate = self.gate
+            gate.holds.pop()  # gate.leave(), without its call on the hot path
+            if gate.closed:
+                gate.notify()
 
     def release(self) -> None:
-        self.device._afree.append(self)
+        self.free_list.append(self)
 
     def free(self) -> None:
         if self.result_view is not None:
@@ -286,7 +293,7 @@ def _cache_aligned(ctype: str, count: int) -> tuple[Any, Any]:
     return ffi.cast(f"{ctype} *", raw + start), raw
 
 
-class Job:
+class Job(IoOwner):
     """One read_many/write_many call: the job, its parts, statuses, offsets and memory.
 
     The engine holds all of it until the job is over (job.over); the owner

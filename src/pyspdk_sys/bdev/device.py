@@ -17,14 +17,13 @@ from __future__ import annotations
 import array
 import asyncio
 import errno
-import sys
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from .. import _fork
 from .._binding import ffi, lib
 from .._checks import check_bool, check_float, check_int, check_name, check_timeout
 from .._completions import (
@@ -36,8 +35,10 @@ from .._completions import (
 )
 from .._resource import Resource, Stage
 from ..dma import MIN_ALIGN, BufferPool, DmaBuffer, require_running
-from ..errors import DeviceNotFoundError, IoError, RuntimeStateError, error_from_rc, io_error
+from ..errors import DeviceNotFoundError, IoError, error_from_rc, io_error
 from ..runtime import Runtime, SpdkFuture, provide, refuse_wait_on_spdk_thread
+from ._bounds import Bounds, byte_view, nbytes, offset_table, release_views, vector_views
+from ._gate import Gate, mark_blocking_calls
 from ._peers import probe_for
 from ._requests import AsyncSlot, BlockingSlot, Job, Request, status_error
 from .manage import BdevInfo, describe
@@ -53,7 +54,6 @@ _MAX_LANES = 64  # PYSPDK_MAX_LANES
 _MAX_SPIN_US = 1_000_000.0
 _QUEUE_SPIN_NS = 50_000
 _PEER_CHECK_NS = 500_000_000  # how often a long wait asks whether a remote peer is gone
-_CLOSED_NOTE = "is closed"
 
 
 class _Engine(Resource):
@@ -67,9 +67,6 @@ class _Engine(Resource):
 
     def on_stop(self) -> None:
         lib.pyspdk_io_engine_stop()
-
-
-Owner = Request | BlockingSlot | Job | Completions
 
 
 class BlockDevice(Resource):
@@ -126,18 +123,8 @@ class BlockDevice(Resource):
         self._first_slice = (
             WAIT_SLICE_NS if self._timeout_ns < 0 else min(WAIT_SLICE_NS, self._timeout_ns)
         )
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        # One entry per caller inside and per request not yet finished: close()
-        # waits for none. A list, because append() and pop() are atomic: the
-        # futures and asyncio paths count themselves without taking the lock.
-        self._holds: list[None] = []
-        # The blocking calls inside, per thread: a Ctrl-C can land between the
-        # count and the try that undoes it, and close() then finds the leak.
-        self._inside: dict[int, int] = {}
-        self._closed = False
-        self._closed_why = _CLOSED_NOTE
-        self._abandoned: list[Owner] = []
+        # Who is inside, whether it is closed, what it took over (_gate.py).
+        self.gate = Gate(name, self)
         # Whether the process serving this bdev (a vhost-user target) is gone.
         self._peer_gone = probe_for(runtime, name)
         self._local = threading.local()
@@ -156,6 +143,9 @@ class BlockDevice(Resource):
         self.block_size = self.info.block_size
         self.num_blocks = self.info.num_blocks
         self.size = self.info.size
+        self.bounds = Bounds(
+            name, self.block_size, self.size, writable, self.info.io_types, self.info.product_name
+        )
         self.pool = BufferPool(max(MIN_ALIGN, self.info.buf_align))
         self._adopt(runtime)
         if self.lanes > 1 and not runtime.on_spdk_thread():
@@ -193,23 +183,26 @@ class BlockDevice(Resource):
         return info, dev
 
     def _after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._closed = True
-        self._closed_why = "was opened by SPDK in the parent process: a forked child cannot use it"
+        super()._after_fork_in_child()
+        self.gate.after_fork(self._closed_why)
         self.pool.forked()
 
-    # ---------------------------------------------------------- lifetime
+    # ---------------------------------------------------------- lifetime (Resource's template)
 
-    def __enter__(self) -> BlockDevice:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _describe(self) -> str:
+        return self.name
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self.gate.closed
+
+    def _check_open(self) -> None:
+        if self.gate.closed:
+            raise self.gate.refusal()
+
+    def _mark_closed(self) -> bool:
+        self._closed = True
+        return self.gate.shut()
 
     def close(self, timeout: float = 30.0) -> None:
         """Close the device: queued I/O is cancelled, and I/O in SPDK's hands is aborted
@@ -218,70 +211,40 @@ class BlockDevice(Resource):
         Waits for what SPDK still holds (TimeoutError after `timeout`), then
         frees the device's memory. Not on the SPDK thread: it would wait on itself.
         """
-        seconds = check_timeout("timeout", timeout) or 30.0
-        if self._closed and _fork.forked:
-            return
-        refuse_wait_on_spdk_thread(f"closing {self.name}")
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        deadline = time.monotonic() + seconds
-        try:
-            self.runtime.call(self._close_on_spdk_thread, timeout=seconds)
-        except RuntimeStateError:
-            return  # Stopping: the stop and teardown hooks finish it.
+        super().close(timeout)
+
+    STOP_STAGE = Stage.DEVICES
+    TEARDOWN_STAGE = Stage.DEVICES
+
+    def _close_on_spdk_thread(self) -> None:
+        self._mark_closed()
+        if self._dev is not None:
+            lib.pyspdk_dev_close(self._dev)
+
+    def _wait_released(self, deadline: float, seconds: float) -> None:
         while lib.pyspdk_dev_wait_closed(self._dev, WAIT_SLICE_NS) != 0:
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"{self.name}: SPDK did not hand back the I/O it holds within {seconds} s"
                 )
-        self._sweep()
+        self.gate.sweep()
         # Callers finishing requests SPDK has handed back; an asyncio loop
         # on this thread cannot run while we wait, so read its queue here.
         here = loop_reapers(self.runtime).on_this_thread()
-        waited = 0
-        while True:
-            # Outside the lock: a completion delivered here leaves the device,
-            # and leaving takes the lock.
-            for reaper in here:
-                reaper.completions.dispatch(0, 0)
-            with self._idle:
-                if not self._holds:
-                    break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{self.name}: I/O callers did not finish in {seconds} s")
-                self._idle.wait(0.01 if here else 0.05)
-            waited += 1
-            if waited % 5 == 0:
-                self._forget_leaked()
-        self._teardown()
-        self._release(self.runtime)
+        self.gate.wait_empty(
+            deadline, seconds, [functools.partial(r.completions.dispatch, 0, 0) for r in here]
+        )
 
-    STOP_STAGE = Stage.DEVICES
-    TEARDOWN_STAGE = Stage.DEVICES
-
-    def on_stop(self) -> None:
-        self._close_on_spdk_thread()
-
-    def on_teardown(self) -> None:
-        self._teardown()
-
-    def _close_on_spdk_thread(self) -> None:
-        self._closed = True
-        if self._dev is not None:
-            lib.pyspdk_dev_close(self._dev)
-
-    def _teardown(self) -> None:
+    def _free(self) -> None:
         """Once the device is closed and SPDK holds nothing of it: free its memory."""
-        self._closed = True
+        self._mark_closed()
         self._last_loop = None
         self._futures_queue = None
         if self._dev is None:
             return
-        with self._idle:
-            self._idle.wait_for(lambda: not self._holds, 5.0)
-        self._sweep()
+        gate = self.gate
+        gate.wait_empty_briefly(5.0)
+        gate.sweep()
         for slot in self._slots:
             slot.release()
         self._slots.clear()
@@ -294,91 +257,6 @@ class BlockDevice(Resource):
         self.pool.free_all()
         lib.pyspdk_dev_free(self._dev)
         self._dev = None
-
-    def _enter(self) -> None:
-        # Counted before the look at _closed: close() marks the device closed
-        # before it waits for the count, so either this sees it closed or
-        # close() sees this inside.
-        self._holds.append(None)
-        if self._closed:
-            self._leave()
-            raise RuntimeStateError(f"{self.name} {self._closed_why}")
-
-    def _leave(self) -> None:
-        # Only close() and teardown wait for the last user, and they mark the
-        # device closed before they take the lock to wait: notify only then
-        # (a notify costs more than the rest of this call).
-        self._holds.pop()
-        if self._closed:
-            self._leave_notify()
-
-    def _leave_notify(self) -> None:
-        with self._lock:
-            self._idle.notify_all()
-
-    def _enter_blocking(self) -> None:
-        """_enter() for a call that waits on this thread; _leave_blocking() undoes it."""
-        me = threading.get_ident()
-        with self._lock:
-            if self._closed:
-                raise RuntimeStateError(f"{self.name} {self._closed_why}")
-            self._holds.append(None)
-            self._inside[me] = self._inside.get(me, 0) + 1
-
-    def _leave_blocking(self) -> None:
-        me = threading.get_ident()
-        with self._lock:
-            left = self._inside.get(me, 0)
-            if left == 0:
-                return  # already given up as leaked by close()
-            if left == 1:
-                del self._inside[me]
-            else:
-                self._inside[me] = left - 1
-            self._holds.pop()
-            if not self._holds and self._closed:
-                self._idle.notify_all()  # as in _leave
-
-    def _forget_leaked(self) -> None:
-        """Drop the counts of threads that are in none of the blocking calls any more.
-
-        KeyboardInterrupt can strike between a count and the try/finally that
-        takes it back; such a count would hold close() until its timeout. A
-        thread counts as inside while a blocking call of this device has a frame
-        on its stack.
-        """
-        frames = sys._current_frames()
-        with self._lock:
-            for thread, count in list(self._inside.items()):
-                frame = frames.get(thread)
-                while frame is not None and not (
-                    frame.f_code in _BLOCKING_CODES and frame.f_locals.get("self") is self
-                ):
-                    frame = frame.f_back
-                if frame is None:
-                    del self._inside[thread]
-                    del self._holds[:count]
-            if not self._holds:
-                self._idle.notify_all()
-
-    def _abandon(self, owner: Owner) -> None:
-        """The caller gave up on `owner` while SPDK holds it: release it once SPDK is done."""
-        with self._lock:
-            self._abandoned.append(owner)
-
-    def _sweep(self) -> None:
-        """Release every abandoned owner SPDK has handed back."""
-        with self._lock:
-            abandoned, self._abandoned = self._abandoned, []
-        still = []
-        for owner in abandoned:
-            if owner.is_over():
-                owner.release()
-            else:
-                still.append(owner)
-        if still:
-            with self._lock:
-                self._abandoned.extend(still)
 
     def _wait_more(
         self,
@@ -424,76 +302,8 @@ class BlockDevice(Resource):
 
     # ---------------------------------------------------------- checks and requests
 
-    def _span(self, offset: int, length: int) -> None:
-        for label, value in (("offset", offset), ("length", length)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{label} must be an int, not {type(value).__name__}")
-            if value < 0:
-                raise ValueError(f"{label} must not be negative, not {value}")
-            if value % self.block_size:
-                raise ValueError(
-                    f"{label} {value} is not a multiple of the block size "
-                    f"{self.block_size} of {self.name}"
-                )
-        if length == 0:
-            raise ValueError("length must be at least one block")
-        if offset + length > self.size:
-            raise ValueError(
-                f"{length} bytes at offset {offset} run past the end of {self.name} "
-                f"({self.size} bytes)"
-            )
-
-    def _check_range(self, offset: int, length: int) -> None:
-        """_span's checks in one expression for the hot paths; _span words the error."""
-        block_size = self.block_size
-        if (
-            type(offset) is not int
-            or type(length) is not int
-            or offset < 0
-            or length <= 0
-            or offset % block_size
-            or length % block_size
-            or offset + length > self.size
-        ):
-            self._span(offset, length)
-
-    def _need_write(self, what: str) -> None:
-        if not self.writable:
-            raise PermissionError(errno.EBADF, f"{self.name} is open read-only: cannot {what}")
-
-    def _need_type(self, io_type: str) -> None:
-        if io_type not in self.info.io_types:
-            raise NotImplementedError(
-                f"{self.name} ({self.info.product_name}) does not support {io_type}"
-            )
-
-    @staticmethod
-    def _view(buffer: Any, writable: bool) -> Any:
-        """A DmaBuffer as is, or a byte memoryview of `buffer` (which pins it)."""
-        if isinstance(buffer, DmaBuffer):
-            return buffer
-        try:
-            view = memoryview(buffer)
-        except TypeError:
-            raise TypeError(
-                f"expected a bytes-like object or DmaBuffer, not {type(buffer).__name__}"
-            ) from None
-        if writable and view.readonly:
-            view.release()
-            raise TypeError(
-                f"the buffer to read into must be writable ({type(buffer).__name__} is not)"
-            )
-        if not view.c_contiguous:
-            view.release()
-            raise ValueError("the buffer must be C-contiguous")
-        return view.cast("B") if view.format != "B" or view.ndim != 1 else view
-
-    @staticmethod
-    def _nbytes(view: Any) -> int:
-        return view.size if isinstance(view, DmaBuffer) else view.nbytes
-
     def _read_request(self, offset: int, length: int) -> Request:
-        self._span(offset, length)
+        self.bounds.span(offset, length)
         request = Request(self, "read", lib.PYSPDK_IO_READ, offset, length)
         ptr = request.dma_for(None, length, copy_in=False)
         request.io.buf = ptr
@@ -501,9 +311,9 @@ class BlockDevice(Resource):
         return request
 
     def _read_into_request(self, offset: int, buffer: Any) -> Request:
-        view = self._view(buffer, writable=True)
-        length = self._nbytes(view)
-        self._span(offset, length)
+        view = byte_view(buffer, writable=True)
+        length = nbytes(view)
+        self.bounds.span(offset, length)
         request = Request(self, "read", lib.PYSPDK_IO_READ, offset, length)
         if isinstance(view, DmaBuffer):
             request.io.buf = request.dma_for(view, length, copy_in=False)
@@ -516,10 +326,10 @@ class BlockDevice(Resource):
         return request
 
     def _write_request(self, offset: int, data: Any) -> Request:
-        self._need_write("write")
-        view = self._view(data, writable=False)
-        length = self._nbytes(view)
-        self._span(offset, length)
+        self.bounds.need_write("write")
+        view = byte_view(data, writable=False)
+        length = nbytes(view)
+        self.bounds.span(offset, length)
         request = Request(self, "write", lib.PYSPDK_IO_WRITE, offset, length)
         if isinstance(view, DmaBuffer):
             request.io.buf = request.dma_for(view, length, copy_in=False)
@@ -530,24 +340,13 @@ class BlockDevice(Resource):
 
     def _vector_request(self, offset: int, buffers: Sequence[Any], write: bool) -> Request:
         if write:
-            self._need_write("write")
-        if isinstance(buffers, (bytes, bytearray, memoryview)) or not isinstance(buffers, Sequence):
-            raise TypeError("buffers must be a sequence of bytes-like objects or DmaBuffers")
-        if not buffers:
-            raise ValueError("buffers must not be empty")
-        if len(buffers) > 1024:
-            raise ValueError(f"at most 1024 buffers in one I/O, not {len(buffers)}")
-        views = [self._view(b, writable=not write) for b in buffers]
-        lengths = [self._nbytes(v) for v in views]
+            self.bounds.need_write("write")
+        views, lengths = vector_views(buffers, writable=not write)
+        length = sum(lengths)
         try:
-            if 0 in lengths:
-                raise ValueError("every buffer must hold at least one byte")
-            length = sum(lengths)
-            self._span(offset, length)
+            self.bounds.span(offset, length)
         except BaseException:
-            for view in views:
-                if isinstance(view, memoryview):
-                    view.release()
+            release_views(views)
             raise
         op = lib.PYSPDK_IO_WRITEV if write else lib.PYSPDK_IO_READV
         request = Request(self, "writev" if write else "readv", op, offset, length)
@@ -566,9 +365,7 @@ class BlockDevice(Resource):
                 iov[i].iov_len = size
         except BaseException:
             request.release()
-            for view in views:
-                if isinstance(view, memoryview):
-                    view.release()
+            release_views(views)
             raise
         request.io.iov = iov
         request.io.iovcnt = len(views)
@@ -576,31 +373,30 @@ class BlockDevice(Resource):
         return request
 
     def _range_request(self, name: str, op: int, offset: int, length: int | None) -> Request:
-        if length is None:
-            length = self.size - offset if type(offset) is int else 0
-        self._span(offset, length)
+        length = self.bounds.to_end(offset, length)
+        self.bounds.span(offset, length)
         return Request(self, name, op, offset, length)
 
     def _unmap_request(self, offset: int, length: int) -> Request:
-        self._need_write("unmap")
-        self._need_type("unmap")
+        self.bounds.need_write("unmap")
+        self.bounds.need_type("unmap")
         return self._range_request("unmap", lib.PYSPDK_IO_UNMAP, offset, length)
 
     def _write_zeroes_request(self, offset: int, length: int) -> Request:
-        self._need_write("write zeroes")
+        self.bounds.need_write("write zeroes")
         return self._range_request("write_zeroes", lib.PYSPDK_IO_WRITE_ZEROES, offset, length)
 
     def _flush_request(self, offset: int = 0, length: int | None = None) -> Request:
-        self._need_type("flush")
+        self.bounds.need_type("flush")
         return self._range_request("flush", lib.PYSPDK_IO_FLUSH, offset, length)
 
     def _reset_request(self) -> Request:
-        self._need_type("reset")
+        self.bounds.need_type("reset")
         return Request(self, "reset", lib.PYSPDK_IO_RESET, 0, 0)
 
     def _refusal(self, rc: int, what: str, offset: int, length: int) -> Exception:
         if rc == -errno.EBADF:
-            return RuntimeStateError(f"{self.name} {self._closed_why}")
+            return self.gate.refusal()
         return io_error(self.name, what, offset, length, rc)
 
     # ---------------------------------------------------------- the blocking path
@@ -608,8 +404,9 @@ class BlockDevice(Resource):
     def _run(self, request: Request) -> Any:
         """Submit one request and wait for it; its owner is released whatever happens."""
         refuse_wait_on_spdk_thread(f"a blocking {request.name}")
+        gate = self.gate
         try:
-            self._enter_blocking()
+            gate.enter_blocking()
         except BaseException:
             request.release()
             raise
@@ -628,42 +425,40 @@ class BlockDevice(Resource):
                 raise self._refusal(rc, request.name, request.offset, request.length)
             return request.finish()
         except BaseException:
-            if request.is_over():
-                request.release()
-            else:
-                self._abandon(request)
+            gate.hand_over(request)
             raise
         finally:
-            self._leave_blocking()
+            gate.leave_blocking()
 
     def _slot(self, length: int) -> BlockingSlot:
         slot: BlockingSlot | None = getattr(self._local, "slot", None)
         if slot is None or slot.capacity < length:
             fresh = BlockingSlot(self.pool, BufferPool.size_class(length))
-            with self._lock:
+            with self.gate.lock:
                 if slot is not None:
                     self._slots.remove(slot)
                     slot.release()
                 self._slots.append(fresh)
             self._local.slot = slot = fresh
-            self._sweep()
+            self.gate.sweep()
         return slot
 
     def _retire(self, slot: BlockingSlot) -> None:
-        """The slot's I/O outlived its caller: the device keeps the slot until it is over."""
+        """The slot's I/O outlived its caller: the gate keeps the slot until it is over."""
         self._local.slot = None
-        with self._lock:
+        with self.gate.lock:
             if slot in self._slots:
                 self._slots.remove(slot)
-            self._abandoned.append(slot)
+        self.gate.hand_over(slot)
 
     def _run_slot(
         self, op: int, name: str, offset: int, length: int, source: Any = None
     ) -> BlockingSlot:
         """The blocking path for one contiguous range: checks, copies `source` in, waits."""
-        self._check_range(offset, length)
+        self.bounds.check(offset, length)
         refuse_wait_on_spdk_thread(f"a blocking {name}")
-        self._enter_blocking()
+        gate = self.gate
+        gate.enter_blocking()
         try:
             slot = self._slot(length)
             io = slot.io
@@ -688,7 +483,7 @@ class BlockDevice(Resource):
                 self._retire(current)
             raise
         finally:
-            self._leave_blocking()
+            gate.leave_blocking()
         if rc != 0:
             raise self._refusal(rc, name, offset, length)
         if io.status != 0:
@@ -715,7 +510,7 @@ class BlockDevice(Resource):
     def write(self, offset: int, data: Any) -> None:
         """Write a bytes-like object or DmaBuffer at byte `offset`."""
         if type(data) is bytes or type(data) is bytearray:
-            self._need_write("write")
+            self.bounds.need_write("write")
             self._run_slot(lib.PYSPDK_IO_WRITE, "write", offset, len(data), data)
             return
         self._run(self._write_request(offset, data))
@@ -729,15 +524,10 @@ class BlockDevice(Resource):
         self._run(self._vector_request(offset, buffers, write=True))
 
     def read_blocks(self, block: int, count: int) -> bytes:
-        return self.read(self._blocks("block", block), self._blocks("count", count))
+        return self.read(self.bounds.blocks("block", block), self.bounds.blocks("count", count))
 
     def write_blocks(self, block: int, data: Any) -> None:
-        self.write(self._blocks("block", block), data)
-
-    def _blocks(self, label: str, n: int) -> int:
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"{label} must be an int block number, not {type(n).__name__}")
-        return n * self.block_size
+        self.write(self.bounds.blocks("block", block), data)
 
     def flush(self, offset: int = 0, length: int | None = None) -> None:
         self._run(self._flush_request(offset, length))
@@ -756,21 +546,17 @@ class BlockDevice(Resource):
     def _submit(self, owner: Request, completions: Completions, token: Any) -> None:
         """Hand `owner` to SPDK, its completion going to `completions` with `token`.
 
-        Called inside _enter(). On any exception the pending map decides: the
-        side that removes the entry owns the request (here, or the reader).
+        Called inside the gate. On any exception, the hand-over rule: the
+        side that removes the pending entry owns the request (here, or the reader).
         """
-        io = owner.io
         try:
             completions.track(owner, token)
             rc = lib.pyspdk_dev_submit(self._dev, owner.submit, 1)
             if rc != 0:
                 raise self._refusal(rc, owner.name, owner.offset, owner.length)
         except BaseException:
-            if lib.pyspdk_io_is_done(io) and (
-                io.tag == 0 or completions.pending.pop(int(io.tag), None) is not None
-            ):
-                owner.release()
-                self._leave()
+            if self.gate.hand_over(owner, _claim_tracked(owner, completions)):
+                self.gate.leave()
             raise
 
     def _range_submit(
@@ -787,7 +573,7 @@ class BlockDevice(Resource):
 
         The hot path of futures and asyncio: the engine checks the range and
         queues the request in one call, and the count of users is taken
-        without the device's lock (see _enter). With no `completions`, the
+        without the gate's lock (see Gate.enter). With no `completions`, the
         running asyncio loop's queue is used with a new future of that loop
         as the token. Returns the token.
         """
@@ -798,18 +584,19 @@ class BlockDevice(Resource):
                 completions, token = last[1], last[0].create_future()
             else:
                 token, completions = self._loop_future()
-        self._holds.append(None)
-        if self._closed:
-            self._leave()
-            raise RuntimeStateError(f"{self.name} {self._closed_why}")
+        gate = self.gate
+        gate.holds.append(None)  # gate.enter(), without its call on the hot path
+        if gate.closed:
+            gate.leave()
+            raise gate.refusal()
         slot: AsyncSlot | None = None
         calling = False
         try:
             try:
                 slot = self._afree.pop()
             except IndexError:
-                slot = AsyncSlot(self)
-                with self._lock:
+                slot = AsyncSlot(self, self._afree)
+                with gate.lock:
                     self._aslots.append(slot)
             if (
                 type(offset) is not int
@@ -817,7 +604,7 @@ class BlockDevice(Resource):
                 or not 0 < length <= slot.capacity
             ):
                 # Worded errors first, and then a length that is valid to reserve.
-                self._check_range(offset, length)
+                self.bounds.check(offset, length)
                 slot.reserve(length)
             slot.op = op
             slot.offset = offset
@@ -835,26 +622,17 @@ class BlockDevice(Resource):
                 rc = -errno.ERANGE
             if rc != 0:
                 if rc == -errno.ERANGE:
-                    self._span(offset, length)
+                    self.bounds.span(offset, length)
                 raise self._refusal(rc, name, offset, length)
             return token
         except BaseException:
-            # Whoever removes the pending entry owns the slot: here, or the
-            # reader (which can only once the engine took it: `calling`).
-            if slot is None:
-                self._leave()
-            elif lib.pyspdk_io_is_done(slot.io) and (
-                completions.pending.pop(slot.tag, None) is not None or not calling
-            ):
-                if calling:
-                    slot.retag()  # a completion of it may still be queued
-                slot.release()
-                self._leave()
+            if slot is None or gate.hand_over(slot, _claim_slot(slot, completions, calling)):
+                gate.leave()
             raise
 
     def _request_submit(self, request: Request, completions: Completions, token: Any) -> None:
         try:
-            self._enter()
+            self.gate.enter()
         except BaseException:
             request.release()
             raise
@@ -888,7 +666,7 @@ class BlockDevice(Resource):
     def _write_submit(self, offset: int, data: Any, completions: Completions, token: Any) -> None:
         """Submit a write whose completion goes to `completions` with `token`."""
         if type(data) is bytes or type(data) is bytearray:
-            self._need_write("write")
+            self.bounds.need_write("write")
             self._range_submit(
                 lib.PYSPDK_IO_WRITE, "write", offset, len(data), data, completions, token
             )
@@ -922,7 +700,7 @@ class BlockDevice(Resource):
     async def awrite(self, offset: int, data: Any) -> None:
         """asyncio form of write()."""
         if type(data) is bytes or type(data) is bytearray:
-            self._need_write("write")
+            self.bounds.need_write("write")
             await self._range_submit(_WRITE, "write", offset, len(data), data)
             return
         future, completions = self._loop_future()
@@ -964,7 +742,7 @@ class BlockDevice(Resource):
         self, offsets: Iterable[int], length: int, data: Any, *, depth: int | None = None
     ) -> None:
         """Write bytes [i*length, (i+1)*length) of `data` at offsets[i], as read_many reads."""
-        self._need_write("write")
+        self.bounds.need_write("write")
         self._many(lib.PYSPDK_IO_WRITE, "write_many", offsets, length, data, depth)
 
     async def aread_many(
@@ -981,7 +759,7 @@ class BlockDevice(Resource):
         Cancelling the awaiting task does not stop the job: its I/Os run to
         the end (into `into`, when given), as they would on SPDK's side anyway.
         """
-        table = self._offsets(offsets)  # a generator is read here, on the loop's thread
+        table = offset_table(offsets)  # a generator is read here, on the loop's thread
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             None, lambda: self._many(lib.PYSPDK_IO_READ, "read_many", table, length, into, depth)
@@ -991,23 +769,12 @@ class BlockDevice(Resource):
         self, offsets: Iterable[int], length: int, data: Any, *, depth: int | None = None
     ) -> None:
         """asyncio form of write_many(), as aread_many() is of read_many()."""
-        self._need_write("write")
-        table = self._offsets(offsets)
+        self.bounds.need_write("write")
+        table = offset_table(offsets)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(
             None, lambda: self._many(lib.PYSPDK_IO_WRITE, "write_many", table, length, data, depth)
         )
-
-    def _offsets(self, offsets: Iterable[int]) -> array.array[int]:
-        if isinstance(offsets, (str, bytes, bytearray)):
-            raise TypeError("offsets must be an iterable of ints")
-        try:
-            table = array.array("Q", offsets)
-        except OverflowError:
-            raise ValueError("offsets must not be negative (nor 2**64 or more)") from None
-        except TypeError:
-            raise TypeError("offsets must be an iterable of ints") from None
-        return table
 
     def _many(
         self,
@@ -1018,39 +785,32 @@ class BlockDevice(Resource):
         buffer: Any,
         depth: int | None,
     ) -> Any:
-        check_int("length", length, 1, 1 << 40)
-        if length % self.block_size:
-            raise ValueError(
-                f"length {length} is not a positive multiple of the block size {self.block_size}"
-            )
-        if depth is not None:
-            check_int("depth", depth, 1, _MAX_DEPTH)
-        table = self._offsets(offsets)
+        self.bounds.many(length, depth, _MAX_DEPTH)
+        table = offset_table(offsets)
         count = len(table)
         total = count * length
         writing = op == lib.PYSPDK_IO_WRITE
         view = None
         if buffer is not None or writing:
-            view = self._view(buffer, writable=not writing)
-            if self._nbytes(view) < total:
-                size = self._nbytes(view)
-                if isinstance(view, memoryview):
-                    view.release()
+            view = byte_view(buffer, writable=not writing)
+            if nbytes(view) < total:
+                size = nbytes(view)
+                release_views([view])
                 raise ValueError(
                     f"the buffer holds {size} bytes; {count} I/Os of {length} need {total}"
                 )
         if count == 0:
-            if isinstance(view, memoryview):
-                view.release()
+            release_views([view])
             return buffer if buffer is not None else b""
         refuse_wait_on_spdk_thread(name)
         depth = min(depth or self.queue_depth, count)
         job = Job(table, self.lanes)
+        handed = False
+        gate = self.gate
         try:
-            self._enter_blocking()
+            gate.enter_blocking()
         except BaseException:
-            if isinstance(view, memoryview):
-                view.release()
+            release_views([view])
             raise
         try:
             user = ffi.NULL
@@ -1084,12 +844,7 @@ class BlockDevice(Resource):
                 job.bad,
             )
             if rc == -errno.EINVAL:
-                index = job.bad[0]
-                raise ValueError(
-                    f"offsets[{index}] = {table[index]}: not a multiple of the block size "
-                    f"{self.block_size}, or {length} bytes there run past the end of "
-                    f"{self.name} ({self.size} bytes)"
-                )
+                raise self.bounds.bad_offset(table, job.bad[0], length)
             if rc != 0:
                 raise self._refusal(rc, name, 0, total)
             rc = lib.pyspdk_job_wait(job.job, self._spin_ns, self._first_slice)
@@ -1114,14 +869,13 @@ class BlockDevice(Resource):
                 return None
             return ffi.buffer(base, total)[:] if view is None else buffer
         except BaseException:
-            if not job.is_over():
-                self._abandon(job)
-                job = None  # type: ignore[assignment]
+            handed = True
+            gate.hand_over(job)
             raise
         finally:
-            if job is not None:
+            if not handed:
                 job.release()
-            self._leave_blocking()
+            gate.leave_blocking()
 
     # ---------------------------------------------------------- batches
 
@@ -1191,17 +945,14 @@ class BlockDevice(Resource):
         for index, request in enumerate(requests):
             completions.track(request, index)
         ios = ffi.new("struct pyspdk_io *[]", [r.io for r in requests])
-        with self._lock:
-            if self._closed:
-                closed = True
-            else:
-                closed = False
-                self._holds.extend([None] * len(requests))
-        if closed:
+        gate = self.gate
+        try:
+            gate.enter_many(len(requests))
+        except BaseException:
             for request in requests:
                 request.release()
             completions.destroy()
-            raise RuntimeStateError(f"{self.name} {self._closed_why}")
+            raise
         submitted = False
         try:
             rc = lib.pyspdk_dev_submit(self._dev, ios, len(requests))
@@ -1215,24 +966,21 @@ class BlockDevice(Resource):
                     raise error_from_rc(got, "waiting for batch completions")
                 remaining -= got
         except BaseException:
-            if not submitted and all(lib.pyspdk_io_is_done(r.io) for r in requests):
+            if not submitted and all(r.is_over() for r in requests):
                 for request in requests:
-                    if completions.pending.pop(int(request.io.tag), None) is not None:
-                        request.release()
-                        self._leave()
+                    if gate.hand_over(request, _claim_tracked(request, completions)):
+                        gate.leave()
                 completions.destroy()
             else:
-                # SPDK holds some: the device releases them as they come back.
-                with self._lock:
-                    del self._holds[: len(completions.pending)]
-                    if not self._holds:
-                        self._idle.notify_all()
-                self._abandon(completions)
+                # SPDK holds some: the batch's queue is their owner now, and
+                # the gate keeps it until SPDK handed every one back.
+                gate.leave_many(len(completions.pending))
+                gate.hand_over(completions)
             raise
         # Over and empty: the next batch may use it. One that was interrupted
         # is never reused, so its late completions reach no other batch.
-        with self._lock:
-            if self._closed:
+        with gate.lock:
+            if gate.closed:
                 completions.destroy()
             else:
                 self._spare_queues.append(completions)
@@ -1248,10 +996,31 @@ def open_bdev(runtime: Runtime, name: str, **options: Any) -> BlockDevice:
     return BlockDevice(runtime, name, **options)
 
 
-# The frames that mark a thread as inside a blocking call (see _forget_leaked).
-_BLOCKING_CODES = frozenset(
-    method.__code__ for method in (BlockDevice._run, BlockDevice._run_slot, BlockDevice._many)
-)
+def _claim_tracked(request: Request, completions: Completions) -> Callable[[], bool]:
+    """The hand-over claim of a request a completion queue tracks: take its entry back."""
+    io = request.io
+    return lambda: io.tag == 0 or completions.pending.pop(int(io.tag), None) is not None
+
+
+def _claim_slot(slot: AsyncSlot, completions: Completions, calling: bool) -> Callable[[], bool]:
+    """The claim of an async slot: its entry taken back, or the engine never had it.
+
+    A slot keeps its tag from one I/O to the next; taken back after the
+    engine may have queued its completion, it gets a new tag first.
+    """
+
+    def claim() -> bool:
+        if completions.pending.pop(slot.tag, None) is None and calling:
+            return False
+        if calling:
+            slot.retag()
+        return True
+
+    return claim
+
+
+# The frames that mark a thread as inside a blocking call (see Gate.forget_leaked).
+mark_blocking_calls(BlockDevice._run, BlockDevice._run_slot, BlockDevice._many)
 
 
 provide("open_bdev", open_bdev)
