@@ -34,6 +34,15 @@
  * A device is freed only by pyspdk_pybdev_free, which Python calls once SPDK
  * has let go of it (`gone`) and no worker can touch it any more.
  */
+#include "pybdev.h"
+
+#include "spdk/bdev_module.h"
+#include "spdk/env.h"
+#include "spdk/thread.h"
+
+#include "bdev_io.h"
+#include "wait.h"
+
 #include <sys/queue.h>
 
 enum {
@@ -46,16 +55,9 @@ enum {
 #define PYSPDK_PYBDEV_STATE 7ull  /* the ticket's state bits */
 #define PYSPDK_PYBDEV_ID_SHIFT 3
 
-#define PYSPDK_PYBDEV_REQ_WORDS 8
-#define PYSPDK_PYBDEV_MAX_BATCH 1024 /* I/Os one fetch takes at most */
 #define PYSPDK_PYBDEV_RING 16384     /* I/Os waiting for a worker at most */
 #define PYSPDK_PYBDEV_DONE_RING 4096 /* per channel; more committed go on a stack */
-#define PYSPDK_PYBDEV_MAX_ALIGN 4096 /* arena places are aligned to the block, up to this */
-/* The largest read or write the bdev layer sends (it splits larger ones), so
- * that no I/O needs more arena than this. */
-#define PYSPDK_PYBDEV_MAX_IO (4u << 20)
 
-struct pyspdk_pybdev;
 struct pyspdk_pybdev_ch;
 
 /* The driver context of every spdk_bdev_io sent to one of our devices (SPDK
@@ -89,8 +91,6 @@ struct pyspdk_pybdev_ch {
 	struct pyspdk_pybdev_io *done; /* committed when the ring was full, newest first */
 	uint64_t interrupted;          /* the last pb->interrupt_id this channel has served */
 };
-
-#define PYSPDK_CACHE_LINE 64
 
 /* Laid out in cache lines by who writes them: read-mostly settings, what the
  * channel threads write on every I/O, and the workers' lock. */
@@ -536,7 +536,7 @@ static const struct spdk_bdev_fn_table pyspdk_pybdev_fn_table = {
 	.get_io_channel = pyspdk_pybdev_get_io_channel,
 };
 
-static void
+void
 pyspdk_pybdev_free(struct pyspdk_pybdev *pb)
 {
 	if (pb) {
@@ -551,7 +551,7 @@ pyspdk_pybdev_free(struct pyspdk_pybdev *pb)
 }
 
 /* App thread. */
-static struct pyspdk_pybdev *
+struct pyspdk_pybdev *
 pyspdk_pybdev_create(const char *name, uint32_t block_size, uint64_t num_blocks, uint32_t ops,
 		     int64_t timeout_ns, int *rc)
 {
@@ -611,7 +611,7 @@ pyspdk_pybdev_unregister_done(void *ctx, int rc)
  * the environment has ended, needs none of it. Nothing uses the ring once
  * gone: no channel is left to queue on it, and with nothing queued no fetch
  * looks at it. */
-static void
+void
 pyspdk_pybdev_release_env(struct pyspdk_pybdev *pb)
 {
 	if (pb->incoming && __atomic_load_n(&pb->gone, __ATOMIC_ACQUIRE)) {
@@ -621,14 +621,14 @@ pyspdk_pybdev_release_env(struct pyspdk_pybdev *pb)
 }
 
 /* App thread. */
-static void
+void
 pyspdk_pybdev_unregister(struct pyspdk_pybdev *pb)
 {
 	spdk_bdev_unregister(&pb->bdev, pyspdk_pybdev_unregister_done, pb);
 }
 
 /* Any thread: fail every I/O not yet answered (the pollers do it) and refuse new ones. */
-static void
+void
 pyspdk_pybdev_cancel(struct pyspdk_pybdev *pb)
 {
 	__atomic_store_n(&pb->accepting, 0, __ATOMIC_RELEASE);
@@ -637,7 +637,7 @@ pyspdk_pybdev_cancel(struct pyspdk_pybdev *pb)
 
 /* Any thread (a signal handler's, too: it only stores): fail every I/O
  * submitted until now with -EINTR, as a timeout would, and serve on. */
-static void
+void
 pyspdk_pybdev_interrupt(struct pyspdk_pybdev *pb)
 {
 	__atomic_store_n(&pb->interrupt_id,
@@ -645,7 +645,7 @@ pyspdk_pybdev_interrupt(struct pyspdk_pybdev *pb)
 }
 
 /* Any thread: make every fetch return -ESHUTDOWN from now on. */
-static void
+void
 pyspdk_pybdev_stop_workers(struct pyspdk_pybdev *pb)
 {
 	__atomic_store_n(&pb->stopping, 1, __ATOMIC_RELEASE);
@@ -654,7 +654,7 @@ pyspdk_pybdev_stop_workers(struct pyspdk_pybdev *pb)
 
 /* Any thread: an event loop waits on efd from now on, so every I/O queued
  * makes it readable (as if a worker always slept). */
-static void
+void
 pyspdk_pybdev_watch_fd(struct pyspdk_pybdev *pb)
 {
 	__atomic_add_fetch(&pb->sleepers, 1, __ATOMIC_SEQ_CST);
@@ -663,13 +663,13 @@ pyspdk_pybdev_watch_fd(struct pyspdk_pybdev *pb)
 	}
 }
 
-static int
+int
 pyspdk_pybdev_fd(struct pyspdk_pybdev *pb)
 {
 	return pb->efd;
 }
 
-static int
+int
 pyspdk_pybdev_state(struct pyspdk_pybdev *pb, int what)
 {
 	switch (what) {
@@ -782,7 +782,7 @@ pyspdk_pybdev_row(uint64_t *w, const struct pyspdk_pybdev_io *io, uint64_t lo)
  * is then the arena size that would have held it too, else 0.
  * Returns the count (0 with *want set: not even the first fit), 0 (nothing
  * in time), or -ESHUTDOWN once workers stop. */
-static int
+int
 pyspdk_pybdev_fetch(struct pyspdk_pybdev *pb, uint64_t *out, int max, int64_t spin_ns,
 		    int64_t timeout_ns, char *arena, uint64_t cap, uint64_t *want, int *reads)
 {
@@ -916,7 +916,7 @@ pyspdk_pybdev_hand_back(struct pyspdk_pybdev_ch *ch, struct pyspdk_pybdev_io **i
  * copied from the arena into its buffers, after the I/O is claimed: a result
  * for an I/O that expired meanwhile is dropped, and nothing is copied.
  * Returns how many were taken. */
-static int
+int
 pyspdk_pybdev_commit(struct pyspdk_pybdev *pb, const uint64_t *words, const int32_t *statuses,
 		     int count, const char *arena)
 {

@@ -1,10 +1,11 @@
-/* LocalRpc's accept poller (pyspdk_sys/rpc.py): see cdefs/pyspdk.h.
+/* LocalRpc's accept poller (declared in rpc_server.h; pyspdk_sys/rpc.py).
  *
  * spdk_rpc_server_accept() does one round of the JSON-RPC server's work:
  * accept a waiting connection, send queued responses, read and dispatch
  * requests. Run from a poller on the app thread, like SPDK's own RPC server
  * (lib/init/rpc.c), but every millisecond instead of every 4 ms.
  */
+#include "rpc_server.h"
 
 #define PYSPDK_RPC_POLL_PERIOD_US 1000
 
@@ -20,7 +21,7 @@ pyspdk_rpc_server_poll(void *ctx)
 	return SPDK_POLLER_BUSY;
 }
 
-static struct spdk_poller *
+struct spdk_poller *
 pyspdk_rpc_server_poller_register(struct spdk_rpc_server *server)
 {
 	if (server == NULL) {
@@ -30,7 +31,7 @@ pyspdk_rpc_server_poller_register(struct spdk_rpc_server *server)
 					  PYSPDK_RPC_POLL_PERIOD_US, "pyspdk_local_rpc");
 }
 
-static void
+void
 pyspdk_rpc_server_poller_unregister(struct spdk_poller **poller)
 {
 	if (poller != NULL) {

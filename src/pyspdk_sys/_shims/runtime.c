@@ -1,10 +1,9 @@
-/* The runtime's work poller: see cdefs/pyspdk.h. */
-
-void pyspdk_drain_work(void);
+/* The runtime's work poller (declared in runtime.h). */
+#include "runtime.h"
 
 static int pyspdk_work_pending;
 
-static void
+void
 pyspdk_work_notify(void)
 {
 	__atomic_store_n(&pyspdk_work_pending, 1, __ATOMIC_RELEASE);
@@ -22,13 +21,13 @@ pyspdk_work_poll(void *ctx)
 	return SPDK_POLLER_BUSY;
 }
 
-static struct spdk_poller *
+struct spdk_poller *
 pyspdk_work_poller_register(void)
 {
 	return spdk_poller_register(pyspdk_work_poll, NULL, 0);
 }
 
-static void
+void
 pyspdk_work_poller_unregister(struct spdk_poller **poller)
 {
 	spdk_poller_unregister(poller);
