@@ -98,6 +98,7 @@ SHIMS: tuple[str, ...] = (
     "bdev_jobs",
     "cq",
     "dma",
+    "intr",
     "pybdev",
     "rpc_server",
     "runtime",

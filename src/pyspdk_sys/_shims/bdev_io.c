@@ -19,6 +19,8 @@
 #include "cq.h"
 #include "wait.h"
 
+#include <sys/eventfd.h>
+
 static struct {
 	struct pyspdk_engine_thread threads[PYSPDK_MAX_LANES];
 	uint32_t nthreads;           /* 0 until the first device opens */
@@ -460,7 +462,7 @@ pyspdk_lane_setup(void *arg)
 		lane->next = lane->home->lanes;
 		lane->home->lanes = lane;
 		lane->linked = true;
-		__atomic_store_n(&lane->home->pending, 1, __ATOMIC_RELEASE);
+		pyspdk_engine_kick(lane->home);
 	} else {
 		__atomic_compare_exchange_n(&dev->setup_rc, &expected, -ENOMEM, false,
 					    __ATOMIC_RELAXED, __ATOMIC_RELAXED);
@@ -471,12 +473,65 @@ pyspdk_lane_setup(void *arg)
 	}
 }
 
+/* Interrupt mode: one eventfd per engine thread slot, made once and never
+ * closed (a submitting thread that read its number may write it late). */
+static int g_pyspdk_engine_efd[PYSPDK_MAX_LANES];  /* the fd + 1; 0: not made yet */
+
+void
+pyspdk_engine_kick(struct pyspdk_engine_thread *home)
+{
+	uint64_t one = 1;
+
+	if (__atomic_exchange_n(&home->pending, 1, __ATOMIC_SEQ_CST) == 0 && home->efd >= 0) {
+		(void)!write(home->efd, &one, sizeof(one));
+	}
+}
+
+/* Interrupt mode: the thread's eventfd is readable. Empty it, then poll: a
+ * kick after the read writes it again. */
+static int
+pyspdk_engine_wake(void *ctx)
+{
+	struct pyspdk_engine_thread *home = ctx;
+	uint64_t drained;
+
+	(void)!read(home->efd, &drained, sizeof(drained));
+	return pyspdk_io_poll(home);
+}
+
 static void
 pyspdk_engine_thread_start(void *arg)
 {
 	struct pyspdk_engine_thread *home = arg;
+	int slot = (int)(home - g_pyspdk_io.threads);
+	int efd;
 
-	home->poller = spdk_poller_register(pyspdk_io_poll, home, 0);
+	home->efd = -1;
+	if (spdk_interrupt_mode_is_enabled()) {
+		if (g_pyspdk_engine_efd[slot] == 0) {
+			efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+			if (efd < 0) {
+				return; /* no poller: pyspdk_io_engine_start sees it for lane 0 */
+			}
+			g_pyspdk_engine_efd[slot] = efd + 1;
+		}
+		home->intr = spdk_interrupt_register(g_pyspdk_engine_efd[slot] - 1, pyspdk_engine_wake,
+						     home, "pyspdk_io");
+		if (!home->intr) {
+			return;
+		}
+	}
+	home->poller = spdk_poller_register_named(pyspdk_io_poll, home, 0, "pyspdk_io");
+	if (home->poller && home->intr) {
+		spdk_poller_register_interrupt(home->poller, NULL, NULL);
+		__atomic_store_n(&home->efd, g_pyspdk_engine_efd[slot] - 1, __ATOMIC_SEQ_CST);
+		if (__atomic_load_n(&home->pending, __ATOMIC_SEQ_CST)) {
+			__atomic_store_n(&home->pending, 0, __ATOMIC_SEQ_CST);
+			pyspdk_engine_kick(home); /* queued before the event was there */
+		}
+	} else if (!home->poller && home->intr) {
+		spdk_interrupt_unregister(&home->intr);
+	}
 }
 
 static void
@@ -485,6 +540,9 @@ pyspdk_engine_thread_stop(void *arg)
 	struct pyspdk_engine_thread *home = arg;
 
 	spdk_poller_unregister(&home->poller);
+	if (home->intr) {
+		spdk_interrupt_unregister(&home->intr);
+	}
 	if (home != &g_pyspdk_io.threads[0]) {
 		spdk_thread_exit(spdk_get_thread());
 	}
@@ -502,6 +560,7 @@ pyspdk_io_engine_start(void)
 	char name[32];
 
 	memset(home, 0, sizeof(*home));
+	home->efd = -1;
 	home->thread = spdk_get_thread();
 	pyspdk_engine_thread_start(home);
 	if (!home->poller) {
@@ -521,6 +580,7 @@ pyspdk_io_engine_start(void)
 		}
 		home = &g_pyspdk_io.threads[g_pyspdk_io.nthreads];
 		memset(home, 0, sizeof(*home));
+		home->efd = -1;
 		home->thread = thread;
 		if (spdk_thread_send_msg(thread, pyspdk_engine_thread_start, home) != 0) {
 			break; /* the thread has nothing to do and exits with the app */
@@ -690,7 +750,7 @@ pyspdk_dev_submit(struct pyspdk_dev *dev, struct pyspdk_io **ios, int count)
 	}
 	lane->sq_tail = ios[count - 1];
 	pthread_mutex_unlock(&lane->lock);
-	__atomic_store_n(&lane->home->pending, 1, __ATOMIC_RELEASE);
+	pyspdk_engine_kick(lane->home);
 	return 0;
 }
 

@@ -132,6 +132,8 @@ struct pyspdk_engine_thread {
 	struct spdk_poller *poller;
 	struct pyspdk_lane *lanes;   /* this thread only */
 	int pending;                 /* some lane here has queued work */
+	int efd;                     /* interrupt mode: written when pending turns 1, else -1 */
+	struct spdk_interrupt *intr; /* interrupt mode: runs the poller on efd */
 } __attribute__((aligned(PYSPDK_CACHE_LINE)));
 
 /* A device's share of one engine thread: its channel and its queues. Only
@@ -184,6 +186,9 @@ void pyspdk_io_pump(struct pyspdk_lane *lane);
 /* Lane thread, closing: ask the bdev layer to abort the I/O submitted with
  * cb_arg (best effort). */
 int pyspdk_lane_abort(struct pyspdk_lane *lane, void *cb_arg);
+/* Any thread: `home` has queued work: its poller looks at it next round, or
+ * in interrupt mode its event wakes the thread. */
+void pyspdk_engine_kick(struct pyspdk_engine_thread *home);
 /* Blocking waiters spinning now (pyspdk_spin_while's `spinners`). */
 extern int g_pyspdk_io_spinners;
 

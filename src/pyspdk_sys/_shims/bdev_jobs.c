@@ -478,7 +478,7 @@ pyspdk_job_post(struct pyspdk_dev *dev, struct pyspdk_job *job, struct pyspdk_jo
 		return rc;
 	}
 	for (p = 0; p < n; p++) {
-		__atomic_store_n(&dev->lanes[p].home->pending, 1, __ATOMIC_RELEASE);
+		pyspdk_engine_kick(dev->lanes[p].home);
 	}
 	return 0;
 }
