@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--hugedir", metavar="DIR", help="hugetlbfs mount to use (--hugepages)")
     serve.add_argument("--name", default="pyspdk", help="SPDK application name")
     serve.add_argument(
+        "--interrupt-mode",
+        action="store_true",
+        help="reactors sleep when idle instead of busy-polling their cores",
+    )
+    serve.add_argument(
         "--start-timeout", type=float, default=120.0, help="seconds to wait for SPDK to start"
     )
     return parser
@@ -220,6 +225,7 @@ def serve_command(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             config=args.config,
             name=args.name,
+            interrupt_mode=args.interrupt_mode,
         )
     except (TypeError, ValueError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)

@@ -86,30 +86,85 @@ AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("callbacks.h", ()),
 )
 
-# The C shims compiled into the module, in dependency order. A shim with
-# declarations keeps them beside it (_shims/<name>.h); they are joined after
-# every SPDK area and before callbacks.h.
+# The C shims compiled into the module, each its own translation unit (a
+# `sources` entry of the extension), so none can lean on another's text: each
+# <name>.c includes <name>.h and the headers of what it uses. A header is C
+# with an include guard; the part between the lines CFFI_BEGIN and CFFI_END
+# is also what Python sees of it (shim_cdef). Inside that part, an
+# `#ifdef PYSPDK_CDEF` block is for cffi only (a partial struct, a constant
+# whose value the compiler gives), with an optional `#else` for the compiler.
 SHIMS: tuple[str, ...] = (
-    "version",
-    "runtime",
-    "rpc_server",
-    "wait",
     "bdev_io",
-    "cq",
     "bdev_jobs",
+    "cq",
     "dma",
+    "intr",
     "pybdev",
+    "rpc_server",
+    "runtime",
+    "version",
+    "wait",
 )
+CFFI_BEGIN = "/* cffi begin */"
+CFFI_END = "/* cffi end */"
+CDEF_MACRO = "PYSPDK_CDEF"
+
+
+def shim_cdef(label: str, text: str) -> str:
+    """The cffi declarations of one shim header: its CFFI_BEGIN..CFFI_END part,
+    with the `#ifdef PYSPDK_CDEF` branches cffi reads and without the others.
+    A malformed header raises ValueError naming it."""
+    lines = text.splitlines()
+    try:
+        start = lines.index(CFFI_BEGIN)
+        end = lines.index(CFFI_END, start)
+    except ValueError:
+        raise ValueError(f"{label}: no '{CFFI_BEGIN}' ... '{CFFI_END}' part") from None
+    kept: list[str] = []
+    branch: str | None = None  # None outside a conditional, else "cdef" or "c"
+    for number, line in enumerate(lines[start + 1 : end], start + 2):
+        directive = line.strip()
+        if directive.startswith("#") and not directive.startswith("#define"):
+            word = directive.split()
+            if word[:2] == ["#ifdef", CDEF_MACRO] and branch is None:
+                branch = "cdef"
+            elif word[:2] == ["#ifndef", CDEF_MACRO] and branch is None:
+                branch = "c"
+            elif word[:1] == ["#else"] and branch is not None:
+                branch = "c" if branch == "cdef" else "cdef"
+            elif word[:1] == ["#endif"] and branch is not None:
+                branch = None
+            else:
+                raise ValueError(
+                    f"{label}:{number}: only #define and #ifdef/#ifndef {CDEF_MACRO} "
+                    f"(#else, #endif) may appear between the cffi lines: {directive}"
+                )
+            continue
+        if branch != "c":
+            kept.append(line)
+    if branch is not None:
+        raise ValueError(f"{label}: #ifdef {CDEF_MACRO} without #endif")
+    return "\n".join(kept) + "\n"
 
 
 def shim_declarations() -> list[tuple[str, str]]:
-    """(file name, text) of every shim's declarations, in SHIMS order."""
+    """(header name, cffi declarations) of every shim, in SHIMS order."""
     found = []
     for name in SHIMS:
         path = SHIMS_DIR / f"{name}.h"
-        if path.exists():
-            found.append((path.name, path.read_text()))
+        found.append((path.name, shim_cdef(f"_shims/{path.name}", path.read_text())))
     return found
+
+
+def shim_sources() -> list[str]:
+    """The shims' C files, as setuptools compiles them: relative to the working
+    directory when under it (objects then land inside the build directory)."""
+    here = Path.cwd().resolve()
+    sources = []
+    for name in SHIMS:
+        path = SHIMS_DIR / f"{name}.c"
+        sources.append(str(path.relative_to(here)) if path.is_relative_to(here) else str(path))
+    return sources
 
 
 def read_cdefs() -> str:
@@ -139,11 +194,12 @@ def version_check() -> str:
 
 
 def preamble(build_key: str = "") -> str:
-    """C source compiled into the extension: headers, version range, flags, shims."""
+    """C source of the module cffi generates: headers, version range, flags,
+    and the shims' headers (their code is compiled apart, see SHIMS)."""
     includes = [f'#include "{h}"' for _name, headers in AREAS for h in headers]
     key = build_key.replace("\\", "\\\\").replace('"', '\\"')
     built_against = f'static const char *const PYSPDK_BUILT_AGAINST = "{key}";\n'
-    shims = [(SHIMS_DIR / f"{name}.c").read_text() for name in SHIMS]
+    shims = [f'#include "{SHIMS_DIR.name}/{name}.h"' for name in SHIMS]
     return "\n".join(
         [
             *includes,
@@ -155,6 +211,19 @@ def preamble(build_key: str = "") -> str:
         ]
     )
 
+
+# Options for every C file of the module, the shims as compiled alone too.
+COMPILE_ARGS: tuple[str, ...] = (
+    # sched_getcpu, CPU_COUNT, dladdr (Python.h sets it too, to the same value).
+    "-D_GNU_SOURCE",
+    # The shims' functions are the module's own: not exported from it.
+    "-fvisibility=hidden",
+    # spdk_app_opts is packed; taking its members' addresses is expected.
+    "-Wno-address-of-packed-member",
+    # A shim that uses what it does not include fails to build.
+    "-Werror=implicit-function-declaration",
+    "-Werror=incompatible-pointer-types",
+)
 
 # Set to 1 to build for a self-contained wheel (`build.sh wheel`): the
 # extension then finds the library in BUNDLE_DIR beside itself, not in the
@@ -221,12 +290,7 @@ def link_options(found: dict[str, str]) -> dict[str, list[str]]:
         "library_dirs": parsed["library_dirs"],
         "libraries": parsed["libraries"],
         "extra_link_args": [f"-Wl,-rpath,{rpath}"],
-        # spdk_app_opts is packed; taking its members' addresses is expected.
-        "extra_compile_args": [
-            "-Wno-address-of-packed-member",
-            "-Werror=implicit-function-declaration",
-            "-Werror=incompatible-pointer-types",
-        ],
+        "extra_compile_args": list(COMPILE_ARGS),
     }
 
 
@@ -240,7 +304,9 @@ def make_ffibuilder(with_library: bool = True) -> cffi.FFI:
         builder.set_source(
             "pyspdk_sys._pyspdk_sys",
             preamble(build_key(found)),
-            include_dirs=options["include_dirs"],
+            sources=shim_sources(),
+            depends=[str(path) for path in sorted(SHIMS_DIR.iterdir())],
+            include_dirs=[str(PACKAGE_DIR), *options["include_dirs"]],
             library_dirs=options["library_dirs"],
             libraries=options["libraries"],
             extra_link_args=options["extra_link_args"],

@@ -4,10 +4,15 @@ An SPDK application in this process (Runtime) and one in its own process
 (SpdkProcess) take the same options. They are checked here, at construction,
 with errors that name the parameter and the value; then turned into what
 each needs: `spdk_app_opts` fields (runtime.py) or spdk_tgt's argv (argv()).
+
+interrupt_mode makes reactors sleep on file descriptors when idle instead of
+busy-polling a core. SPDK allows it only when every poller can wake on an
+event, so the config then also picks what can: INTERRUPT_DEFAULTS.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,12 +21,47 @@ from typing import Any
 
 from ._checks import check_bool, check_config, check_int, check_local_cpu_mask, mask_of
 
-__all__ = ["LOG_LEVELS", "AppOptions", "dpdk_runtime_dir"]
+__all__ = ["INTERRUPT_DEFAULTS", "LOG_LEVELS", "AppOptions", "dpdk_runtime_dir"]
 
 LOG_LEVELS = ("ERROR", "WARNING", "NOTICE", "INFO", "DEBUG")
 """Values of log_level, as SPDK's log_set_print_level RPC names them."""
 
 MAX_MEM_SIZE_MB = 1 << 30  # far beyond any machine; spdk_app_opts.mem_size is an int
+
+INTERRUPT_DEFAULTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    # The uring sock implementation, SPDK's default where io_uring works,
+    # cannot wake a reactor ("Interrupt mode is not supported in the uring
+    # sock implementation"); posix can (its sock groups are epoll sets).
+    ("sock", "sock_set_default_impl", {"impl_name": "posix"}),
+)
+"""(subsystem, method, params) added to the config of an interrupt-mode
+application, each unless the config calls that method itself."""
+
+
+def with_interrupt_defaults(config: Any) -> dict[str, Any]:
+    """A checked config (None, dict or Path) with INTERRUPT_DEFAULTS added, as a dict."""
+    if isinstance(config, Path):
+        config = json.loads(config.read_text())
+    merged: dict[str, Any] = dict(config or {})
+    subsystems = [dict(s) for s in merged.get("subsystems") or []]
+    called = {
+        entry.get("method")
+        for subsystem in subsystems
+        for entry in subsystem.get("config") or []
+        if isinstance(entry, dict)
+    }
+    for name, method, params in INTERRUPT_DEFAULTS:
+        if method in called:
+            continue
+        entry = {"method": method, "params": dict(params)}
+        for subsystem in subsystems:
+            if subsystem.get("subsystem") == name:
+                subsystem["config"] = [entry, *(subsystem.get("config") or [])]
+                break
+        else:
+            subsystems.append({"subsystem": name, "config": [entry]})
+    merged["subsystems"] = subsystems
+    return merged
 
 
 @dataclass(frozen=True)
@@ -40,6 +80,7 @@ class AppOptions:
     cores: tuple[int, ...]
     log_level: str
     config: Any
+    interrupt_mode: bool = False
 
     @classmethod
     def check(
@@ -52,11 +93,13 @@ class AppOptions:
         cpu_mask: Any = "0x1",
         log_level: Any = "WARNING",
         config: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        interrupt_mode: Any = False,
     ) -> AppOptions:
         """The options, or TypeError/ValueError naming the first one that is wrong."""
         check_int("mem_size_mb", mem_size_mb, 1, MAX_MEM_SIZE_MB)
         check_bool("hugepages", hugepages)
         check_bool("pci", pci)
+        check_bool("interrupt_mode", interrupt_mode)
         cores = check_local_cpu_mask("cpu_mask", cpu_mask)
         if log_level not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
@@ -70,6 +113,9 @@ class AppOptions:
             if not Path(hugedir).is_dir():
                 raise ValueError(f"hugedir {os.fspath(hugedir)!r} is not a directory")
             hugedir = os.fspath(hugedir)
+        config = check_config(config)
+        if interrupt_mode:
+            config = with_interrupt_defaults(config)
         return cls(
             mem_size_mb=mem_size_mb,
             hugepages=hugepages,
@@ -78,7 +124,8 @@ class AppOptions:
             cpu_mask=cpu_mask,
             cores=cores,
             log_level=log_level,
-            config=check_config(config),
+            config=config,
+            interrupt_mode=interrupt_mode,
         )
 
     @property
@@ -104,6 +151,8 @@ class AppOptions:
             argv += ["--json", config_path]
         if self.log_level in ("ERROR", "WARNING"):
             argv.append("--silence-noticelog")
+        if self.interrupt_mode:
+            argv.append("--interrupt-mode")
         return argv
 
 

@@ -117,7 +117,7 @@ class SpdkProcess:
 
     Options mirror Runtime's: mem_size_mb, hugepages, hugedir, pci, cpu_mask,
     rpc_socket (default: a private path in a fresh 0700 directory), log_level,
-    config (a dict or a JSON file), name. `args` are further command-line
+    config (a dict or a JSON file), name, interrupt_mode. `args` are further command-line
     arguments for the application. The output goes to `log_file` (default: a
     file in the private directory, removed by stop(); pass a path to keep it).
 
@@ -140,6 +140,7 @@ class SpdkProcess:
         pci: bool = False,
         args: Sequence[str] = (),
         log_file: str | os.PathLike[str] | None = None,
+        interrupt_mode: bool = False,
     ) -> None:
         if binary is not None and not isinstance(binary, (str, os.PathLike)):
             raise TypeError(f"binary must be a path or None, not {type(binary).__name__}")
@@ -151,6 +152,7 @@ class SpdkProcess:
             cpu_mask=cpu_mask,
             log_level=log_level,
             config=config,
+            interrupt_mode=interrupt_mode,
         )
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, not {type(name).__name__}")
@@ -178,6 +180,7 @@ class SpdkProcess:
         self.cpu_mask = cpu_mask
         self.log_level = log_level
         self.name = name
+        self.interrupt_mode = options.interrupt_mode
         self.args = tuple(args)
         self._config = options.config
         self._user_socket = None if rpc_socket is None else check_rpc_socket(rpc_socket)

@@ -107,13 +107,18 @@ class LocalRpc(Resource):
         self._refuse_spdk_thread("call")
         deadline = time.monotonic() + timeout
         path = self._ensure_started(timeout)
-        sock = self._take_connection(path, method, deadline, timeout)
-        reusable = False
+        # In interrupt mode the server runs only while a call is in flight.
+        lib.pyspdk_rpc_server_busy(1)
         try:
-            reply, clean = self._exchange(sock, payload, method, deadline, timeout)
-            reusable = clean and isinstance(reply, dict) and reply.get("id") == request_id
+            sock = self._take_connection(path, method, deadline, timeout)
+            reusable = False
+            try:
+                reply, clean = self._exchange(sock, payload, method, deadline, timeout)
+                reusable = clean and isinstance(reply, dict) and reply.get("id") == request_id
+            finally:
+                self._give_back(sock, reusable)
         finally:
-            self._give_back(sock, reusable)
+            lib.pyspdk_rpc_server_busy(-1)
         return rpc_result(method, request_id, reply)
 
     async def acall(
@@ -132,12 +137,15 @@ class LocalRpc(Resource):
             path = await asyncio.get_running_loop().run_in_executor(
                 None, self._ensure_started, timeout
             )
+        lib.pyspdk_rpc_server_busy(1)
         try:
             reply = await asyncio.wait_for(
                 self._aexchange(path, payload, method), max(deadline - time.monotonic(), 0)
             )
         except asyncio.TimeoutError:
             raise _timeout(method, timeout) from None
+        finally:
+            lib.pyspdk_rpc_server_busy(-1)
         return rpc_result(method, request_id, reply)
 
     # ------------------------------------------------------------ checks

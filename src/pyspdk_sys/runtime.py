@@ -204,6 +204,7 @@ class Runtime:
         name: str = "pyspdk",
         pci: bool = False,
         small_pools: bool = True,
+        interrupt_mode: bool = False,
     ) -> None:
         self.options = AppOptions.check(
             mem_size_mb=mem_size_mb,
@@ -213,6 +214,7 @@ class Runtime:
             cpu_mask=cpu_mask,
             log_level=log_level,
             config=config,
+            interrupt_mode=interrupt_mode,
         )
         check_bool("small_pools", small_pools)
         if small_pools and mem_size_mb < SMALLEST_MEM_SIZE_MB:
@@ -230,6 +232,8 @@ class Runtime:
         self.rpc_socket = None if rpc_socket is None else check_rpc_socket(rpc_socket)
         self.log_level = log_level
         self.name = name
+        # Reactors that sleep when idle (options.py); polling is the default.
+        self.interrupt_mode = self.options.interrupt_mode
         self._config = self.options.config
         self._check_config_methods()
         # The built-in default configuration (_pools.py); False: SPDK's own pool sizes.
@@ -530,8 +534,11 @@ class Runtime:
         """Tell adaptive waits which CPUs reactors busy-poll, so they do not spin there.
 
         This runtime's cores, and other SPDK processes' as their core locks show
-        at start; unmarked again when the runtime's app returns.
+        at start; unmarked again when the runtime's app returns. Reactors in
+        interrupt mode sleep when idle: their cores are left unmarked.
         """
+        if polled and self.interrupt_mode:
+            return
         if polled:
             self._polled_cpus = sorted({*self.options.cores, *all_held_cores()})
         for cpu in self._polled_cpus:
@@ -561,6 +568,11 @@ class Runtime:
         lib.spdk_log_set_print_level(_LOG_LEVELS[self.log_level])
         self.app_thread = lib.spdk_get_thread()
         self._poller = lib.pyspdk_work_poller_register()
+        if self.interrupt_mode:
+            # SPDK's iSCSI target would keep the reactors busy (intr.c).
+            rc = lib.pyspdk_intr_quiet()
+            if rc != 0:
+                _callbacks.log.warning(f"pyspdk_sys: iSCSI pollers stay busy (rc {rc})")
         with self._lock:
             stop_requested = self.state is State.STOPPING
             if not stop_requested:
@@ -585,6 +597,8 @@ class Runtime:
     def _shutdown_on_spdk_thread(self) -> None:
         _run_in_order(self._stop_hooks[::-1], "stop")
         _run_in_order([r.on_stop for r in self._resources_by("STOP_STAGE")], "stop")
+        if self.interrupt_mode:
+            lib.pyspdk_intr_stop()
         if self._poller is not None:
             poller = ffi.new("struct spdk_poller **", self._poller)
             lib.pyspdk_work_poller_unregister(poller)
@@ -647,6 +661,7 @@ class Runtime:
         opts.enable_coredump = False
         opts.num_entries = 0
         opts.shm_id = -1
+        opts.interrupt_mode = self.options.interrupt_mode
         if self._config is not None or self.small_pools:
             opts.json_config_file = self._cstr(self._write_config())
         self._keepalive.append(opts)

@@ -13,133 +13,22 @@
  * until it is.
  */
 
-enum {
-	PYSPDK_IO_READ = 0,
-	PYSPDK_IO_WRITE = 1,
-	PYSPDK_IO_READV = 2,
-	PYSPDK_IO_WRITEV = 3,
-	PYSPDK_IO_FLUSH = 4,
-	PYSPDK_IO_UNMAP = 5,
-	PYSPDK_IO_WRITE_ZEROES = 6,
-	PYSPDK_IO_RESET = 7,
-};
+#include "bdev_io.h"
 
-/* pyspdk_io.state: a futex word. */
-enum {
-	PYSPDK_IO_PENDING = 0,
-	PYSPDK_IO_SLEEPING = 1, /* pending, and a waiter sleeps on the futex */
-	PYSPDK_IO_DONE = 2,
-};
+#include "bdev_jobs.h"
+#include "cq.h"
+#include "wait.h"
 
-enum {
-	PYSPDK_DEV_OPEN = 0,
-	PYSPDK_DEV_CLOSING = 1,
-	PYSPDK_DEV_CLOSED = 2,
-};
-
-struct pyspdk_cq;
-struct pyspdk_dev;
-struct pyspdk_lane;
-struct pyspdk_job;
-struct pyspdk_job_part;
-
-struct pyspdk_io {
-	/* Filled by the caller before submission. */
-	int op;
-	uint64_t offset_blocks;
-	uint64_t num_blocks;
-	void *buf;
-	struct iovec *iov;
-	int iovcnt;
-	struct pyspdk_cq *cq;
-	uint64_t tag;
-	/* Results, valid once state is PYSPDK_IO_DONE. */
-	int status;     /* 0 ok, < 0 -errno (not submitted or cancelled), 1 I/O failed */
-	int nvme_sct;
-	int nvme_sc;
-	uint32_t cdw0;
-	int aio_status;
-	uint32_t state;
-	/* Engine-private. */
-	int64_t submitted_ns;        /* blocking requests, for pyspdk_adapt */
-	struct pyspdk_dev *dev;
-	struct pyspdk_lane *lane;
-	struct pyspdk_io *next;
-	struct pyspdk_io *held_prev, *held_next; /* lane->held, while the bdev layer has it */
-	struct spdk_bdev_io_wait_entry wait;
-};
-
-/* Lanes, engine threads and job parts are written per I/O by their own
- * cores: each starts on a cache line of its own, or the cores' writes to
- * neighbours ping-pong the line between them (the second core then added
- * nothing to a job's throughput). */
-#define PYSPDK_CACHE_LINE 64
-
-/* The most SPDK threads (reactor cores) the engine spreads a device over. */
-#define PYSPDK_MAX_LANES 64
-
-/* One SPDK thread the engine runs on: its poller, and the lanes it serves. */
-struct pyspdk_engine_thread {
-	struct spdk_thread *thread;
-	struct spdk_poller *poller;
-	struct pyspdk_lane *lanes;   /* this thread only */
-	int pending;                 /* some lane here has queued work */
-} __attribute__((aligned(PYSPDK_CACHE_LINE)));
-
-/* A device's share of one engine thread: its channel and its queues. Only
- * that thread touches it, except for the fields under `lock`. */
-struct pyspdk_lane {
-	struct pyspdk_dev *dev;
-	struct pyspdk_engine_thread *home;
-	struct spdk_io_channel *ch;
-	uint32_t inflight;           /* handed to the bdev layer */
-	uint32_t state;              /* PYSPDK_DEV_* of this lane */
-	bool linked;                 /* on home->lanes */
-	bool unreached;              /* owner thread: no message reached its thread */
-	pthread_mutex_t lock;        /* guards sq, jobs_posted, accepting and refusal */
-	bool accepting;
-	int refusal;                 /* what a submission gets once not accepting */
-	struct pyspdk_io *sq_head, *sq_tail;         /* queued by any thread */
-	struct pyspdk_job_part *jobs_posted;         /* by any thread */
-	struct pyspdk_io *backlog_head, *backlog_tail;
-	struct pyspdk_io *held;                      /* in the bdev layer's hands */
-	struct pyspdk_job_part *jobs;                /* running */
-	struct pyspdk_lane *next;    /* home->lanes */
-	void *spare_slots;           /* bdev_jobs.c's slot block, any thread (atomic) */
-} __attribute__((aligned(PYSPDK_CACHE_LINE)));
-
-struct pyspdk_dev {
-	struct spdk_bdev_desc *desc; /* the owner thread's */
-	struct spdk_bdev *bdev;
-	struct spdk_thread *owner;   /* the app thread: opens, hears hot removal, closes */
-	uint32_t queue_depth;        /* per lane */
-	uint32_t state;              /* futex word; PYSPDK_DEV_* of the device */
-	bool removed;                /* the bdev is going away (hot remove) */
-	int close_status;            /* what queued requests end with when it closes */
-	uint32_t lanes_open;         /* owner thread: lanes still holding a channel */
-	uint32_t setting_up;         /* futex word: lanes whose channel is not made yet */
-	int setup_rc;                /* the first lane's failure to get a channel */
-	struct pyspdk_dev *next;     /* the engine's list (owner thread only) */
-	struct pyspdk_adapt adapt_io;  /* latency of blocking requests */
-	struct pyspdk_adapt adapt_job; /* latency of jobs */
-	uint32_t block_size;         /* the bdev's, as opened */
-	uint64_t size;               /* bytes, as opened */
-	uint32_t nlanes;
-	struct pyspdk_lane lanes[];
-};
+#include <sys/eventfd.h>
 
 static struct {
 	struct pyspdk_engine_thread threads[PYSPDK_MAX_LANES];
 	uint32_t nthreads;           /* 0 until the first device opens */
 	struct pyspdk_dev *devs;     /* open devices, app thread only */
-	int spinners;                /* blocking waiters spinning now */
 	uint32_t callers;            /* calling threads dealt a lane so far */
 } g_pyspdk_io;
 
-static void pyspdk_io_pump(struct pyspdk_lane *lane);
-static void pyspdk_jobs_start(struct pyspdk_lane *lane, struct pyspdk_job_part *posted);
-static void pyspdk_jobs_cancel(struct pyspdk_lane *lane, struct pyspdk_job_part *parts);
-static void pyspdk_cq_push(struct pyspdk_cq *cq, struct pyspdk_io *io);
+int g_pyspdk_io_spinners;
 
 /* The request is over: publish it. After this the caller may free it. */
 static void
@@ -275,13 +164,11 @@ pyspdk_abort_done(struct spdk_bdev_io *bdev_io, bool success, void *arg)
  * lane (best effort: a bdev without abort support, or no bdev_io left for the
  * abort, leaves the rest to complete in its own time). Aborted requests end
  * with the close's status. `cb_arg` is what the request was submitted with. */
-static int
+int
 pyspdk_lane_abort(struct pyspdk_lane *lane, void *cb_arg)
 {
 	return spdk_bdev_abort(lane->dev->desc, lane->ch, cb_arg, pyspdk_abort_done, NULL);
 }
-
-static void pyspdk_jobs_abort(struct pyspdk_lane *lane);
 
 /* A module may complete the aborted request inline, inside spdk_bdev_abort:
  * the walk keeps the next request before each call, and counts itself in
@@ -424,7 +311,7 @@ pyspdk_io_cancel_list(struct pyspdk_io *io, int status)
 }
 
 /* Lane thread: move queued requests on while queue depth allows. */
-static void
+void
 pyspdk_io_pump(struct pyspdk_lane *lane)
 {
 	struct pyspdk_io *io;
@@ -575,7 +462,7 @@ pyspdk_lane_setup(void *arg)
 		lane->next = lane->home->lanes;
 		lane->home->lanes = lane;
 		lane->linked = true;
-		__atomic_store_n(&lane->home->pending, 1, __ATOMIC_RELEASE);
+		pyspdk_engine_kick(lane->home);
 	} else {
 		__atomic_compare_exchange_n(&dev->setup_rc, &expected, -ENOMEM, false,
 					    __ATOMIC_RELAXED, __ATOMIC_RELAXED);
@@ -586,12 +473,65 @@ pyspdk_lane_setup(void *arg)
 	}
 }
 
+/* Interrupt mode: one eventfd per engine thread slot, made once and never
+ * closed (a submitting thread that read its number may write it late). */
+static int g_pyspdk_engine_efd[PYSPDK_MAX_LANES];  /* the fd + 1; 0: not made yet */
+
+void
+pyspdk_engine_kick(struct pyspdk_engine_thread *home)
+{
+	uint64_t one = 1;
+
+	if (__atomic_exchange_n(&home->pending, 1, __ATOMIC_SEQ_CST) == 0 && home->efd >= 0) {
+		(void)!write(home->efd, &one, sizeof(one));
+	}
+}
+
+/* Interrupt mode: the thread's eventfd is readable. Empty it, then poll: a
+ * kick after the read writes it again. */
+static int
+pyspdk_engine_wake(void *ctx)
+{
+	struct pyspdk_engine_thread *home = ctx;
+	uint64_t drained;
+
+	(void)!read(home->efd, &drained, sizeof(drained));
+	return pyspdk_io_poll(home);
+}
+
 static void
 pyspdk_engine_thread_start(void *arg)
 {
 	struct pyspdk_engine_thread *home = arg;
+	int slot = (int)(home - g_pyspdk_io.threads);
+	int efd;
 
-	home->poller = spdk_poller_register(pyspdk_io_poll, home, 0);
+	home->efd = -1;
+	if (spdk_interrupt_mode_is_enabled()) {
+		if (g_pyspdk_engine_efd[slot] == 0) {
+			efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+			if (efd < 0) {
+				return; /* no poller: pyspdk_io_engine_start sees it for lane 0 */
+			}
+			g_pyspdk_engine_efd[slot] = efd + 1;
+		}
+		home->intr = spdk_interrupt_register(g_pyspdk_engine_efd[slot] - 1, pyspdk_engine_wake,
+						     home, "pyspdk_io");
+		if (!home->intr) {
+			return;
+		}
+	}
+	home->poller = spdk_poller_register_named(pyspdk_io_poll, home, 0, "pyspdk_io");
+	if (home->poller && home->intr) {
+		spdk_poller_register_interrupt(home->poller, NULL, NULL);
+		__atomic_store_n(&home->efd, g_pyspdk_engine_efd[slot] - 1, __ATOMIC_SEQ_CST);
+		if (__atomic_load_n(&home->pending, __ATOMIC_SEQ_CST)) {
+			__atomic_store_n(&home->pending, 0, __ATOMIC_SEQ_CST);
+			pyspdk_engine_kick(home); /* queued before the event was there */
+		}
+	} else if (!home->poller && home->intr) {
+		spdk_interrupt_unregister(&home->intr);
+	}
 }
 
 static void
@@ -600,6 +540,9 @@ pyspdk_engine_thread_stop(void *arg)
 	struct pyspdk_engine_thread *home = arg;
 
 	spdk_poller_unregister(&home->poller);
+	if (home->intr) {
+		spdk_interrupt_unregister(&home->intr);
+	}
 	if (home != &g_pyspdk_io.threads[0]) {
 		spdk_thread_exit(spdk_get_thread());
 	}
@@ -617,6 +560,7 @@ pyspdk_io_engine_start(void)
 	char name[32];
 
 	memset(home, 0, sizeof(*home));
+	home->efd = -1;
 	home->thread = spdk_get_thread();
 	pyspdk_engine_thread_start(home);
 	if (!home->poller) {
@@ -636,6 +580,7 @@ pyspdk_io_engine_start(void)
 		}
 		home = &g_pyspdk_io.threads[g_pyspdk_io.nthreads];
 		memset(home, 0, sizeof(*home));
+		home->efd = -1;
 		home->thread = thread;
 		if (spdk_thread_send_msg(thread, pyspdk_engine_thread_start, home) != 0) {
 			break; /* the thread has nothing to do and exits with the app */
@@ -650,7 +595,7 @@ pyspdk_io_engine_start(void)
 /* App thread: open `name` with one lane on each of the engine's threads (at
  * most `lanes`; 0 for all). Lane 0, on this thread, is ready on return; the
  * others get their channels on their own threads (pyspdk_dev_wait_ready). */
-static struct pyspdk_dev *
+struct pyspdk_dev *
 pyspdk_dev_open(const char *name, bool write, uint32_t queue_depth, uint32_t lanes, int *rc)
 {
 	struct pyspdk_dev *dev;
@@ -734,7 +679,7 @@ pyspdk_dev_open(const char *name, bool write, uint32_t queue_depth, uint32_t lan
 /* Any thread but the app thread: wait at most timeout_ns for every lane to
  * have its channel. 0; -ENOMEM when one could not get one (close the
  * device); -ETIMEDOUT or -EINTR while they are not all there. */
-static int
+int
 pyspdk_dev_wait_ready(struct pyspdk_dev *dev, int64_t timeout_ns)
 {
 	int rc = pyspdk_futex_wait_for(&dev->setting_up, 0, timeout_ns);
@@ -742,14 +687,14 @@ pyspdk_dev_wait_ready(struct pyspdk_dev *dev, int64_t timeout_ns)
 	return rc != 0 ? rc : __atomic_load_n(&dev->setup_rc, __ATOMIC_RELAXED);
 }
 
-static uint32_t
+uint32_t
 pyspdk_dev_lanes(struct pyspdk_dev *dev)
 {
 	return dev->nlanes;
 }
 
 /* The SPDK threads the engine runs on (0 before the first device opens). */
-static uint32_t
+uint32_t
 pyspdk_io_engine_threads(void)
 {
 	return g_pyspdk_io.nthreads;
@@ -768,7 +713,7 @@ pyspdk_caller_lane(struct pyspdk_dev *dev)
 	return &dev->lanes[(ticket - 1) % dev->nlanes];
 }
 
-static int
+int
 pyspdk_dev_submit(struct pyspdk_dev *dev, struct pyspdk_io **ios, int count)
 {
 	struct pyspdk_lane *lane = pyspdk_caller_lane(dev);
@@ -805,7 +750,7 @@ pyspdk_dev_submit(struct pyspdk_dev *dev, struct pyspdk_io **ios, int count)
 	}
 	lane->sq_tail = ios[count - 1];
 	pthread_mutex_unlock(&lane->lock);
-	__atomic_store_n(&lane->home->pending, 1, __ATOMIC_RELEASE);
+	pyspdk_engine_kick(lane->home);
 	return 0;
 }
 
@@ -814,7 +759,7 @@ pyspdk_dev_submit(struct pyspdk_dev *dev, struct pyspdk_io **ios, int count)
  * cq and tag the caller set) for it and queue it. 0; -ERANGE when the range
  * is wrong (nothing queued); or what pyspdk_dev_submit returns. Every
  * argument costs the Python caller a conversion: there are few. */
-static int
+int
 pyspdk_dev_submit_range(struct pyspdk_dev *dev, struct pyspdk_io *io, int op, uint64_t offset,
 			uint64_t length)
 {
@@ -830,7 +775,7 @@ pyspdk_dev_submit_range(struct pyspdk_dev *dev, struct pyspdk_io *io, int op, ui
 	return pyspdk_dev_submit(dev, &io, 1);
 }
 
-static bool
+bool
 pyspdk_io_is_done(struct pyspdk_io *io)
 {
 	return __atomic_load_n(&io->state, __ATOMIC_ACQUIRE) == PYSPDK_IO_DONE;
@@ -866,20 +811,20 @@ pyspdk_io_sleep(struct pyspdk_io *io, int64_t timeout_ns)
  * latency suggests, see pyspdk_adapt) for a request without a completion
  * queue. 0 when it is over; -ETIMEDOUT or -EINTR otherwise, and the request
  * is still the engine's. */
-static int
+int
 pyspdk_io_wait(struct pyspdk_io *io, int64_t spin_ns, int64_t timeout_ns)
 {
 	int64_t lend_ns = pyspdk_adapt_spin(&io->dev->adapt_io, &spin_ns);
 
 	/* Nobody sleeps on the word before this waiter, so PENDING is "not over". */
 	pyspdk_spin_while(&io->state, PYSPDK_IO_PENDING, spin_ns < timeout_ns ? spin_ns : timeout_ns,
-			  &g_pyspdk_io.spinners, lend_ns);
+			  &g_pyspdk_io_spinners, lend_ns);
 	return pyspdk_io_sleep(io, timeout_ns);
 }
 
 /* Submit one request and wait for it at most timeout_ns: the blocking path,
  * one crossing when the I/O is quick. As pyspdk_io_wait, or the refusal. */
-static int
+int
 pyspdk_io_run(struct pyspdk_dev *dev, struct pyspdk_io *io, int64_t spin_ns, int64_t timeout_ns)
 {
 	int rc;
@@ -894,7 +839,7 @@ pyspdk_io_run(struct pyspdk_dev *dev, struct pyspdk_io *io, int64_t spin_ns, int
 
 /* App thread: close once every lane's bdev layer hands back what it holds.
  * Queued requests end with -ECANCELED. */
-static void
+void
 pyspdk_dev_close(struct pyspdk_dev *dev)
 {
 	pyspdk_dev_begin_close(dev, -ECANCELED);
@@ -902,13 +847,13 @@ pyspdk_dev_close(struct pyspdk_dev *dev)
 
 /* Any thread: wait at most timeout_ns for the device to be closed. 0, or
  * -ETIMEDOUT / -EINTR while it is not. */
-static int
+int
 pyspdk_dev_wait_closed(struct pyspdk_dev *dev, int64_t timeout_ns)
 {
 	return pyspdk_futex_wait_for(&dev->state, PYSPDK_DEV_CLOSED, timeout_ns);
 }
 
-static void
+void
 pyspdk_dev_free(struct pyspdk_dev *dev)
 {
 	uint32_t i;
@@ -922,7 +867,7 @@ pyspdk_dev_free(struct pyspdk_dev *dev)
 
 /* What adaptive waits have learnt of the device: the smoothed completion
  * latency of its blocking requests, or of its jobs. */
-static int64_t
+int64_t
 pyspdk_dev_latency_ns(struct pyspdk_dev *dev, bool jobs)
 {
 	return __atomic_load_n(jobs ? &dev->adapt_job.latency_ns : &dev->adapt_io.latency_ns,
@@ -931,7 +876,7 @@ pyspdk_dev_latency_ns(struct pyspdk_dev *dev, bool jobs)
 
 /* The spin (in this thread's own CPU time) an adaptive wait from this thread
  * would choose now: 0 on a CPU a reactor polls. */
-static int64_t
+int64_t
 pyspdk_dev_adaptive_spin_ns(struct pyspdk_dev *dev, bool jobs)
 {
 	int64_t spin_ns = -1;
@@ -940,7 +885,7 @@ pyspdk_dev_adaptive_spin_ns(struct pyspdk_dev *dev, bool jobs)
 	return spin_ns;
 }
 
-static uint32_t
+uint32_t
 pyspdk_dev_inflight(struct pyspdk_dev *dev)
 {
 	uint32_t i, n = 0;
@@ -954,7 +899,7 @@ pyspdk_dev_inflight(struct pyspdk_dev *dev)
 /* App thread, when the runtime stops, after every device began to close:
  * the pollers go, and the engine's own threads exit once their lanes have
  * given back their channels. */
-static void
+void
 pyspdk_io_engine_stop(void)
 {
 	uint32_t i;
@@ -966,7 +911,7 @@ pyspdk_io_engine_stop(void)
 	g_pyspdk_io.nthreads = 0;
 }
 
-static int
+int
 pyspdk_io_open_count(void)
 {
 	int n = 0;

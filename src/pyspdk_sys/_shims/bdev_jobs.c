@@ -14,6 +14,10 @@
  * holding up its end. Each failed I/O's status lands in statuses[i]. The
  * caller sleeps until the last part is over: one crossing for the lot.
  */
+#include "bdev_jobs.h"
+
+#include "bdev_io.h"
+#include "wait.h"
 
 struct pyspdk_job_slot {
 	struct pyspdk_job_part *part;
@@ -29,48 +33,6 @@ struct pyspdk_slot_block {
 	uint32_t capacity;
 	struct pyspdk_job_slot slots[];
 };
-
-/* What one lane runs of a job, with `depth` slots: the I/Os [next, end) of
- * the chunk it claimed last. */
-struct pyspdk_job_part {
-	struct pyspdk_job *job;
-	struct pyspdk_lane *lane;
-	struct pyspdk_job_slot *slots; /* in `block`, the part's until it is over */
-	struct pyspdk_slot_block *block;
-	uint32_t depth;
-	/* The lane's thread only, once posted. */
-	uint64_t next;
-	uint64_t end;
-	uint64_t inflight;           /* I/Os handed to the bdev layer, not back */
-	uint64_t failed;             /* I/Os whose status is not 0 */
-	bool cancelled;
-	bool starting;               /* defer the end until the start loop is done */
-	bool ended;
-	bool linked;                 /* on lane->jobs */
-	struct pyspdk_job_part *link;
-} __attribute__((aligned(PYSPDK_CACHE_LINE))); /* the owner aligns the array too */
-
-struct pyspdk_job {
-	struct pyspdk_dev *dev;
-	int op;
-	const uint64_t *offsets_blocks;
-	uint64_t count;
-	uint32_t io_blocks;
-	uint64_t io_bytes;
-	char *base;
-	char *user;                  /* NULL: the I/Os' data is at base */
-	int32_t *statuses;
-	int64_t posted_ns;           /* for pyspdk_adapt */
-	uint32_t parts_left;         /* parts not over (atomic) */
-	uint32_t cancelled;          /* some part was cancelled (atomic) */
-	uint64_t failed;             /* the parts' failures, once over (atomic) */
-	uint64_t chunk;              /* I/Os a part claims at a time */
-	/* Futex word: 0 the engine's, 1 over (or never posted): its owner's. */
-	uint32_t over;
-	/* The first I/O no part has claimed (atomic), on a line of its own: the
-	 * lanes' cores write it, and read the fields above per I/O. */
-	uint64_t cursor __attribute__((aligned(PYSPDK_CACHE_LINE)));
-} __attribute__((aligned(PYSPDK_CACHE_LINE))); /* the owner aligns it too */
 
 /* The lane's thread: claim the job's next chunk for this part. False when
  * none is left (or the part is cancelled). */
@@ -313,7 +275,7 @@ pyspdk_job_submit(struct pyspdk_job_slot *slot)
 /* Lane thread, closing: abort each running part's I/Os in the bdev layer (a
  * slot's cb_arg is the slot; one with no I/O there makes a failed abort, no
  * harm). Stops at the first abort the bdev layer cannot take. */
-static void
+void
 pyspdk_jobs_abort(struct pyspdk_lane *lane)
 {
 	struct pyspdk_job_part *part, *next;
@@ -361,7 +323,7 @@ pyspdk_part_cancel(struct pyspdk_job_part *part)
 
 /* Cancel the posted parts in `posted` (never taken by a lane) and, with a
  * lane, on its thread, the parts it runs. */
-static void
+void
 pyspdk_jobs_cancel(struct pyspdk_lane *lane, struct pyspdk_job_part *posted)
 {
 	struct pyspdk_job_part *part, *next;
@@ -376,7 +338,7 @@ pyspdk_jobs_cancel(struct pyspdk_lane *lane, struct pyspdk_job_part *posted)
 	}
 }
 
-static void
+void
 pyspdk_jobs_start(struct pyspdk_lane *lane, struct pyspdk_job_part *posted)
 {
 	struct pyspdk_job_part *part, *next;
@@ -405,7 +367,7 @@ pyspdk_jobs_start(struct pyspdk_lane *lane, struct pyspdk_job_part *posted)
  * give the job a part on at most `nparts` of the device's lanes, and post it.
  * -EINVAL with *bad set to the first bad index; the device's refusal
  * (-EBADF, -ENODEV) when it is closed. */
-static int
+int
 pyspdk_job_post(struct pyspdk_dev *dev, struct pyspdk_job *job, struct pyspdk_job_part *parts,
 		uint32_t nparts, int op, uint64_t *offsets, uint64_t count, uint64_t io_bytes,
 		void *base, void *user, int32_t *statuses, uint32_t depth, uint64_t *bad)
@@ -516,7 +478,7 @@ pyspdk_job_post(struct pyspdk_dev *dev, struct pyspdk_job *job, struct pyspdk_jo
 		return rc;
 	}
 	for (p = 0; p < n; p++) {
-		__atomic_store_n(&dev->lanes[p].home->pending, 1, __ATOMIC_RELEASE);
+		pyspdk_engine_kick(dev->lanes[p].home);
 	}
 	return 0;
 }
@@ -524,22 +486,22 @@ pyspdk_job_post(struct pyspdk_dev *dev, struct pyspdk_job *job, struct pyspdk_jo
 /* Any thread: wait at most timeout_ns for the job to be over (spinning
  * spin_ns first; < 0: as the device's job latency suggests). 0, or
  * -ETIMEDOUT / -EINTR while it is not. */
-static int
+int
 pyspdk_job_wait(struct pyspdk_job *job, int64_t spin_ns, int64_t timeout_ns)
 {
 	int64_t lend_ns = pyspdk_adapt_spin(&job->dev->adapt_job, &spin_ns);
 
-	return pyspdk_wait_word(&job->over, 0, spin_ns, timeout_ns, &g_pyspdk_io.spinners, lend_ns);
+	return pyspdk_wait_word(&job->over, 0, spin_ns, timeout_ns, &g_pyspdk_io_spinners, lend_ns);
 }
 
 /* Once over: how many of the job's I/Os failed (their statuses are not 0). */
-static uint64_t
+uint64_t
 pyspdk_job_failures(struct pyspdk_job *job)
 {
 	return __atomic_load_n(&job->failed, __ATOMIC_ACQUIRE);
 }
 
-static bool
+bool
 pyspdk_job_is_over(struct pyspdk_job *job)
 {
 	return __atomic_load_n(&job->over, __ATOMIC_ACQUIRE) != 0;

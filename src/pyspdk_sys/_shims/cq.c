@@ -1,6 +1,11 @@
 /* Completion queues (declared in cq.h): the engine pushes finished requests,
  * signalled through an eventfd, and a Python reader takes them in batches:
  * the thread behind futures, an asyncio loop's reader, or one batch call. */
+#include "cq.h"
+
+#include "bdev_io.h"
+#include "wait.h"
+
 #include <poll.h>
 #include <sys/eventfd.h>
 
@@ -13,7 +18,7 @@ struct pyspdk_cq {
 };
 
 /* Publish a finished request. After this its owner may reuse or free it. */
-static void
+void
 pyspdk_cq_push(struct pyspdk_cq *cq, struct pyspdk_io *io)
 {
 	bool signal;
@@ -37,7 +42,7 @@ pyspdk_cq_push(struct pyspdk_cq *cq, struct pyspdk_io *io)
 	}
 }
 
-static struct pyspdk_cq *
+struct pyspdk_cq *
 pyspdk_cq_create(void)
 {
 	struct pyspdk_cq *cq = calloc(1, sizeof(*cq));
@@ -54,7 +59,7 @@ pyspdk_cq_create(void)
 	return cq;
 }
 
-static void
+void
 pyspdk_cq_destroy(struct pyspdk_cq *cq)
 {
 	if (cq) {
@@ -64,7 +69,7 @@ pyspdk_cq_destroy(struct pyspdk_cq *cq)
 	}
 }
 
-static int
+int
 pyspdk_cq_fd(struct pyspdk_cq *cq)
 {
 	return cq->efd;
@@ -97,7 +102,7 @@ pyspdk_cq_spin_while_empty(struct pyspdk_cq *cq, int64_t spin_ns, bool share)
 
 /* The spin of a reader about to sleep elsewhere (an asyncio loop in its
  * selector), which uses what it finds itself: it never yields. */
-static bool
+bool
 pyspdk_cq_spin(struct pyspdk_cq *cq, int64_t spin_ns)
 {
 	return pyspdk_cq_spin_while_empty(cq, spin_ns, false);
@@ -107,7 +112,7 @@ pyspdk_cq_spin(struct pyspdk_cq *cq, int64_t spin_ns)
  * timeout_ns (spinning spin_ns first; < 0: up to -spin_ns unless on a polled
  * CPU) for the first one; 0 does not wait. Returns how many it took (0 when
  * none arrived in time or a signal came) or -errno. */
-static int
+int
 pyspdk_cq_reap(struct pyspdk_cq *cq, uint64_t *tags, int max, int64_t spin_ns,
 	       int64_t timeout_ns)
 {

@@ -2,6 +2,10 @@
  * tests can show that every error path gives back what it took. The struct
  * mirrors rte_malloc.h, unchanged from DPDK 25.11 to 26.03; the installed
  * headers are SPDK's only. */
+#include "dma.h"
+
+#include "spdk/env.h"
+
 struct rte_malloc_socket_stats {
 	size_t heap_totalsz_bytes;
 	size_t heap_freesz_bytes;
@@ -15,7 +19,7 @@ unsigned int rte_socket_count(void);
 int rte_socket_id_by_idx(unsigned int idx);
 
 /* Allocated bytes over every NUMA socket's heap; -1 when DPDK cannot say. */
-static int64_t
+int64_t
 pyspdk_dma_allocated_bytes(void)
 {
 	struct rte_malloc_socket_stats stats;
@@ -33,7 +37,7 @@ pyspdk_dma_allocated_bytes(void)
 
 /* Allocate DMA memory and store the pointer in *out before returning, so a
  * Python owner interrupted right after the call still finds it. */
-static void *
+void *
 pyspdk_dma_alloc_into(size_t size, size_t align, void **out)
 {
 	*out = spdk_dma_malloc(size, align, NULL);

@@ -34,6 +34,16 @@
  * A device is freed only by pyspdk_pybdev_free, which Python calls once SPDK
  * has let go of it (`gone`) and no worker can touch it any more.
  */
+#include "pybdev.h"
+
+#include "spdk/bdev_module.h"
+#include "spdk/env.h"
+#include "spdk/thread.h"
+
+#include "bdev_io.h"
+#include "wait.h"
+
+#include <sys/eventfd.h>
 #include <sys/queue.h>
 
 enum {
@@ -46,16 +56,9 @@ enum {
 #define PYSPDK_PYBDEV_STATE 7ull  /* the ticket's state bits */
 #define PYSPDK_PYBDEV_ID_SHIFT 3
 
-#define PYSPDK_PYBDEV_REQ_WORDS 8
-#define PYSPDK_PYBDEV_MAX_BATCH 1024 /* I/Os one fetch takes at most */
 #define PYSPDK_PYBDEV_RING 16384     /* I/Os waiting for a worker at most */
 #define PYSPDK_PYBDEV_DONE_RING 4096 /* per channel; more committed go on a stack */
-#define PYSPDK_PYBDEV_MAX_ALIGN 4096 /* arena places are aligned to the block, up to this */
-/* The largest read or write the bdev layer sends (it splits larger ones), so
- * that no I/O needs more arena than this. */
-#define PYSPDK_PYBDEV_MAX_IO (4u << 20)
 
-struct pyspdk_pybdev;
 struct pyspdk_pybdev_ch;
 
 /* The driver context of every spdk_bdev_io sent to one of our devices (SPDK
@@ -81,16 +84,30 @@ struct pyspdk_pybdev_io {
 _Static_assert(offsetof(struct pyspdk_pybdev_io, submitted) == 64,
 	       "a worker's fields fill exactly the first cache line");
 
+/* Interrupt mode: what wakes a channel's thread, owned by the device (which
+ * outlives its channels and every worker), so that a worker may write it
+ * after the I/O it committed was completed and the channel is gone. */
+struct pyspdk_pybdev_waker {
+	int efd;
+	uint32_t signaled;      /* efd written and not yet read */
+	bool used;              /* by a live channel */
+	struct pyspdk_pybdev_waker *next;
+};
+
 struct pyspdk_pybdev_ch {
 	struct pyspdk_pybdev *pb;
 	struct spdk_poller *poller;
+	/* Interrupt mode only (else NULL): the event that runs the poller, and a
+	 * timer for timeouts. */
+	struct pyspdk_pybdev_waker *waker;
+	struct spdk_interrupt *intr;
+	struct spdk_poller *ticker;
+	bool retry;                    /* an expiry must be tried again soon */
 	TAILQ_HEAD(, pyspdk_pybdev_io) outstanding;
 	struct spdk_ring *done_ring;   /* committed: workers enqueue, the poller dequeues */
 	struct pyspdk_pybdev_io *done; /* committed when the ring was full, newest first */
 	uint64_t interrupted;          /* the last pb->interrupt_id this channel has served */
 };
-
-#define PYSPDK_CACHE_LINE 64
 
 /* Laid out in cache lines by who writes them: read-mostly settings, what the
  * channel threads write on every I/O, and the workers' lock. */
@@ -114,6 +131,8 @@ struct pyspdk_pybdev {
 	int unregister_rc;
 	uint32_t gone;         /* the io_device is unregistered: SPDK holds nothing */
 	uint64_t expired;      /* I/Os failed by timeout or cancel */
+	pthread_mutex_t wakers_lock; /* guards wakers */
+	struct pyspdk_pybdev_waker *wakers; /* interrupt mode: one per channel, made or reused */
 };
 
 static uint64_t pyspdk_pybdev_next_id = 1;
@@ -169,6 +188,33 @@ pyspdk_pybdev_finish(struct pyspdk_pybdev_io *io, int status)
 		/* Carries the errno: BlockDevice reports it, ublk hands it to the kernel. */
 		spdk_bdev_io_complete_aio_status(io->bdev_io, status);
 	}
+}
+
+/* Any thread: wake the channel thread `waker` belongs to (interrupt mode). */
+static void
+pyspdk_pybdev_kick(struct pyspdk_pybdev_waker *waker)
+{
+	uint64_t one = 1;
+
+	if (waker && !__atomic_exchange_n(&waker->signaled, 1, __ATOMIC_SEQ_CST)) {
+		(void)!write(waker->efd, &one, sizeof(one));
+	}
+}
+
+/* Any thread: wake every channel of the device (a cancel or an interrupt for
+ * their pollers to serve). */
+static void
+pyspdk_pybdev_kick_all(struct pyspdk_pybdev *pb)
+{
+	struct pyspdk_pybdev_waker *waker;
+
+	pthread_mutex_lock(&pb->wakers_lock);
+	for (waker = pb->wakers; waker; waker = waker->next) {
+		if (waker->used) {
+			pyspdk_pybdev_kick(waker);
+		}
+	}
+	pthread_mutex_unlock(&pb->wakers_lock);
 }
 
 static void
@@ -417,6 +463,7 @@ pyspdk_pybdev_expire_due(struct pyspdk_pybdev_ch *ch)
 			count++;
 			break;
 		case PYSPDK_PYBDEV_BUSY:
+			ch->retry = true;
 			return count; /* the rest next poll, the interrupt not yet served */
 		case PYSPDK_PYBDEV_KEPT:
 			break;
@@ -464,6 +511,96 @@ pyspdk_pybdev_poll(void *ctx)
 	return count ? SPDK_POLLER_BUSY : SPDK_POLLER_IDLE;
 }
 
+/* Interrupt mode: the channel's eventfd is readable (a commit, a cancel or an
+ * interrupt). Clear it first, then poll: a kick after this writes it again. */
+static int
+pyspdk_pybdev_ch_wake(void *ctx)
+{
+	struct pyspdk_pybdev_ch *ch = ctx;
+	uint64_t drained;
+	int rc;
+
+	(void)!read(ch->waker->efd, &drained, sizeof(drained));
+	__atomic_store_n(&ch->waker->signaled, 0, __ATOMIC_SEQ_CST);
+	ch->retry = false;
+	rc = pyspdk_pybdev_poll(ch);
+	if (ch->retry) {
+		pyspdk_pybdev_kick(ch->waker); /* a worker is copying an I/O to expire: soon */
+	}
+	return rc;
+}
+
+/* Interrupt mode, with a timeout: look for I/Os that timed out this often. */
+static int
+pyspdk_pybdev_tick(void *ctx)
+{
+	struct pyspdk_pybdev_ch *ch = ctx;
+
+	ch->retry = false;
+	return pyspdk_pybdev_poll(ch);
+}
+
+/* Interrupt mode: a waker for the channel (a free one of the device's, or a
+ * new one), its event, and a timer when I/Os can time out. */
+static int
+pyspdk_pybdev_ch_interrupt(struct pyspdk_pybdev_ch *ch)
+{
+	struct pyspdk_pybdev *pb = ch->pb;
+	struct pyspdk_pybdev_waker *waker;
+	uint64_t period_us;
+
+	pthread_mutex_lock(&pb->wakers_lock);
+	for (waker = pb->wakers; waker && waker->used; waker = waker->next) {
+	}
+	if (!waker) {
+		waker = calloc(1, sizeof(*waker));
+		if (waker) {
+			waker->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+			if (waker->efd < 0) {
+				free(waker);
+				waker = NULL;
+			} else {
+				waker->next = pb->wakers;
+				pb->wakers = waker;
+			}
+		}
+	}
+	if (waker) {
+		waker->used = true;
+		waker->signaled = 0;
+	}
+	pthread_mutex_unlock(&pb->wakers_lock);
+	if (!waker) {
+		return -ENOMEM;
+	}
+	ch->waker = waker;
+	ch->intr = spdk_interrupt_register(waker->efd, pyspdk_pybdev_ch_wake, ch, "pyspdk_pybdev");
+	if (!ch->intr) {
+		goto fail;
+	}
+	spdk_poller_register_interrupt(ch->poller, NULL, NULL);
+	if (pb->timeout_ticks) {
+		/* A quarter of the timeout, within [1 ms, 100 ms]. */
+		period_us = pb->timeout_ticks * 1000000 / spdk_get_ticks_hz() / 4;
+		period_us = spdk_max(1000, spdk_min(period_us, 100000));
+		ch->ticker = spdk_poller_register_named(pyspdk_pybdev_tick, ch, period_us,
+							"pyspdk_pybdev_timeouts");
+		if (!ch->ticker) {
+			spdk_interrupt_unregister(&ch->intr);
+			goto fail;
+		}
+	}
+	/* A cancel or an interrupt may predate this channel: serve it now. */
+	pyspdk_pybdev_kick(waker);
+	return 0;
+fail:
+	pthread_mutex_lock(&pb->wakers_lock);
+	waker->used = false;
+	pthread_mutex_unlock(&pb->wakers_lock);
+	ch->waker = NULL;
+	return -ENOMEM;
+}
+
 static int
 pyspdk_pybdev_ch_create(void *io_device, void *ctx)
 {
@@ -483,6 +620,11 @@ pyspdk_pybdev_ch_create(void *io_device, void *ctx)
 		spdk_ring_free(ch->done_ring);
 		return -ENOMEM;
 	}
+	if (spdk_interrupt_mode_is_enabled() && pyspdk_pybdev_ch_interrupt(ch) != 0) {
+		spdk_poller_unregister(&ch->poller);
+		spdk_ring_free(ch->done_ring);
+		return -ENOMEM;
+	}
 	return 0;
 }
 
@@ -493,6 +635,15 @@ pyspdk_pybdev_ch_destroy(void *io_device, void *ctx)
 
 	(void)io_device;
 	spdk_poller_unregister(&ch->poller);
+	spdk_poller_unregister(&ch->ticker);
+	if (ch->intr) {
+		spdk_interrupt_unregister(&ch->intr);
+	}
+	if (ch->waker) {
+		pthread_mutex_lock(&ch->pb->wakers_lock);
+		ch->waker->used = false; /* kept, open, for the next channel or until freed */
+		pthread_mutex_unlock(&ch->pb->wakers_lock);
+	}
 	spdk_ring_free(ch->done_ring);
 }
 
@@ -536,7 +687,7 @@ static const struct spdk_bdev_fn_table pyspdk_pybdev_fn_table = {
 	.get_io_channel = pyspdk_pybdev_get_io_channel,
 };
 
-static void
+void
 pyspdk_pybdev_free(struct pyspdk_pybdev *pb)
 {
 	if (pb) {
@@ -545,13 +696,21 @@ pyspdk_pybdev_free(struct pyspdk_pybdev *pb)
 			close(pb->efd);
 		}
 		pthread_mutex_destroy(&pb->lock);
+		while (pb->wakers) {
+			struct pyspdk_pybdev_waker *waker = pb->wakers;
+
+			pb->wakers = waker->next;
+			close(waker->efd);
+			free(waker);
+		}
+		pthread_mutex_destroy(&pb->wakers_lock);
 		free(pb->bdev.name);
 		free(pb);
 	}
 }
 
 /* App thread. */
-static struct pyspdk_pybdev *
+struct pyspdk_pybdev *
 pyspdk_pybdev_create(const char *name, uint32_t block_size, uint64_t num_blocks, uint32_t ops,
 		     int64_t timeout_ns, int *rc)
 {
@@ -574,6 +733,7 @@ pyspdk_pybdev_create(const char *name, uint32_t block_size, uint64_t num_blocks,
 		return NULL;
 	}
 	pthread_mutex_init(&pb->lock, NULL);
+	pthread_mutex_init(&pb->wakers_lock, NULL);
 	TAILQ_INIT(&pb->pending);
 	pb->ops = ops;
 	pb->accepting = 1;
@@ -611,7 +771,7 @@ pyspdk_pybdev_unregister_done(void *ctx, int rc)
  * the environment has ended, needs none of it. Nothing uses the ring once
  * gone: no channel is left to queue on it, and with nothing queued no fetch
  * looks at it. */
-static void
+void
 pyspdk_pybdev_release_env(struct pyspdk_pybdev *pb)
 {
 	if (pb->incoming && __atomic_load_n(&pb->gone, __ATOMIC_ACQUIRE)) {
@@ -621,31 +781,33 @@ pyspdk_pybdev_release_env(struct pyspdk_pybdev *pb)
 }
 
 /* App thread. */
-static void
+void
 pyspdk_pybdev_unregister(struct pyspdk_pybdev *pb)
 {
 	spdk_bdev_unregister(&pb->bdev, pyspdk_pybdev_unregister_done, pb);
 }
 
 /* Any thread: fail every I/O not yet answered (the pollers do it) and refuse new ones. */
-static void
+void
 pyspdk_pybdev_cancel(struct pyspdk_pybdev *pb)
 {
 	__atomic_store_n(&pb->accepting, 0, __ATOMIC_RELEASE);
 	__atomic_store_n(&pb->cancel_all, 1, __ATOMIC_RELEASE);
+	pyspdk_pybdev_kick_all(pb);
 }
 
 /* Any thread (a signal handler's, too: it only stores): fail every I/O
  * submitted until now with -EINTR, as a timeout would, and serve on. */
-static void
+void
 pyspdk_pybdev_interrupt(struct pyspdk_pybdev *pb)
 {
 	__atomic_store_n(&pb->interrupt_id,
 			 __atomic_load_n(&pyspdk_pybdev_next_id, __ATOMIC_SEQ_CST), __ATOMIC_RELEASE);
+	pyspdk_pybdev_kick_all(pb);
 }
 
 /* Any thread: make every fetch return -ESHUTDOWN from now on. */
-static void
+void
 pyspdk_pybdev_stop_workers(struct pyspdk_pybdev *pb)
 {
 	__atomic_store_n(&pb->stopping, 1, __ATOMIC_RELEASE);
@@ -654,7 +816,7 @@ pyspdk_pybdev_stop_workers(struct pyspdk_pybdev *pb)
 
 /* Any thread: an event loop waits on efd from now on, so every I/O queued
  * makes it readable (as if a worker always slept). */
-static void
+void
 pyspdk_pybdev_watch_fd(struct pyspdk_pybdev *pb)
 {
 	__atomic_add_fetch(&pb->sleepers, 1, __ATOMIC_SEQ_CST);
@@ -663,13 +825,13 @@ pyspdk_pybdev_watch_fd(struct pyspdk_pybdev *pb)
 	}
 }
 
-static int
+int
 pyspdk_pybdev_fd(struct pyspdk_pybdev *pb)
 {
 	return pb->efd;
 }
 
-static int
+int
 pyspdk_pybdev_state(struct pyspdk_pybdev *pb, int what)
 {
 	switch (what) {
@@ -782,7 +944,7 @@ pyspdk_pybdev_row(uint64_t *w, const struct pyspdk_pybdev_io *io, uint64_t lo)
  * is then the arena size that would have held it too, else 0.
  * Returns the count (0 with *want set: not even the first fit), 0 (nothing
  * in time), or -ESHUTDOWN once workers stop. */
-static int
+int
 pyspdk_pybdev_fetch(struct pyspdk_pybdev *pb, uint64_t *out, int max, int64_t spin_ns,
 		    int64_t timeout_ns, char *arena, uint64_t cap, uint64_t *want, int *reads)
 {
@@ -892,21 +1054,26 @@ pyspdk_pybdev_fetch(struct pyspdk_pybdev *pb, uint64_t *out, int max, int64_t sp
 static void
 pyspdk_pybdev_hand_back(struct pyspdk_pybdev_ch *ch, struct pyspdk_pybdev_io **ios, int count)
 {
+	/* Read before the I/Os are handed over: once they are, the channel may
+	 * complete them and go away; the waker is the device's. */
+	struct pyspdk_pybdev_waker *waker = ch->waker;
 	struct pyspdk_pybdev_io *io, *head;
 	int i;
 
-	if (count == 0 || spdk_ring_enqueue(ch->done_ring, (void **)ios, (size_t)count, NULL) ==
-	    (size_t)count) {
+	if (count == 0) {
 		return;
 	}
-	for (i = 0; i < count; i++) {
-		io = ios[i];
-		head = __atomic_load_n(&ch->done, __ATOMIC_RELAXED);
-		do {
-			io->done_next = head;
-		} while (!__atomic_compare_exchange_n(&ch->done, &head, io, true, __ATOMIC_RELEASE,
-						      __ATOMIC_RELAXED));
+	if (spdk_ring_enqueue(ch->done_ring, (void **)ios, (size_t)count, NULL) != (size_t)count) {
+		for (i = 0; i < count; i++) {
+			io = ios[i];
+			head = __atomic_load_n(&ch->done, __ATOMIC_RELAXED);
+			do {
+				io->done_next = head;
+			} while (!__atomic_compare_exchange_n(&ch->done, &head, io, true,
+							      __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+		}
 	}
+	pyspdk_pybdev_kick(waker);
 }
 
 /* Any thread, without the GIL. Commit count results: words holds each I/O's
@@ -916,7 +1083,7 @@ pyspdk_pybdev_hand_back(struct pyspdk_pybdev_ch *ch, struct pyspdk_pybdev_io **i
  * copied from the arena into its buffers, after the I/O is claimed: a result
  * for an I/O that expired meanwhile is dropped, and nothing is copied.
  * Returns how many were taken. */
-static int
+int
 pyspdk_pybdev_commit(struct pyspdk_pybdev *pb, const uint64_t *words, const int32_t *statuses,
 		     int count, const char *arena)
 {

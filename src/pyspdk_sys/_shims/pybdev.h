@@ -1,11 +1,19 @@
-/* _shims/pybdev.c: block devices served by Python code. SPDK queues each I/O
- * in C; Python workers fetch them in batches into bounce memory of their own
- * and commit results; a poller on the submitting SPDK thread completes them.
- * See pybdev.py. */
-#define PYSPDK_PYBDEV_REQ_WORDS ...
-#define PYSPDK_PYBDEV_MAX_BATCH ...
-#define PYSPDK_PYBDEV_MAX_ALIGN ...
-#define PYSPDK_PYBDEV_MAX_IO ...
+/* _shims/pybdev.h: block devices served by Python code (pybdev.c). SPDK
+ * queues each I/O in C; Python workers fetch them in batches into bounce
+ * memory of their own and commit results; a poller on the submitting SPDK
+ * thread completes them. See pybdev.py. */
+#ifndef PYSPDK_SHIMS_PYBDEV_H
+#define PYSPDK_SHIMS_PYBDEV_H
+
+#include "spdk/stdinc.h"
+
+/* cffi begin */
+#define PYSPDK_PYBDEV_REQ_WORDS 8
+#define PYSPDK_PYBDEV_MAX_BATCH 1024 /* I/Os one fetch takes at most */
+#define PYSPDK_PYBDEV_MAX_ALIGN 4096 /* arena places are aligned to the block, up to this */
+/* The largest read or write the bdev layer sends (it splits larger ones), so
+ * that no I/O needs more arena than this: 4 MiB. */
+#define PYSPDK_PYBDEV_MAX_IO 4194304
 
 struct pyspdk_pybdev;
 
@@ -36,3 +44,6 @@ int pyspdk_pybdev_commit(struct pyspdk_pybdev *pb, const uint64_t *words, const 
 void pyspdk_pybdev_release_env(struct pyspdk_pybdev *pb);
 /* Only once gone, with no worker left. */
 void pyspdk_pybdev_free(struct pyspdk_pybdev *pb);
+/* cffi end */
+
+#endif /* PYSPDK_SHIMS_PYBDEV_H */

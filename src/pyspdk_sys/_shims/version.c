@@ -1,14 +1,10 @@
-/* Versions and location of the fat library this module is linked against. */
+/* Where the fat library this module is linked against was loaded from
+ * (declared in version.h). */
+#include "version.h"
+
 #include <dlfcn.h>
 
-const char *pyspdk_fat_spdk_version(void);
-int pyspdk_fat_spdk_version_num(void);
-const char *pyspdk_fat_build_info(void);
-const char *rte_version(void);
-
-static const int PYSPDK_HEADERS_VERSION_NUM = SPDK_VERSION;
-
-static const char *
+const char *
 pyspdk_fat_library_path(void)
 {
 	Dl_info info;

@@ -5,20 +5,10 @@
  * a signal handler (KeyboardInterrupt) or a timeout is never held up by a
  * request SPDK has not finished.
  */
+#include "wait.h"
+
 #include <linux/futex.h>
 #include <sys/syscall.h>
-
-#define PYSPDK_WAIT_SLICE_NS 50000000
-
-static inline void
-pyspdk_cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#else
-	__asm__ __volatile__("" ::: "memory");
-#endif
-}
 
 static long
 pyspdk_futex(uint32_t *word, int op, uint32_t value, const struct timespec *timeout)
@@ -26,13 +16,13 @@ pyspdk_futex(uint32_t *word, int op, uint32_t value, const struct timespec *time
 	return syscall(SYS_futex, word, op | FUTEX_PRIVATE_FLAG, value, timeout, NULL, 0);
 }
 
-static void
+void
 pyspdk_futex_wake_all(uint32_t *word)
 {
 	pyspdk_futex(word, FUTEX_WAKE, INT_MAX, NULL);
 }
 
-static void
+void
 pyspdk_deadline(struct timespec *ts, int64_t timeout_ns)
 {
 	clock_gettime(CLOCK_MONOTONIC, ts);
@@ -44,7 +34,7 @@ pyspdk_deadline(struct timespec *ts, int64_t timeout_ns)
 	}
 }
 
-static int64_t
+int64_t
 pyspdk_ns_left(const struct timespec *deadline)
 {
 	struct timespec now;
@@ -56,7 +46,7 @@ pyspdk_ns_left(const struct timespec *deadline)
 
 /* Sleep on *word while it holds `value`, at most until `deadline`. 0 after a
  * wake-up (spurious ones and signals included), -ETIMEDOUT once past it. */
-static int
+int
 pyspdk_futex_sleep(uint32_t *word, uint32_t value, const struct timespec *deadline)
 {
 	struct timespec rel;
@@ -74,7 +64,7 @@ pyspdk_futex_sleep(uint32_t *word, uint32_t value, const struct timespec *deadli
 }
 
 /* The CPUs this thread may run on (asked once per thread). */
-static int
+int
 pyspdk_thread_cpus(void)
 {
 	static __thread int cpus;
@@ -89,15 +79,6 @@ pyspdk_thread_cpus(void)
 	return cpus;
 }
 
-static int64_t
-pyspdk_now_ns(void)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
-}
-
 /* A yield that returns later than this ran another thread meanwhile. */
 #define PYSPDK_LENT_NS 2000
 
@@ -107,7 +88,7 @@ pyspdk_now_ns(void)
  * may need the core more. With `lend_ns`, time a yield lent to other threads
  * does not count against spin_ns, up to lend_ns in all: while other threads
  * keep the core busy, spinning costs them nothing and spares a wake-up. */
-static void
+void
 pyspdk_spin_while(uint32_t *word, uint32_t busy, int64_t spin_ns, int *spinners, int64_t lend_ns)
 {
 	int64_t now, end, lent = 0, before;
@@ -143,7 +124,7 @@ pyspdk_spin_while(uint32_t *word, uint32_t busy, int64_t spin_ns, int *spinners,
 /* Wait until *word != busy: spin for spin_ns (as pyspdk_spin_while), then
  * sleep, for at most timeout_ns in all (>= 0). 0 when it changed; -ETIMEDOUT
  * or -EINTR (a signal arrived: let Python run its handler) otherwise. */
-static int
+int
 pyspdk_wait_word(uint32_t *word, uint32_t busy, int64_t spin_ns, int64_t timeout_ns,
 		 int *spinners, int64_t lend_ns)
 {
@@ -180,15 +161,8 @@ pyspdk_wait_word(uint32_t *word, uint32_t busy, int64_t spin_ns, int64_t timeout
  * threads keep the core busy a spinner costs nothing and spares the wake-up,
  * and when they do not it gives up quickly. The state is a hint shared
  * without locks: a lost update costs one wait's tuning, never correctness. */
-#define PYSPDK_ADAPT_MAX_SPIN_NS 100000
-#define PYSPDK_ADAPT_MIN_SPIN_NS 3000
 #define PYSPDK_ADAPT_FLOOR_NS 20000
 #define PYSPDK_ADAPT_MAX_LEND_NS 250000
-
-struct pyspdk_adapt {
-	int64_t latency_ns;      /* smoothed (1/8 weight) completion latency */
-	int64_t p99_ns;          /* running estimate of its 99th percentile */
-};
 
 /* How long this wait should spin on its own CPU time, in ns. */
 static int64_t
@@ -214,7 +188,7 @@ pyspdk_adapt_budget(struct pyspdk_adapt *adapt)
 static uint16_t g_pyspdk_polled_cpus[PYSPDK_MAX_CPUS];
 
 /* Mark (or, with polled false, unmark) one CPU as a reactor's. */
-static void
+void
 pyspdk_mark_polled_cpu(int cpu, bool polled)
 {
 	if (cpu < 0 || cpu >= PYSPDK_MAX_CPUS) {
@@ -228,7 +202,7 @@ pyspdk_mark_polled_cpu(int cpu, bool polled)
 }
 
 /* Whether the calling thread runs on a CPU a reactor polls, now. */
-static bool
+bool
 pyspdk_on_polled_cpu(void)
 {
 	int cpu = sched_getcpu();
@@ -240,7 +214,7 @@ pyspdk_on_polled_cpu(void)
 /* Resolve a caller's spin: spin_ns < 0 asks `adapt`, and is 0 on a polled
  * CPU. Returns the time the spin may lend to other threads (0 for a fixed
  * spin). */
-static int64_t
+int64_t
 pyspdk_adapt_spin(struct pyspdk_adapt *adapt, int64_t *spin_ns)
 {
 	if (*spin_ns >= 0) {
@@ -258,7 +232,7 @@ pyspdk_adapt_spin(struct pyspdk_adapt *adapt, int64_t *spin_ns)
  * percentile moves up by 99 steps when a latency lies above it and down by
  * one otherwise, so it settles where 1 in 100 lie above; a step is 1/64 of
  * it (at least 16 ns), so it follows a change within a few hundred I/Os. */
-static void
+void
 pyspdk_adapt_learn(struct pyspdk_adapt *adapt, int64_t submitted_ns, int64_t done_ns)
 {
 	int64_t seen = done_ns - submitted_ns;
