@@ -144,18 +144,24 @@ pyspdk_part_over(struct pyspdk_job_part *part)
 	pyspdk_futex_wake_all(&job->over);
 }
 
-/* A failed I/O's status: 1, or the close's status for one a closing lane aborted. */
+/* A failed I/O's status: the close's status for one a closing lane aborted;
+ * PYSPDK_JOB_ERRNO | errno when the bdev gave its error as an errno (an aio
+ * status: a Python-served bdev's timeout, an aio bdev's error); else 1. */
 static int
 pyspdk_job_failure(struct spdk_bdev_io *bdev_io, struct pyspdk_lane *lane)
 {
 	uint32_t cdw0;
-	int sct, sc;
+	int sct, sc, aio = 0;
 
 	if (lane->state == PYSPDK_DEV_CLOSING) {
 		spdk_bdev_io_get_nvme_status(bdev_io, &cdw0, &sct, &sc);
 		if (sct == SPDK_NVME_SCT_GENERIC && sc == SPDK_NVME_SC_ABORTED_BY_REQUEST) {
 			return lane->dev->close_status;
 		}
+	}
+	spdk_bdev_io_get_aio_status(bdev_io, &aio);
+	if (aio < 0 && aio > -PYSPDK_JOB_ERRNO) {
+		return PYSPDK_JOB_ERRNO | -aio;
 	}
 	return 1;
 }

@@ -1,7 +1,9 @@
 /* _shims/bdev_jobs.h: many same-sized I/Os in one call (bdev_jobs.c).
  * Offsets are in bytes, converted to blocks in place; I/O i uses
- * base + i * io_bytes; statuses[i] as struct pyspdk_io's status, zeroed by
- * the caller: only failures are written. A job runs as a part on each of up
+ * base + i * io_bytes; statuses[i] as struct pyspdk_io's status, or
+ * PYSPDK_JOB_ERRNO | errno for a failure the bdev gave as an errno (an aio
+ * status: a timeout, a backend's OSError); zeroed by the caller: only
+ * failures are written. A job runs as a part on each of up
  * to nparts of the device's lanes. With `user` (memory that is not DMA-able),
  * the data is at user + i * io_bytes instead, and base holds 2 * depth bounce
  * buffers of io_bytes. While `over` is 0 the engine holds the job and every
@@ -14,6 +16,7 @@
 #include "bdev_io.h"
 
 /* cffi begin */
+#define PYSPDK_JOB_ERRNO 0x10000
 struct pyspdk_job;
 struct pyspdk_job_part;
 #ifdef PYSPDK_CDEF

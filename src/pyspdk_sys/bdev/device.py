@@ -49,6 +49,7 @@ _NOT_YET = (-errno.ETIMEDOUT, -errno.EINTR)
 _MAX_DEPTH = 65536
 _READ: int = lib.PYSPDK_IO_READ
 _WRITE: int = lib.PYSPDK_IO_WRITE
+_JOB_ERRNO: int = lib.PYSPDK_JOB_ERRNO
 _get_ident = threading.get_ident
 _MAX_LANES = 64  # PYSPDK_MAX_LANES
 _MAX_SPIN_US = 1_000_000.0
@@ -862,7 +863,13 @@ class BlockDevice(Resource):
                 failed = [i for i, status in enumerate(statuses) if status]
                 first = failed[0]
                 offset = table[first] * self.block_size  # the engine converted it to blocks
-                error = io_error(self.name, name, offset, length, statuses[first])
+                status = statuses[first]
+                if status > _JOB_ERRNO:  # the bdev's own errno (a timeout, an aio error)
+                    error = io_error(
+                        self.name, name, offset, length, 1, aio_status=_JOB_ERRNO - status
+                    )
+                else:
+                    error = io_error(self.name, name, offset, length, status)
                 error.failed = failed
                 raise error
             if writing:
