@@ -301,6 +301,39 @@ def _on_sigint(signum: int, frame: FrameType | None) -> Any:
     raise KeyboardInterrupt
 
 
+class _RefusedBdev(Resource):
+    """A device SPDK refused to register: freed once SPDK lets go of it.
+
+    A thread waits for that (up to `deadline`); the runtime's teardown frees
+    it if the thread has not, since its DPDK memory must go back before
+    SPDK's environment ends, never after.
+    """
+
+    TEARDOWN_STAGE = Stage.DEVICES
+    CLOSE_WAITS = False
+
+    def __init__(self, runtime: Runtime, pb: Any, deadline: float) -> None:
+        self._pb: Any = pb
+        self._lock = threading.Lock()
+        self._adopt(runtime)
+        threading.Thread(
+            target=self._wait_and_free, args=(deadline,), name="pybdev-free", daemon=True
+        ).start()
+
+    def _wait_and_free(self, deadline: float) -> None:
+        while time.monotonic() < deadline and not self._closed:
+            if lib.pyspdk_pybdev_state(self._pb, 1):
+                self.close()
+                return
+            time.sleep(0.001)
+
+    def _free(self) -> None:
+        with self._lock:
+            pb, self._pb = self._pb, None
+        if pb is not None and lib.pyspdk_pybdev_state(pb, 1):
+            lib.pyspdk_pybdev_free(pb)
+
+
 class PythonBdev(Resource):
     """An SPDK bdev named `name`, served by `backend`, until close().
 
@@ -454,13 +487,7 @@ class PythonBdev(Resource):
         return pb
 
     def _free_later(self, pb: Any, deadline: float) -> None:
-        def free() -> None:
-            while not lib.pyspdk_pybdev_state(pb, 1) and time.monotonic() < deadline:
-                time.sleep(0.001)
-            if lib.pyspdk_pybdev_state(pb, 1):
-                lib.pyspdk_pybdev_free(pb)
-
-        threading.Thread(target=free, name="pybdev-free", daemon=True).start()
+        _RefusedBdev(self.runtime, pb, deadline)
 
     def _start_serving(self, workers: int) -> None:
         """Start the worker threads, or the event loop's reader."""
