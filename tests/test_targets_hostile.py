@@ -155,6 +155,26 @@ def test_vhost_attach_to_a_peer_that_is_not_vhost_user(ini: Any, peers: Any, mod
     assert initiator_state(ini) == before
 
 
+def test_vhost_attach_to_a_peer_that_stalls_after_the_probe(ini: Any, peers: Any) -> None:
+    """A listener that answers the probe's questions and then stalls on GET_CONFIG:
+    SPDK's thread waits for that reply in a blocking recv(), so the relay in front
+    of it cuts the connection at the deadline, and SPDK goes on."""
+    from pyspdk_sys import vhost
+
+    peer = peers("stall-later")
+    path = peer.sock.getsockname()
+    before = initiator_state(ini)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError) as caught:
+        vhost.attach(ini, unique("Fake"), path, probe_timeout=1.0)
+    elapsed = time.monotonic() - started
+    assert caught.value.errno == errno.ETIMEDOUT
+    assert path in str(caught.value) and "GET_CONFIG" in str(caught.value), caught.value
+    assert elapsed < 1.0 * 2 + 5  # the probe's and the relay's deadlines, plus RPCs
+    alive(ini)
+    assert initiator_state(ini) == before
+
+
 def test_vhost_probe_then_attach_to_spdk_target(
     tgt: Any, ini: Any, malloc: Any, sockets: Any
 ) -> None:

@@ -268,6 +268,11 @@ class FakePeer:
                 if request == 15 and mode == "half":  # answers GET_FEATURES only
                     self._stop.wait()
                     return
+                if request not in (1, 15):
+                    if mode == "stall-later" and request in (11, 17, 24):
+                        self._held.append(conn)  # answers the probe's questions, then no more
+                        self._stop.wait()
+                    continue  # a request that wants no reply
                 flags = 0x1 if mode == "no-reply-flag" else 0x5
                 value = BLK_FEATURES if request == 1 else BLK_PROTOCOL
                 length = 4 if mode == "short" else 8

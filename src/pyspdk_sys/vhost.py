@@ -23,8 +23,12 @@ attach() first asks the listener, from the caller's thread and with a
 deadline, the questions virtio-user asks first (GET_FEATURES, then
 GET_PROTOCOL_FEATURES when offered), checks each reply as virtio-user does,
 and disconnects; SPDK's vhost target takes the initiator's connection after
-that. A listener that answers this probe and then stalls on a later message
-can still freeze SPDK: the probe cannot see that far.
+that. A listener can answer that probe and stall later, so SPDK connects
+through a relay in this process (_vhost_relay.py) that waits for each
+reply with the same deadline, and cuts the connection, which frees SPDK's
+thread, when one is missed. Only control messages cross it; keep the
+attaching process alive while the controller is attached (without the
+relay, the controller's later control requests, such as at detach, fail).
 
 Process exit: a process that served vhost-user (a Runtime target) can crash
 as it exits, after SPDK stopped cleanly: DPDK's vhost event thread never
@@ -62,6 +66,7 @@ from ._checks import (
     parse_cpu_mask,
 )
 from ._sockets import receive_exactly
+from ._vhost_relay import Relay
 from .bdev import _peers
 from .bdev.manage import bdev_info
 from .errors import DeviceNotFoundError, HugepagesError, RpcError, rpc_meaning
@@ -720,10 +725,19 @@ def attach(
     if queue_size is not None:
         params["vq_size"] = queue_size
     gone = _target_gone_probe(path)
+    # SPDK talks to the target through a relay that bounds every wait for a reply.
+    relay = Relay(path, seconds)
+    params["traddr"] = relay.path
     try:
         result: list[str] = target.rpc("bdev_virtio_attach_controller", params)
     except RpcError as exc:
+        relay.abandon()
+        if relay.failure is not None:
+            raise TimeoutError(errno.ETIMEDOUT, relay.failure) from exc
         raise RpcError(exc.method, exc.code, f"{exc.message} (vhost socket {path})") from exc
+    except BaseException:
+        relay.abandon()
+        raise
     if gone is not None:
         _peers.watch(target, result, gone)
         _attached.setdefault(target, {})[name] = list(result)
