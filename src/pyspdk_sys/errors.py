@@ -10,6 +10,7 @@ __all__ = [
     "DeviceNotFoundError",
     "HugepagesError",
     "IoError",
+    "NvmeError",
     "ProcessError",
     "ProcessExitedError",
     "ProcessStartError",
@@ -83,6 +84,131 @@ class IoError(SpdkError, OSError):
         self.nvme_sct = nvme_sct
         self.nvme_sc = nvme_sc
         self.failed: list[int] = []
+
+
+# NVMe status codes by status code type (the NVMe base specification's names).
+_NVME_STATUS: dict[int, dict[int, str]] = {
+    0: {  # generic command status
+        0x00: "Successful Completion",
+        0x01: "Invalid Command Opcode",
+        0x02: "Invalid Field in Command",
+        0x03: "Command ID Conflict",
+        0x04: "Data Transfer Error",
+        0x05: "Commands Aborted due to Power Loss Notification",
+        0x06: "Internal Error",
+        0x07: "Command Abort Requested",
+        0x08: "Command Aborted due to SQ Deletion",
+        0x09: "Command Aborted due to Failed Fused Command",
+        0x0A: "Command Aborted due to Missing Fused Command",
+        0x0B: "Invalid Namespace or Format",
+        0x0C: "Command Sequence Error",
+        0x0D: "Invalid SGL Segment Descriptor",
+        0x0E: "Invalid Number of SGL Descriptors",
+        0x0F: "Data SGL Length Invalid",
+        0x10: "Metadata SGL Length Invalid",
+        0x11: "SGL Descriptor Type Invalid",
+        0x12: "Invalid Use of Controller Memory Buffer",
+        0x13: "PRP Offset Invalid",
+        0x14: "Atomic Write Unit Exceeded",
+        0x15: "Operation Denied",
+        0x16: "SGL Offset Invalid",
+        0x18: "Host Identifier Inconsistent Format",
+        0x19: "Keep Alive Timer Expired",
+        0x1A: "Keep Alive Timeout Invalid",
+        0x1B: "Command Aborted due to Preempt and Abort",
+        0x1C: "Sanitize Failed",
+        0x1D: "Sanitize In Progress",
+        0x1E: "SGL Data Block Granularity Invalid",
+        0x1F: "Command Not Supported for Queue in CMB",
+        0x20: "Namespace is Write Protected",
+        0x21: "Command Interrupted",
+        0x22: "Transient Transport Error",
+        0x80: "LBA Out of Range",
+        0x81: "Capacity Exceeded",
+        0x82: "Namespace Not Ready",
+        0x83: "Reservation Conflict",
+        0x84: "Format In Progress",
+    },
+    1: {  # command specific status
+        0x00: "Completion Queue Invalid",
+        0x01: "Invalid Queue Identifier",
+        0x02: "Invalid Queue Size",
+        0x03: "Abort Command Limit Exceeded",
+        0x05: "Asynchronous Event Request Limit Exceeded",
+        0x06: "Invalid Firmware Slot",
+        0x07: "Invalid Firmware Image",
+        0x08: "Invalid Interrupt Vector",
+        0x09: "Invalid Log Page",
+        0x0A: "Invalid Format",
+        0x0B: "Firmware Activation Requires Conventional Reset",
+        0x0C: "Invalid Queue Deletion",
+        0x0D: "Feature Identifier Not Saveable",
+        0x0E: "Feature Not Changeable",
+        0x0F: "Feature Not Namespace Specific",
+        0x80: "Conflicting Attributes",
+        0x81: "Invalid Protection Information",
+        0x82: "Attempted Write to Read Only Range",
+    },
+    2: {  # media and data integrity errors
+        0x80: "Write Fault",
+        0x81: "Unrecovered Read Error",
+        0x82: "End-to-end Guard Check Error",
+        0x83: "End-to-end Application Tag Check Error",
+        0x84: "End-to-end Reference Tag Check Error",
+        0x85: "Compare Failure",
+        0x86: "Access Denied",
+        0x87: "Deallocated or Unwritten Logical Block",
+    },
+    3: {  # path related status
+        0x00: "Internal Path Error",
+        0x01: "Asymmetric Access Persistent Loss",
+        0x02: "Asymmetric Access Inaccessible",
+        0x03: "Asymmetric Access Transition",
+        0x60: "Controller Pathing Error",
+        0x70: "Host Pathing Error",
+        0x71: "Command Aborted By Host",
+    },
+}
+_NVME_TYPES = {0: "generic", 1: "command specific", 2: "media error", 3: "path", 7: "vendor"}
+
+
+def nvme_status_name(sct: int, sc: int) -> str:
+    """The readable name of an NVMe status (sct: status code type, sc: status code)."""
+    name = _NVME_STATUS.get(sct, {}).get(sc)
+    if name is not None:
+        return name
+    kind = _NVME_TYPES.get(sct, f"type {sct}")
+    return f"{kind} status {sc:#04x}"
+
+
+class NvmeError(IoError):
+    """An NVMe command completed with a status other than success.
+
+    `sct` and `sc` are the status code type and status code, `status_name`
+    their name (SCT 0 / SC 1 is "Invalid Command Opcode"), `cdw0` the
+    completion's dword 0. `dnr` (do not retry) and `more` are None: SPDK's
+    bdev layer does not carry them from the controller.
+    """
+
+    def __init__(
+        self, *, device: str, op: str, sct: int, sc: int, cdw0: int = 0, length: int = 0
+    ) -> None:
+        self.status_name = nvme_status_name(sct, sc)
+        super().__init__(
+            _errno.EIO,
+            f"{op} on {device}: NVMe status {self.status_name} (SCT {sct}, SC {sc:#x})",
+            device=device,
+            op=op,
+            offset=0,
+            length=length,
+            nvme_sct=sct,
+            nvme_sc=sc,
+        )
+        self.sct = sct
+        self.sc = sc
+        self.cdw0 = cdw0
+        self.dnr: bool | None = None
+        self.more: bool | None = None
 
 
 class ProcessError(SpdkError):

@@ -202,6 +202,10 @@ pyspdk_io_done(struct spdk_bdev_io *bdev_io, bool success, void *arg)
 	struct pyspdk_lane *lane = io->lane;
 
 	pyspdk_held_remove(lane, io);
+	if (success && io->op >= PYSPDK_IO_NVME_ADMIN) {
+		/* An NVMe command's result is its completion's dword 0. */
+		spdk_bdev_io_get_nvme_status(bdev_io, &io->cdw0, &io->nvme_sct, &io->nvme_sc);
+	}
 	if (!success) {
 		io->status = 1;
 		spdk_bdev_io_get_nvme_status(bdev_io, &io->cdw0, &io->nvme_sct, &io->nvme_sc);
@@ -247,6 +251,15 @@ pyspdk_io_start(struct pyspdk_io *io)
 						     pyspdk_io_done, io);
 	case PYSPDK_IO_RESET:
 		return spdk_bdev_reset(d, ch, pyspdk_io_done, io);
+	case PYSPDK_IO_NVME_ADMIN:
+		return spdk_bdev_nvme_admin_passthru(d, ch, io->cmd, io->buf, io->nbytes,
+						     pyspdk_io_done, io);
+	case PYSPDK_IO_NVME_IO:
+		return spdk_bdev_nvme_io_passthru(d, ch, io->cmd, io->buf, io->nbytes,
+						  pyspdk_io_done, io);
+	case PYSPDK_IO_NVME_IO_MD:
+		return spdk_bdev_nvme_io_passthru_md(d, ch, io->cmd, io->buf, io->nbytes, io->md_buf,
+						     io->md_len, pyspdk_io_done, io);
 	default:
 		return -EINVAL;
 	}

@@ -22,6 +22,12 @@ struct pyspdk_job_part;
 #define PYSPDK_IO_UNMAP 5
 #define PYSPDK_IO_WRITE_ZEROES 6
 #define PYSPDK_IO_RESET 7
+/* NVMe passthrough: io->cmd points at a 64-byte NVMe command; io->buf holds
+ * io->nbytes of data (io->md_buf io->md_len of metadata for _MD); cdw0 and
+ * the status are set whether or not the command succeeds. */
+#define PYSPDK_IO_NVME_ADMIN 8
+#define PYSPDK_IO_NVME_IO 9
+#define PYSPDK_IO_NVME_IO_MD 10
 /* pyspdk_io.state once the engine has let go of the request. */
 #define PYSPDK_IO_DONE 2
 #define PYSPDK_DEV_OPEN 0
@@ -44,6 +50,10 @@ struct pyspdk_io {
 	int iovcnt;
 	struct pyspdk_cq *cq;
 	uint64_t tag;
+	void *cmd;
+	uint64_t nbytes;
+	void *md_buf;
+	uint64_t md_len;
 	int status;
 	int nvme_sct;
 	int nvme_sc;
@@ -101,6 +111,10 @@ struct pyspdk_io {
 	int iovcnt;
 	struct pyspdk_cq *cq;
 	uint64_t tag;
+	void *cmd;                   /* NVMe passthrough only (see PYSPDK_IO_NVME_ADMIN) */
+	uint64_t nbytes;
+	void *md_buf;
+	uint64_t md_len;
 	/* Results, valid once state is PYSPDK_IO_DONE. */
 	int status;     /* 0 ok, < 0 -errno (not submitted or cancelled), 1 I/O failed */
 	int nvme_sct;

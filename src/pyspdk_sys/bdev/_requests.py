@@ -15,15 +15,25 @@ from __future__ import annotations
 import array
 import itertools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .._binding import ffi, lib
 from .._resource import IoOwner
 from ..dma import BufferPool, DmaBuffer
 from ..errors import io_error
+from ._bounds import Bounds
+from ._gate import Gate
 
-if TYPE_CHECKING:
-    from .device import BlockDevice
+
+class IoDevice(Protocol):
+    """What a request holder needs of its device (BlockDevice): never more."""
+
+    name: str
+    block_size: int
+    pool: BufferPool
+    gate: Gate
+    bounds: Bounds
+
 
 IO_DONE: int = lib.PYSPDK_IO_DONE
 IO_READ: int = lib.PYSPDK_IO_READ
@@ -38,7 +48,7 @@ def new_io() -> Any:
     return io
 
 
-def status_error(device: BlockDevice, op: str, offset: int, length: int, io: Any) -> Exception:
+def status_error(device: IoDevice, op: str, offset: int, length: int, io: Any) -> Exception:
     return io_error(
         device.name,
         op,
@@ -57,6 +67,7 @@ class Request(IoOwner):
     __slots__ = (
         "copies",
         "device",
+        "failure",
         "gate",
         "held",
         "io",
@@ -71,7 +82,7 @@ class Request(IoOwner):
         "submit",
     )
 
-    def __init__(self, device: BlockDevice, name: str, op: int, offset: int, length: int) -> None:
+    def __init__(self, device: IoDevice, name: str, op: int, offset: int, length: int) -> None:
         self.device = device
         self.gate = device.gate
         self.name = name
@@ -89,6 +100,8 @@ class Request(IoOwner):
         self.pins: list[memoryview] = []
         self.released = False
         self.result: Callable[[], Any] = lambda: None
+        # The error of a failed I/O, when not status_error()'s (an NVMe command's).
+        self.failure: Callable[[], Exception] | None = None
 
     def pin(self, view: memoryview) -> memoryview:
         """Keep the caller's buffer exported (not resizable) until release()."""
@@ -140,6 +153,8 @@ class Request(IoOwner):
                 for target, ptr, length in self.copies:
                     ffi.memmove(target, ptr, length)
                 return self.result()
+            if io.status == 1 and self.failure is not None:
+                raise self.failure()
             raise status_error(self.device, self.name, self.offset, self.length, io)
         finally:
             self.release()
@@ -194,7 +209,7 @@ class AsyncSlot(IoOwner):
         "view",
     )
 
-    def __init__(self, device: BlockDevice, free_list: list[AsyncSlot]) -> None:
+    def __init__(self, device: IoDevice, free_list: list[AsyncSlot]) -> None:
         self.device = device
         self.gate = device.gate
         self.free_list = free_list  # where a finished slot waits for the next I/O

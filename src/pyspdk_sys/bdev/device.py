@@ -39,6 +39,7 @@ from ..errors import DeviceNotFoundError, IoError, error_from_rc, io_error
 from ..runtime import Runtime, SpdkFuture, provide, refuse_wait_on_spdk_thread
 from ._bounds import Bounds, byte_view, nbytes, offset_table, release_views, vector_views
 from ._gate import Gate, mark_blocking_calls
+from ._nvme import NvmeCompletion, nvme_request
 from ._peers import probe_for
 from ._requests import AsyncSlot, BlockingSlot, Job, Request, status_error
 from .manage import BdevInfo, describe
@@ -266,6 +267,7 @@ class BlockDevice(Resource):
         op: str,
         offset: int,
         length: int,
+        remaining: int | None = -1,
     ) -> int:
         """After a first slice: wait on in slices until done, the timeout, or a signal.
 
@@ -273,9 +275,11 @@ class BlockDevice(Resource):
         surfaces here within one slice. Every half second, a bdev served by
         another process (vhost-user) has its peer checked: IoError (ENOTCONN)
         once it is gone, as its requests would never complete. Returns 0, or
-        a refusal's rc.
+        a refusal's rc. `remaining`: nanoseconds left (None: no limit; -1:
+        the device's timeout after its first slice).
         """
-        remaining = None if self._timeout_ns < 0 else self._timeout_ns - self._first_slice
+        if remaining == -1:  # the device's timeout, after its first slice
+            remaining = None if self._timeout_ns < 0 else self._timeout_ns - self._first_slice
         next_check = time.monotonic_ns() + _PEER_CHECK_NS
         while True:
             if remaining is not None and remaining <= 0:
@@ -402,8 +406,13 @@ class BlockDevice(Resource):
 
     # ---------------------------------------------------------- the blocking path
 
-    def _run(self, request: Request) -> Any:
-        """Submit one request and wait for it; its owner is released whatever happens."""
+    def _run(self, request: Request, timeout_ns: int | None = None) -> Any:
+        """Submit one request and wait for it; its owner is released whatever happens.
+
+        `timeout_ns`: this call's limit instead of the device's (-1: none).
+        """
+        limit = self._timeout_ns if timeout_ns is None else timeout_ns
+        first = WAIT_SLICE_NS if limit < 0 else min(WAIT_SLICE_NS, limit)
         refuse_wait_on_spdk_thread(f"a blocking {request.name}")
         gate = self.gate
         try:
@@ -413,7 +422,7 @@ class BlockDevice(Resource):
             raise
         io = request.io
         try:
-            rc = lib.pyspdk_io_run(self._dev, io, self._spin_ns, self._first_slice)
+            rc = lib.pyspdk_io_run(self._dev, io, self._spin_ns, first)
             if rc in _NOT_YET:
                 rc = self._wait_more(
                     lambda step: lib.pyspdk_io_wait(io, 0, step),
@@ -421,6 +430,7 @@ class BlockDevice(Resource):
                     request.name,
                     request.offset,
                     request.length,
+                    limit - first if limit >= 0 else None,
                 )
             if rc != 0:
                 raise self._refusal(rc, request.name, request.offset, request.length)
@@ -541,6 +551,62 @@ class BlockDevice(Resource):
 
     def reset(self) -> None:
         self._run(self._reset_request())
+
+    # ---------------------------------------------------------- NVMe commands of one's own
+
+    def nvme_admin(
+        self,
+        opcode: int,
+        *,
+        nsid: int | None = None,
+        cdw10: int = 0,
+        cdw11: int = 0,
+        cdw12: int = 0,
+        cdw13: int = 0,
+        cdw14: int = 0,
+        cdw15: int = 0,
+        data: Any = None,
+        timeout: float | None = None,
+    ) -> NvmeCompletion:
+        """Send an NVMe admin command to the controller behind this bdev (an NVMe bdev).
+
+        `data` is the buffer the command reads into or writes from, as its
+        opcode's direction says (a DmaBuffer goes without a copy). Returns
+        the completion (its cdw0); NvmeError when the status is not
+        success, TimeoutError after `timeout` seconds (the command may still
+        run; its memory is kept until it ends).
+        """
+        cdws = _cdws(cdw10, cdw11, cdw12, cdw13, cdw14, cdw15)
+        request = nvme_request(self, "admin", opcode, nsid, cdws, data)
+        return self._run_nvme(request, timeout)  # type: ignore[no-any-return]
+
+    def nvme_io(
+        self,
+        opcode: int,
+        *,
+        cdw10: int = 0,
+        cdw11: int = 0,
+        cdw12: int = 0,
+        cdw13: int = 0,
+        cdw14: int = 0,
+        cdw15: int = 0,
+        data: Any = None,
+        metadata: Any = None,
+        timeout: float | None = None,
+    ) -> NvmeCompletion:
+        """Send an NVMe I/O command on this bdev's namespace (SPDK sets the nsid).
+
+        As nvme_admin(); `metadata`, a separate metadata buffer, sends it
+        with its metadata (namespaces formatted with separate metadata).
+        """
+        cdws = _cdws(cdw10, cdw11, cdw12, cdw13, cdw14, cdw15)
+        kind = "io" if metadata is None else "io_md"
+        request = nvme_request(self, kind, opcode, None, cdws, data, metadata)
+        return self._run_nvme(request, timeout)  # type: ignore[no-any-return]
+
+    def _run_nvme(self, request: Request, timeout: float | None) -> Any:
+        seconds = check_timeout("timeout", timeout)
+        return self._run(request, None if seconds is None else int(seconds * 1e9))
 
     # ---------------------------------------------------------- futures and asyncio
 
@@ -712,6 +778,34 @@ class BlockDevice(Resource):
         future, completions = self._loop_future()
         self._request_submit(self._flush_request(offset, length), completions, future)
         await future
+
+    def nvme_admin_async(self, opcode: int, **fields: Any) -> Future:  # type: ignore[type-arg]
+        """nvme_admin() returning a concurrent.futures.Future of the NvmeCompletion."""
+        request = nvme_request(self, "admin", opcode, *_command_fields(fields))
+        future = SpdkFuture()
+        self._request_submit(request, future_reaper(self.runtime).completions, future)
+        return future
+
+    def nvme_io_async(self, opcode: int, **fields: Any) -> Future:  # type: ignore[type-arg]
+        """nvme_io() returning a concurrent.futures.Future of the NvmeCompletion."""
+        request = _io_request(self, opcode, fields)
+        future = SpdkFuture()
+        self._request_submit(request, future_reaper(self.runtime).completions, future)
+        return future
+
+    async def anvme_admin(self, opcode: int, **fields: Any) -> NvmeCompletion:
+        """asyncio form of nvme_admin() (bound it with asyncio.wait_for)."""
+        request = nvme_request(self, "admin", opcode, *_command_fields(fields))
+        future, completions = self._loop_future()
+        self._request_submit(request, completions, future)
+        return await future  # type: ignore[no-any-return]
+
+    async def anvme_io(self, opcode: int, **fields: Any) -> NvmeCompletion:
+        """asyncio form of nvme_io() (bound it with asyncio.wait_for)."""
+        request = _io_request(self, opcode, fields)
+        future, completions = self._loop_future()
+        self._request_submit(request, completions, future)
+        return await future  # type: ignore[no-any-return]
 
     # ---------------------------------------------------------- many I/Os in one call
 
@@ -1001,6 +1095,32 @@ class BlockDevice(Resource):
 def open_bdev(runtime: Runtime, name: str, **options: Any) -> BlockDevice:
     """Open the block device `name`; see BlockDevice for the options."""
     return BlockDevice(runtime, name, **options)
+
+
+_CDW_NAMES = tuple(f"cdw{index}" for index in range(10, 16))
+
+
+def _cdws(*values: int) -> dict[str, int]:
+    return dict(zip(_CDW_NAMES, values, strict=True))
+
+
+def _command_fields(
+    fields: dict[str, Any], *, io: bool = False
+) -> tuple[int | None, dict[str, int], Any]:
+    """(nsid, cdws, data) of the keyword arguments of an asynchronous NVMe form."""
+    allowed = {*_CDW_NAMES, "data"} | ({"metadata"} if io else {"nsid"})
+    unknown = sorted(set(fields) - allowed)
+    if unknown:
+        raise TypeError(f"unexpected NVMe command fields {unknown}; expected {sorted(allowed)}")
+    cdws = {name: fields.get(name, 0) for name in _CDW_NAMES}
+    return fields.get("nsid"), cdws, fields.get("data")
+
+
+def _io_request(device: BlockDevice, opcode: int, fields: dict[str, Any]) -> Request:
+    nsid, cdws, data = _command_fields(fields, io=True)
+    metadata = fields.get("metadata")
+    kind = "io" if metadata is None else "io_md"
+    return nvme_request(device, kind, opcode, nsid, cdws, data, metadata)
 
 
 def _claim_tracked(request: Request, completions: Completions) -> Callable[[], bool]:

@@ -44,6 +44,7 @@ _IO_TYPES = {
     "copy": lib.SPDK_BDEV_IO_TYPE_COPY,
     "nvme_admin": lib.SPDK_BDEV_IO_TYPE_NVME_ADMIN,
     "nvme_io": lib.SPDK_BDEV_IO_TYPE_NVME_IO,
+    "nvme_io_md": lib.SPDK_BDEV_IO_TYPE_NVME_IO_MD,
 }
 
 
