@@ -29,6 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m pyspdk_sys",
         description="Inspect the SPDK fat library, manage hugepages, serve SPDK in the "
         "foreground. Without a command: info.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"pyspdk_sys {__version__} (SPDK {SPDK_VERSION}, DPDK {DPDK_VERSION})",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -96,13 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--start-timeout", type=float, default=120.0, help="seconds to wait for SPDK to start"
     )
+    # --help lists every command with all of its options, not only their names.
+    parser.epilog = "\n".join(
+        f"--- {name} ---\n{command.format_help()}" for name, command in commands.choices.items()
+    )
     return parser
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse argv; without a command (or with only info's options) the command is info."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or (args[0] not in COMMANDS and args[0] not in ("-h", "--help")):
+    if not args or (args[0] not in COMMANDS and args[0] not in ("-h", "--help", "--version")):
         args.insert(0, "info")
     return build_parser().parse_args(args)
 
