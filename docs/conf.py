@@ -50,3 +50,4 @@ autodoc_inherit_docstrings = False
 # Exception messages are compared too (Sphinx ignores their detail by default):
 # a doctest that shows a message checks it.
 doctest_default_flags = doctest.ELLIPSIS | doctest.DONT_ACCEPT_TRUE_FOR_1
+smartquotes_action = "qe"  # "--reserve" stays two hyphens
