@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -25,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from conftest import PROJECT_DIR
+from conftest import PROJECT_DIR, skip_or_fail
 
 DOCS = PROJECT_DIR / "docs"
 PACKAGE = PROJECT_DIR / "src" / "pyspdk_sys"
@@ -163,11 +164,14 @@ def _shape(line: str) -> str:
 
 
 def console_sessions(block: Block) -> list[tuple[str, list[str]]]:
-    """(command, shown output lines) of each prompt ($ or #) in a console block."""
+    """(command, shown output lines) of each prompt in a console block; a root prompt
+    (#) keeps its mark in front of the command."""
     sessions: list[tuple[str, list[str]]] = []
     for line in block.body.splitlines():
-        if line.startswith(("$ ", "# ")):
+        if line.startswith("$ "):
             sessions.append((line[2:], []))
+        elif line.startswith("# "):
+            sessions.append((line, []))
         elif sessions:
             sessions[-1][1].append(line)
     return sessions
@@ -179,13 +183,15 @@ def test_console_blocks_show_commands_of_this_package() -> None:
         sessions = console_sessions(block)
         assert sessions, block.where
         for command, _ in sessions:
-            assert command.startswith("python3 -m pyspdk_sys"), block.where
+            assert command.removeprefix("# ").startswith("python3 -m pyspdk_sys"), block.where
 
 
 @pytest.mark.parametrize("block", CONSOLES, ids=[b.where for b in CONSOLES])
 def test_console_output_has_the_shape_shown(spdk: Any, block: Block) -> None:
     for command, shown in console_sessions(block):
-        argv = shlex.split(command)
+        if command.startswith("# ") and os.geteuid() != 0:
+            skip_or_fail(f"{block.where}: {command!r} needs root")
+        argv = shlex.split(command.removeprefix("# "))
         argv[0] = sys.executable
         done = subprocess.run(
             argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
