@@ -7,6 +7,7 @@ import os as _os
 from typing import Any
 
 __all__ = [
+    "DeviceBusyError",
     "DeviceNotFoundError",
     "HugepagesError",
     "IoError",
@@ -51,6 +52,18 @@ class RpcError(SpdkError):
 
 class DeviceNotFoundError(SpdkError, LookupError):
     """No block device has that name."""
+
+
+class DeviceBusyError(SpdkError, OSError):
+    """A device is in use, so it is not taken from its users; `users` names each use.
+
+    errno is EBUSY. Raised, for instance, when an NVMe controller whose
+    namespaces are mounted would be moved to a userspace driver.
+    """
+
+    def __init__(self, message: str, *, users: tuple[str, ...]) -> None:
+        super().__init__(_errno.EBUSY, message)
+        self.users = users
 
 
 class IoError(SpdkError, OSError):
