@@ -12,11 +12,13 @@ namespaces, each with its own block size, optionally in an NVM subsystem)
 backed by sparse image files on the host, and a QMP socket. The script in
 the guest asks the host for QMP commands (device_del, for a hot-remove) by
 dropping a request file into the share (`tests/guest/host.py`); a thread
-here sends each to QEMU and writes the answer back beside it.
+here sends each to QEMU and writes the answer back beside it. One request is
+the host's own: x-host-read-image reads a drive's image file.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shlex
@@ -115,10 +117,11 @@ class QmpBroker(threading.Thread):
     one QMP command ({"execute": ..., "arguments": ...}); its answer, with the
     events QEMU sent since the previous answer, goes to `<n>.reply`."""
 
-    def __init__(self, socket_path: Path, requests: Path) -> None:
+    def __init__(self, socket_path: Path, requests: Path, images: Path | None = None) -> None:
         super().__init__(name="qmp-broker", daemon=True)
         self.socket_path = socket_path
         self.requests = requests
+        self.images = images
         self.done = threading.Event()
         self.log: list[dict[str, Any]] = []  # every request and answer, for the test's record
         self._sock: socket.socket | None = None
@@ -154,7 +157,24 @@ class QmpBroker(threading.Thread):
         assert "QMP" in greeting, greeting
         self._answer({"execute": "qmp_capabilities"}, deadline)
 
+    def read_image(self, drive: str, offset: int, length: int) -> dict[str, Any]:
+        """Bytes of a drive's backing image, as the host sees them (the guest checks
+        that writes it was told were done are there, even after a hot-remove)."""
+        if self.images is None or "/" in drive or not 0 < length <= 1 << 20:
+            return {"error": {"class": "HostError", "desc": f"cannot read {drive!r}"}}
+        with open(self.images / f"{drive}.img", "rb") as image:
+            image.seek(offset)
+            data = image.read(length)
+        return {"return": {"data": base64.b64encode(data).decode()}}
+
     def handle(self, command: dict[str, Any]) -> dict[str, Any]:
+        if command.get("execute") == "x-host-read-image":
+            args = command.get("arguments", {})
+            answer = self.read_image(
+                str(args.get("drive")), int(args["offset"]), int(args["length"])
+            )
+            answer["events"] = []
+            return answer
         deadline = time.monotonic() + 30
         try:
             if self._sock is None:
@@ -228,7 +248,7 @@ def _once(script: str, timeout: float, nvme: Sequence[Nvme] = (), qmp: bool = Fa
             (share / QMP_DIR).mkdir()
             socket_path = Path(images) / "qmp.sock"
             command += ["-qmp", f"unix:{socket_path},server=on,wait=off"]
-            broker = QmpBroker(socket_path, share / QMP_DIR)
+            broker = QmpBroker(socket_path, share / QMP_DIR, Path(images))
         qemu = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
@@ -278,3 +298,41 @@ def python_command(script: Path) -> str:
     tests = Path(__file__).resolve().parent
     python = shlex.quote(sys.executable)
     return f"cd {shlex.quote(str(tests))}\nexec {python} {shlex.quote(str(script))}"
+
+
+# The checks every boot runs, in order: each a script that prints one JSON line
+# per check ({"check", "ok", "seconds", "detail"}). One boot serves them all:
+# under TCG a boot and SPDK's start are the slow part.
+CHECK_SCRIPTS = (
+    Path(__file__).resolve().parent / "guest" / "ublk_checks.py",
+    Path(__file__).resolve().parent / "guest" / "nvme_checks.py",
+)
+# The NVMe checks' controllers: A alone, B with two namespaces (512 B and 4 KiB
+# blocks) in an NVM subsystem, C for the hot-remove.
+NVME = (
+    Nvme("nvme0", 0x10, "pyspdk0001"),
+    Nvme("nvme1", 0x11, "pyspdk0002", (512, 4096), subsystem="nqn.2026-01.io.pyspdk:subsys1"),
+    Nvme("nvme2", 0x12, "pyspdk0003"),
+)
+
+
+def run_checks(pythonpath: str, timeout: float = 480) -> tuple[Boot, dict[str, dict[str, Any]]]:
+    """One boot with NVME and QMP that runs every CHECK_SCRIPTS script; its results by check.
+
+    A script that exits non-zero adds a failed check "<script name>" (its own
+    checks printed before that stand).
+    """
+    python = shlex.quote(sys.executable)
+    tests = shlex.quote(str(Path(__file__).resolve().parent))
+    lines = [f"export PYTHONPATH={shlex.quote(pythonpath)}", f"cd {tests}"]
+    for script in CHECK_SCRIPTS:
+        quoted = shlex.quote(str(script))
+        failed = json.dumps({"check": script.name, "ok": False, "seconds": 0, "detail": "%s"})
+        lines.append(f'{python} {quoted} || printf {shlex.quote(failed + chr(10))} "exit $?"')
+    boot = run("\n".join(lines), timeout, nvme=NVME, qmp=True)
+    results: dict[str, dict[str, Any]] = {}
+    for line in boot.output.splitlines():
+        if line.startswith('{"check"'):
+            entry = json.loads(line)
+            results[entry["check"]] = entry
+    return boot, results

@@ -7,11 +7,14 @@ QMP requests dropped into its qmp/ directory.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import os
 import subprocess
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +69,28 @@ def insmod(*names: str) -> list[str]:
             raise OSError(f"insmod {name}: {done.stderr.strip() or done.stdout.strip()}")
         loaded.append(name)
     return loaded
+
+
+def read_image(drive: str, offset: int, length: int) -> bytes:
+    """Bytes of a drive's image file on the host (x-host-read-image)."""
+    answer = qmp("x-host-read-image", {"drive": drive, "offset": offset, "length": length})
+    if "error" in answer:
+        raise OSError(f"the host did not read {drive}: {answer['error']}")
+    return base64.b64decode(answer["return"]["data"])
+
+
+def emit(check: str, fn: Callable[[], str]) -> bool:
+    """Run one check; print its JSON line {"check", "ok", "seconds", "detail"}."""
+    start = time.monotonic()
+    try:
+        detail, ok = fn(), True
+    except Exception:
+        detail, ok = traceback.format_exc(), False
+    line = {
+        "check": check,
+        "ok": ok,
+        "seconds": round(time.monotonic() - start, 2),
+        "detail": detail,
+    }
+    print(json.dumps(line), flush=True)
+    return ok
