@@ -170,6 +170,7 @@ def test_list_devices_finds_the_nvme_controllers_with_their_disks(tree: Tree) ->
     found = nvme.list_devices(sysfs=tree.sys)
     assert [d.address for d in found] == [A, B]  # not the network card
     a, b = found
+    assert isinstance(a, nvme.PciDevice)
     assert (a.vendor, a.device, a.class_code, a.ids) == (0x1B36, 0x0010, 0x010802, "1b36:0010")
     assert (a.driver, a.numa_node, a.iommu_group) == ("nvme", -1, None)
     assert a.block_devices == ("nvme0n1",)
@@ -228,7 +229,7 @@ def test_bind_and_unbind_move_the_controller(tree: Tree, kernel: list[str]) -> N
     assert nvme.bind(A, "uio_pci_generic", sysfs=tree.sys, proc=tree.proc) == moved
     assert len(kernel) == 2
     back = nvme.unbind(A, sysfs=tree.sys, proc=tree.proc)
-    assert back.driver == "nvme"
+    assert back.driver == nvme.KERNEL_DRIVER == "nvme"
     assert kernel[2:] == [f"unbind {A} from uio_pci_generic", f"probe {A} -> nvme"]
 
 
@@ -261,6 +262,7 @@ def test_bind_refusals_name_what_is_wrong(tree: Tree) -> None:
         nvme.bind("0000:00:1f.0", sysfs=tree.sys, proc=tree.proc)
     with pytest.raises(ValueError, match="PCI address"):
         nvme.bind("../../etc", sysfs=tree.sys, proc=tree.proc)
+    assert nvme.USERSPACE_DRIVERS == ("uio_pci_generic", "vfio-pci")
     with pytest.raises(ValueError, match="unbind"):
         nvme.bind(A, "nvme", sysfs=tree.sys, proc=tree.proc)
     with pytest.raises(ValueError, match="timeout"):

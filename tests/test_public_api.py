@@ -23,6 +23,7 @@ PUBLIC_MODULES = (
     "pyspdk_sys.dma",
     "pyspdk_sys.errors",
     "pyspdk_sys.hugepages",
+    "pyspdk_sys.nvme",
     "pyspdk_sys.nvmf",
     "pyspdk_sys.options",
     "pyspdk_sys.placement",

@@ -194,10 +194,11 @@ def _apply_global(target: Target, wide: dict[str, Any]) -> None:
         return
     attached = sorted({c.name for c in list_controllers(target)})
     if attached:
+        now = ", ".join(f"{k}={current.get(k)!r}" for k in sorted(differ))
         raise ValueError(
-            f"{', '.join(sorted(differ))} apply to every NVMe controller of the target "
-            "(bdev_nvme_set_options) and change only while none is attached; attached now: "
-            f"{', '.join(attached)} (now {', '.join(f'{k}={current.get(k)!r}' for k in differ)})"
+            f"{', '.join(sorted(differ))}: SPDK-wide NVMe options (bdev_nvme_set_options), "
+            "which change only while no NVMe controller is attached; attached now: "
+            f"{', '.join(attached)} (now {now})"
         )
     try:
         target.rpc("bdev_nvme_set_options", differ)

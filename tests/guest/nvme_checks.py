@@ -205,11 +205,15 @@ def main() -> None:
 
     host.emit("bind_and_unbind", bind_unbind)
 
-    begin = time.monotonic()
-    rt = Runtime(hugepages=True, pci=True, mem_size_mb=256).start()
-    host.emit(
-        "nvme_spdk_start", lambda: f"Runtime(hugepages, pci) in {time.monotonic() - begin:.1f} s"
-    )
+    started: list[Runtime] = []
+
+    def start() -> str:
+        started.append(Runtime(hugepages=True, pci=True, mem_size_mb=256).start())
+        return "Runtime(hugepages=True, pci=True, mem_size_mb=256)"
+
+    if not host.emit("nvme_spdk_start", start):
+        os._exit(1)
+    rt = started[0]
 
     def attach() -> str:
         names = {"A": nvme.attach_pcie(rt, "A", a, num_io_queues=2)}
@@ -281,7 +285,7 @@ def main() -> None:
             (
                 lambda: nvme.attach_pcie(rt, "C", c, timeout_us=1000),
                 ValueError,
-                "change only while none is attached; attached now: A, B",
+                "change only while no NVMe controller is attached; attached now: A, B",
             ),
             (lambda: nvme.unbind(a), DeviceBusyError, f"process {os.getpid()} "),
             (
