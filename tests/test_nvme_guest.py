@@ -67,7 +67,13 @@ def test_reset_with_io_in_flight(guest: Guest) -> None:
 
 
 def test_io_timeout_and_its_action(guest: Guest) -> None:
-    assert "'0/0x7'" in guest_check(guest, "io_timeout_and_action")
+    assert "the late ones failed aborted (0/0x" in guest_check(guest, "io_timeout_and_action")
+
+
+def test_an_spdk_process_attaches_too(guest: Guest) -> None:
+    assert "attached B as [('P', '0000:00:11.0', ('Pn1', 'Pn2'))]" in guest_check(
+        guest, "spdk_process_attach"
+    )
 
 
 def test_hot_remove_with_io_in_flight(guest: Guest) -> None:
