@@ -89,6 +89,42 @@ def short_tmp() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
+def guest(spdk: Any) -> dict[str, dict[str, Any]]:
+    """The QEMU guest's check results (tests/guest_vm.py): one boot for the session,
+    running the ublk and the NVMe checks. Without a prepared guest: a skip saying
+    how to prepare it, or a failure under PYSPDK_REQUIRE_GUEST=1."""
+    import guest_vm
+
+    reason = guest_vm.missing()
+    if reason is not None:
+        if guest_vm.REQUIRE_GUEST:
+            pytest.fail(f"PYSPDK_REQUIRE_GUEST=1 but {reason}", pytrace=False)
+        pytest.skip(reason)
+    # The guest imports the pyspdk_sys this process imported (its directory is
+    # shared with the guest), wherever that comes from.
+    where = str(Path(spdk.__file__).resolve().parents[1])
+    boot, results = guest_vm.run_checks(where)
+    if boot.rc is None:
+        pytest.fail(
+            f"the guest did not run the checks ({boot.attempts} boots, {boot.seconds:.0f} s); "
+            f"serial log:\n{boot.serial[-4000:]}",
+            pytrace=False,
+        )
+    results["_boot"] = {"seconds": boot.seconds, "attempts": boot.attempts, "output": boot.output}
+    print(f"guest: {boot.attempts} boot(s), {boot.seconds:.1f} s in all")
+    return results
+
+
+def guest_check(guest: dict[str, dict[str, Any]], name: str) -> str:
+    """The detail of the guest's check `name`, which must have run and passed."""
+    found = guest.get(name)
+    assert found is not None, f"check {name} did not run; guest output:\n{guest['_boot']['output']}"
+    assert found["ok"], found["detail"]
+    print(f"{name}: {found['seconds']} s: {found['detail']}")
+    return str(found["detail"])
+
+
+@pytest.fixture(scope="session")
 def runtime(spdk: Any, short_tmp: Path) -> Iterator[Any]:
     """SPDK running in this test process, with an RPC socket, for the whole session."""
     from pyspdk_sys.runtime import Runtime

@@ -161,6 +161,52 @@ def test_addresses_and_ports(spdk: Any) -> None:
             check_port("port", bad)
 
 
+def test_pci_addresses(spdk: Any) -> None:
+    from pyspdk_sys._checks import check_pci_address
+
+    assert check_pci_address("a", "0000:00:04.0") == "0000:00:04.0"
+    assert check_pci_address("a", "00:04.0") == "0000:00:04.0"  # domain 0
+    assert check_pci_address("a", "0000:AF:1F.7") == "0000:af:1f.7"
+    assert check_pci_address("a", "10000:01:00.0") == "10000:01:00.0"  # a VMD domain
+    assert check_pci_address("a", "0:0:4.0") == "0000:00:04.0"
+    with pytest.raises(ValueError, match="device number is 00 to 1f, not 20"):
+        check_pci_address("a", "0000:00:20.0")
+    for bad in (
+        "0000:00:04.8",
+        "0000:00:04",
+        "000000000:00:04.0",
+        "0000:100:04.0",
+        "",
+        "x",
+        "../../0000:00:04.0",
+        "0000:00:04.0\n",
+        "0000:00:04.0/remove",
+    ):
+        with pytest.raises(ValueError, match="traddr must be a PCI address"):
+            check_pci_address("traddr", bad)
+    with pytest.raises(TypeError, match="traddr must be a str"):
+        check_pci_address("traddr", b"0000:00:04.0")
+
+
+def test_reconnect_options_together(spdk: Any) -> None:
+    from pyspdk_sys._checks import check_reconnect
+
+    assert check_reconnect(0, 0, 0) == (0, 0, 0)
+    assert check_reconnect(-1, 1, 0) == (-1, 1, 0)
+    assert check_reconnect(10, 2, 5) == (10, 2, 5)
+    for bad, words in (
+        ((0, 1, 0), "must be 0 when ctrlr_loss_timeout_sec is 0"),
+        ((5, 0, 0), "at least 1"),
+        ((5, 6, 0), "must not exceed ctrlr_loss_timeout_sec"),
+        ((10, 3, 2), "must not be less than reconnect_delay_sec"),
+        ((10, 1, 11), "fast_io_fail_timeout_sec must not exceed"),
+    ):
+        with pytest.raises(ValueError, match=words):
+            check_reconnect(*bad)
+    with pytest.raises(ValueError, match="ctrlr_loss_timeout_sec must be from -1"):
+        check_reconnect(-2, 1, 0)
+
+
 def test_names(spdk: Any) -> None:
     from pyspdk_sys._checks import check_name
 

@@ -138,3 +138,67 @@ def test_process_errors_carry_their_log(spdk: Any) -> None:
     assert isinstance(with_log, StartError)
     assert with_log.reason == "memory"
     assert str(with_log) == "no start\n--- last lines of /x.log ---\na\nb"
+
+
+def test_nvme_error_names_the_status_and_its_flags(spdk: Any) -> None:
+    from pyspdk_sys.errors import NvmeError, SpdkError
+
+    exc = NvmeError(0, 1, dnr=True, command="admin opcode 0xff", device="Nvme0n1")
+    assert isinstance(exc, SpdkError) and isinstance(exc, OSError) and exc.errno == errno.EIO
+    assert (exc.sct, exc.sc, exc.dnr, exc.more, exc.crd) == (0, 1, True, False, 0)
+    assert exc.name == "Invalid Command Opcode"
+    assert str(exc) == (
+        "[Errno 5] admin opcode 0xff on Nvme0n1 failed: "
+        "Invalid Command Opcode (SCT 0, SC 0x01, DNR)"
+    )
+    more = NvmeError(2, 0x81, more=True)
+    assert more.name == "Unrecovered Read Error"
+    assert str(more).endswith("NVMe command failed: Unrecovered Read Error (SCT 2, SC 0x81, more)")
+
+
+@pytest.mark.parametrize(
+    ("raw", "fields"),
+    [
+        # SPDK's status_raw: phase bit 0, SC 1-8, SCT 9-11, CRD 12-13, More 14, DNR 15.
+        (0x0002, (0, 0x01, 0, False, False)),  # Invalid Command Opcode, no flags
+        (0x0003, (0, 0x01, 0, False, False)),  # the phase bit is not part of the status
+        (0x8000 | (2 << 9) | (0x81 << 1), (2, 0x81, 0, False, True)),
+        (0x4000 | (1 << 12) | (0x0E << 1), (0, 0x0E, 1, True, False)),
+        (0xFFFF, (7, 0xFF, 3, True, True)),
+    ],
+)
+def test_nvme_error_from_the_status_word(spdk: Any, raw: int, fields: tuple[Any, ...]) -> None:
+    from pyspdk_sys.errors import NvmeError
+
+    exc = NvmeError.from_status(raw, command="read", device="N0n1")
+    assert (exc.sct, exc.sc, exc.crd, exc.more, exc.dnr) == fields
+    assert str(exc).startswith("[Errno 5] read on N0n1 failed: ")
+
+
+def test_nvme_status_names(spdk: Any) -> None:
+    from pyspdk_sys.errors import NvmeError, nvme_status_name
+
+    names = {
+        (0, 0x00): "Successful Completion",
+        (0, 0x02): "Invalid Field in Command",
+        (0, 0x04): "Data Transfer Error",
+        (0, 0x06): "Internal Error",
+        (0, 0x07): "Command Abort Requested",
+        (0, 0x08): "Command Aborted due to SQ Deletion",
+        (0, 0x0B): "Invalid Namespace or Format",
+        (0, 0x80): "LBA Out of Range",
+        (2, 0x80): "Write Fault",
+        (3, 0x03): "Asymmetric Access Transition",
+    }
+    for (sct, sc), name in names.items():
+        assert nvme_status_name(sct, sc) == name
+    # No name here: the kind of status, and the code.
+    assert nvme_status_name(1, 0x02) == "Command Specific Status 0x02"
+    assert nvme_status_name(7, 0xC0) == "Vendor Specific 0xc0"
+    assert nvme_status_name(0, 0x17) == "Generic Command Status 0x17"
+    assert nvme_status_name(5, 0x01) == "Reserved Status Code Type 0x01"
+    for bad in ((8, 0), (-1, 0), (0, 256), (0, -1)):
+        with pytest.raises(ValueError, match="an NVMe status is SCT 0 to 7 and SC 0 to 0xff"):
+            nvme_status_name(*bad)
+    with pytest.raises(ValueError, match="16 bits"):
+        NvmeError.from_status(0x10000)

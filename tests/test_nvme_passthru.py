@@ -79,7 +79,7 @@ def test_an_invalid_opcode_is_an_nvme_error_with_its_status(nvme: Any) -> None:
         nvme.nvme_admin(0xC0)
     error = caught.value
     assert (error.sct, error.sc) == (0, 1)
-    assert error.status_name == "Invalid Command Opcode"
+    assert error.name == "Invalid Command Opcode"
     assert "Invalid Command Opcode" in str(error) and nvme.name in str(error)
     assert isinstance(error, IoError) and error.dnr is None
     assert nvme.read(0, 512) is not None  # the device goes on
@@ -158,17 +158,6 @@ def test_bad_commands_are_refused_before_spdk(runtime: Any, nvme: Any, malloc: s
         from pyspdk_sys import nvme_commands as cmds
 
         cmds.format_nvm(nvme, 0)
-
-
-def test_status_names_cover_the_common_codes(spdk: Any) -> None:
-    from pyspdk_sys.errors import nvme_status_name
-
-    assert nvme_status_name(0, 0x01) == "Invalid Command Opcode"
-    assert nvme_status_name(0, 0x80) == "LBA Out of Range"
-    assert nvme_status_name(2, 0x81) == "Unrecovered Read Error"
-    assert nvme_status_name(1, 0x09) == "Invalid Log Page"
-    assert nvme_status_name(7, 0x12) == "vendor status 0x12"
-    assert nvme_status_name(5, 0x01) == "type 5 status 0x01"
 
 
 def test_identify_parsers_read_the_specified_offsets(spdk: Any) -> None:

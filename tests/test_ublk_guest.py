@@ -1,62 +1,27 @@
 """ublk round trips in a QEMU guest whose kernel has ublk_drv (this host's has none).
 
-One boot runs every check (tests/guest/ublk_checks.py) and each test here
+One boot runs every check (tests/guest/ublk_checks.py, and the NVMe checks
+of tests/test_nvme_guest.py: conftest's `guest` fixture) and each test here
 asserts one of them. Without a prepared guest the tests skip and say how to
 prepare it; PYSPDK_REQUIRE_GUEST=1 turns that skip into a failure.
 """
 
 from __future__ import annotations
 
-import json
-import shlex
-from pathlib import Path
 from typing import Any
 
-import guest_vm
 import pytest
 
-CHECKS = Path(__file__).resolve().parent / "guest" / "ublk_checks.py"
+from conftest import guest_check
 
-# One boot under TCG takes minutes, and a boot that never reaches userspace is
-# retried once (guest_vm.run: up to 240 s each).
-pytestmark = pytest.mark.timeout(600)
-
-
-@pytest.fixture(scope="module")
-def guest(spdk: Any) -> dict[str, dict[str, Any]]:
-    reason = guest_vm.missing()
-    if reason is not None:
-        if guest_vm.REQUIRE_GUEST:
-            pytest.fail(f"PYSPDK_REQUIRE_GUEST=1 but {reason}", pytrace=False)
-        pytest.skip(reason)
-    # The guest imports the pyspdk_sys this process imported (its directory is shared
-    # with the guest), wherever that comes from: an installation or PYTHONPATH.
-    import pyspdk_sys
-
-    where = shlex.quote(str(Path(pyspdk_sys.__file__).resolve().parents[1]))
-    boot = guest_vm.run(f"export PYTHONPATH={where}\n" + guest_vm.python_command(CHECKS))
-    if boot.rc is None:
-        pytest.fail(
-            f"the guest did not run the checks ({boot.attempts} boots, {boot.seconds:.0f} s); "
-            f"serial log:\n{boot.serial[-4000:]}",
-            pytrace=False,
-        )
-    results = {}
-    for line in boot.output.splitlines():
-        if line.startswith("{"):
-            entry = json.loads(line)
-            results[entry["check"]] = entry
-    results["_boot"] = {"seconds": boot.seconds, "attempts": boot.attempts, "output": boot.output}
-    print(f"guest: {boot.attempts} boot(s), {boot.seconds:.1f} s in all")
-    return results
+# One boot under TCG (the session's `guest` fixture, shared with the NVMe
+# checks) takes minutes, and a boot that never reaches userspace is retried
+# once (guest_vm.run).
+pytestmark = pytest.mark.timeout(1200)
 
 
 def check(guest: dict[str, dict[str, Any]], name: str) -> str:
-    found = guest.get(name)
-    assert found is not None, f"check {name} did not run; guest output:\n{guest['_boot']['output']}"
-    assert found["ok"], found["detail"]
-    print(f"{name}: {found['seconds']} s: {found['detail']}")
-    return str(found["detail"])
+    return guest_check(guest, name)
 
 
 def test_spdk_starts_in_the_guest(guest: dict[str, dict[str, Any]]) -> None:

@@ -7,6 +7,8 @@
 - `serve`: an SPDK target hosted by this Python process in the foreground
   (an in-process Runtime), managed over its RPC socket by SPDK's own tools;
   SIGINT or SIGTERM stop it cleanly. With the fat library no spdk_tgt is needed.
+- `devices`: this machine's NVMe controllers (PCI address, ids, driver, the
+  kernel's disks and what uses them), as SPDK's setup.sh status shows them.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from types import FrameType
 
 from . import BUILD_INFO, DPDK_VERSION, LIBRARY_PATH, SPDK_VERSION, __version__, registry
 
-COMMANDS = ("info", "hugepages", "serve")
+COMMANDS = ("info", "hugepages", "serve", "devices")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,6 +104,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--start-timeout", type=float, default=120.0, help="seconds to wait for SPDK to start"
     )
+
+    devices = commands.add_parser(
+        "devices",
+        help="NVMe controllers: PCI address, ids, driver, what uses them",
+        description="List this machine's NVMe controllers (PCI class 01:08:02) with their "
+        "vendor:device ids, NUMA node, current driver, the kernel's disks of their "
+        "namespaces and what uses them. pyspdk_sys.nvme.bind() hands one to a userspace "
+        "driver for SPDK; unbind() gives it back.",
+    )
+    devices.add_argument("--json", action="store_true", help="print JSON")
+    devices.add_argument(
+        "--sysfs", default="/sys", metavar="DIR", help="sysfs to read (default /sys)"
+    )
+    devices.add_argument(
+        "--proc", default="/proc", metavar="DIR", help="procfs to read (default /proc)"
+    )
     # --help lists every command with all of its options, not only their names.
     parser.epilog = "\n".join(
         f"--- {name} ---\n{command.format_help()}" for name, command in commands.choices.items()
@@ -119,9 +137,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = {"hugepages": hugepages_command, "serve": serve_command}.get(
-        args.command, info_command
-    )
+    command = {
+        "hugepages": hugepages_command,
+        "serve": serve_command,
+        "devices": devices_command,
+    }.get(args.command, info_command)
     try:
         status = command(args)
         sys.stdout.flush()
@@ -212,6 +232,46 @@ def hugepages_command(args: argparse.Namespace) -> int:
         mounts = ", ".join(p.mounts) or "-"
         print(
             f"{p.size_label:>5} {p.total:>7} {p.free:>7} {p.reserved:>9} {p.surplus:>8}  {mounts}"
+        )
+    return 0
+
+
+# ------------------------------------------------------------------ devices
+
+
+def devices_command(args: argparse.Namespace) -> int:
+    from . import nvme
+
+    found = [
+        (d, nvme.in_use(d.address, sysfs=args.sysfs, proc=args.proc))
+        for d in nvme.list_devices(sysfs=args.sysfs)
+    ]
+    if args.json:
+        report = [
+            {
+                "address": d.address,
+                "vendor": f"{d.vendor:#06x}",
+                "device": f"{d.device:#06x}",
+                "driver": d.driver,
+                "numa_node": d.numa_node,
+                "iommu_group": d.iommu_group,
+                "block_devices": list(d.block_devices),
+                "in_use": users,
+            }
+            for d, users in found
+        ]
+        json.dump(report, sys.stdout, indent=2)
+        print()
+        return 0
+    if not found:
+        print("no NVMe controllers")
+        return 0
+    print(f"{'address':<13} {'ids':<9} {'numa':>4}  {'driver':<16} {'disks':<16} in use")
+    for d, users in found:
+        disks = ",".join(d.block_devices) or "-"
+        print(
+            f"{d.address:<13} {d.ids:<9} {d.numa_node:>4}  {d.driver or '-':<16} {disks:<16} "
+            f"{'; '.join(users) or '-'}"
         )
     return 0
 

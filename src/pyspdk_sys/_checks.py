@@ -24,6 +24,10 @@ NQN_MIN = 11  # SPDK_NVMF_NQN_MIN_LEN
 NQN_MAX = 223  # SPDK_NVMF_NQN_MAX_LEN
 DISCOVERY_NQN = "nqn.2014-08.org.nvmexpress.discovery"
 _UUID_NQN_PREFIX = "nqn.2014-08.org.nvmexpress:uuid:"
+# A PCI address (bus/device/function, with the domain optional), as Linux and
+# SPDK's spdk_pci_addr_parse read it: the domain up to 32 bits (VMD's are past
+# 16), bus 8, device 5, function 3.
+_PCI_ADDRESS = re.compile(r"(?:([0-9a-fA-F]{1,8}):)?([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})\.([0-7])")
 
 
 def check_int(name: str, value: Any, low: int, high: int) -> int:
@@ -264,6 +268,53 @@ def check_ip_address(name: str, value: Any) -> tuple[str, str]:
 def check_port(name: str, value: Any) -> int:
     """A TCP port from 1 to 65535."""
     return check_int(name, value, 1, 65535)
+
+
+def check_pci_address(name: str, value: Any) -> str:
+    """A PCI address in Linux's sysfs spelling: 'dddd:bb:dd.f', lower case.
+
+    'bb:dd.f' means domain 0. The one check for every PCI address: it names
+    sysfs entries too, so nothing but the address's own characters gets through.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__} ({value!r})")
+    found = _PCI_ADDRESS.fullmatch(value)
+    if found is None:
+        raise ValueError(
+            f"{name} must be a PCI address such as '0000:00:04.0' (domain:bus:device.function, "
+            f"hexadecimal), not {value!r}"
+        )
+    domain, bus, device, function = found.groups()
+    if int(device, 16) > 0x1F:
+        raise ValueError(f"{name} {value!r}: the device number is 00 to 1f, not {device}")
+    return f"{int(domain or '0', 16):04x}:{int(bus, 16):02x}:{int(device, 16):02x}.{function}"
+
+
+def check_reconnect(loss: Any, delay: Any, fail: Any) -> tuple[int, int, int]:
+    """bdev_nvme's reconnect options, alone and together, as SPDK's
+    bdev_nvme_check_io_error_resiliency_params accepts them: (ctrlr_loss_timeout_sec,
+    reconnect_delay_sec, fast_io_fail_timeout_sec). -1 retries for ever, 0 gives up at once."""
+    loss = check_int("ctrlr_loss_timeout_sec", loss, -1, (1 << 31) - 1)
+    delay = check_int("reconnect_delay_sec", delay, 0, (1 << 32) - 1)
+    fail = check_int("fast_io_fail_timeout_sec", fail, 0, (1 << 32) - 1)
+    if loss == 0:
+        if delay or fail:
+            raise ValueError(
+                "reconnect_delay_sec and fast_io_fail_timeout_sec must be 0 when "
+                "ctrlr_loss_timeout_sec is 0"
+            )
+    else:
+        if delay == 0:
+            raise ValueError(
+                "reconnect_delay_sec must be at least 1 when the controller may reconnect"
+            )
+        if loss > 0 and delay > loss:
+            raise ValueError("reconnect_delay_sec must not exceed ctrlr_loss_timeout_sec")
+        if fail and fail < delay:
+            raise ValueError("fast_io_fail_timeout_sec must not be less than reconnect_delay_sec")
+        if fail and loss > 0 and fail > loss:
+            raise ValueError("fast_io_fail_timeout_sec must not exceed ctrlr_loss_timeout_sec")
+    return loss, delay, fail
 
 
 def check_name(value: Any, what: str = "a device name") -> bytes:

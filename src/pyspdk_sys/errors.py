@@ -7,6 +7,7 @@ import os as _os
 from typing import Any
 
 __all__ = [
+    "DeviceBusyError",
     "DeviceNotFoundError",
     "HugepagesError",
     "IoError",
@@ -20,6 +21,7 @@ __all__ = [
     "StartError",
     "UblkIdInUseError",
     "UblkUnavailableError",
+    "nvme_status_name",
 ]
 
 
@@ -54,6 +56,18 @@ class DeviceNotFoundError(SpdkError, LookupError):
     """No block device has that name."""
 
 
+class DeviceBusyError(SpdkError, OSError):
+    """A device is in use, so it is not taken from its users; `users` names each use.
+
+    errno is EBUSY. Raised, for instance, when an NVMe controller whose
+    namespaces are mounted would be moved to a userspace driver.
+    """
+
+    def __init__(self, message: str, *, users: tuple[str, ...]) -> None:
+        super().__init__(_errno.EBUSY, message)
+        self.users = users
+
+
 class IoError(SpdkError, OSError):
     """An I/O did not succeed; the device stays usable.
 
@@ -86,129 +100,156 @@ class IoError(SpdkError, OSError):
         self.failed: list[int] = []
 
 
-# NVMe status codes by status code type (the NVMe base specification's names).
-_NVME_STATUS: dict[int, dict[int, str]] = {
-    0: {  # generic command status
-        0x00: "Successful Completion",
-        0x01: "Invalid Command Opcode",
-        0x02: "Invalid Field in Command",
-        0x03: "Command ID Conflict",
-        0x04: "Data Transfer Error",
-        0x05: "Commands Aborted due to Power Loss Notification",
-        0x06: "Internal Error",
-        0x07: "Command Abort Requested",
-        0x08: "Command Aborted due to SQ Deletion",
-        0x09: "Command Aborted due to Failed Fused Command",
-        0x0A: "Command Aborted due to Missing Fused Command",
-        0x0B: "Invalid Namespace or Format",
-        0x0C: "Command Sequence Error",
-        0x0D: "Invalid SGL Segment Descriptor",
-        0x0E: "Invalid Number of SGL Descriptors",
-        0x0F: "Data SGL Length Invalid",
-        0x10: "Metadata SGL Length Invalid",
-        0x11: "SGL Descriptor Type Invalid",
-        0x12: "Invalid Use of Controller Memory Buffer",
-        0x13: "PRP Offset Invalid",
-        0x14: "Atomic Write Unit Exceeded",
-        0x15: "Operation Denied",
-        0x16: "SGL Offset Invalid",
-        0x18: "Host Identifier Inconsistent Format",
-        0x19: "Keep Alive Timer Expired",
-        0x1A: "Keep Alive Timeout Invalid",
-        0x1B: "Command Aborted due to Preempt and Abort",
-        0x1C: "Sanitize Failed",
-        0x1D: "Sanitize In Progress",
-        0x1E: "SGL Data Block Granularity Invalid",
-        0x1F: "Command Not Supported for Queue in CMB",
-        0x20: "Namespace is Write Protected",
-        0x21: "Command Interrupted",
-        0x22: "Transient Transport Error",
-        0x80: "LBA Out of Range",
-        0x81: "Capacity Exceeded",
-        0x82: "Namespace Not Ready",
-        0x83: "Reservation Conflict",
-        0x84: "Format In Progress",
-    },
-    1: {  # command specific status
-        0x00: "Completion Queue Invalid",
-        0x01: "Invalid Queue Identifier",
-        0x02: "Invalid Queue Size",
-        0x03: "Abort Command Limit Exceeded",
-        0x05: "Asynchronous Event Request Limit Exceeded",
-        0x06: "Invalid Firmware Slot",
-        0x07: "Invalid Firmware Image",
-        0x08: "Invalid Interrupt Vector",
-        0x09: "Invalid Log Page",
-        0x0A: "Invalid Format",
-        0x0B: "Firmware Activation Requires Conventional Reset",
-        0x0C: "Invalid Queue Deletion",
-        0x0D: "Feature Identifier Not Saveable",
-        0x0E: "Feature Not Changeable",
-        0x0F: "Feature Not Namespace Specific",
-        0x80: "Conflicting Attributes",
-        0x81: "Invalid Protection Information",
-        0x82: "Attempted Write to Read Only Range",
-    },
-    2: {  # media and data integrity errors
-        0x80: "Write Fault",
-        0x81: "Unrecovered Read Error",
-        0x82: "End-to-end Guard Check Error",
-        0x83: "End-to-end Application Tag Check Error",
-        0x84: "End-to-end Reference Tag Check Error",
-        0x85: "Compare Failure",
-        0x86: "Access Denied",
-        0x87: "Deallocated or Unwritten Logical Block",
-    },
-    3: {  # path related status
-        0x00: "Internal Path Error",
-        0x01: "Asymmetric Access Persistent Loss",
-        0x02: "Asymmetric Access Inaccessible",
-        0x03: "Asymmetric Access Transition",
-        0x60: "Controller Pathing Error",
-        0x70: "Host Pathing Error",
-        0x71: "Command Aborted By Host",
-    },
+# ------------------------------------------------------------------ NVMe status
+#
+# Names of NVMe completion statuses, from the NVMe Base and NVM Command Set
+# specifications: status code type (SCT) and status code (SC).
+
+NVME_STATUS_TYPES = {
+    0: "Generic Command Status",
+    1: "Command Specific Status",
+    2: "Media and Data Integrity Error",
+    3: "Path Related Status",
+    7: "Vendor Specific",
 }
-_NVME_TYPES = {0: "generic", 1: "command specific", 2: "media error", 3: "path", 7: "vendor"}
+_NVME_STATUS_NAMES: dict[tuple[int, int], str] = {
+    (0, 0x00): "Successful Completion",
+    (0, 0x01): "Invalid Command Opcode",
+    (0, 0x02): "Invalid Field in Command",
+    (0, 0x03): "Command ID Conflict",
+    (0, 0x04): "Data Transfer Error",
+    (0, 0x05): "Commands Aborted due to Power Loss Notification",
+    (0, 0x06): "Internal Error",
+    (0, 0x07): "Command Abort Requested",
+    (0, 0x08): "Command Aborted due to SQ Deletion",
+    (0, 0x09): "Command Aborted due to Failed Fused Command",
+    (0, 0x0A): "Command Aborted due to Missing Fused Command",
+    (0, 0x0B): "Invalid Namespace or Format",
+    (0, 0x0C): "Command Sequence Error",
+    (0, 0x0D): "Invalid SGL Segment Descriptor",
+    (0, 0x0E): "Invalid Number of SGL Descriptors",
+    (0, 0x0F): "Data SGL Length Invalid",
+    (0, 0x10): "Metadata SGL Length Invalid",
+    (0, 0x11): "SGL Descriptor Type Invalid",
+    (0, 0x12): "Invalid Use of Controller Memory Buffer",
+    (0, 0x13): "PRP Offset Invalid",
+    (0, 0x14): "Atomic Write Unit Exceeded",
+    (0, 0x15): "Operation Denied",
+    (0, 0x16): "SGL Offset Invalid",
+    (0, 0x18): "Host Identifier Inconsistent Format",
+    (0, 0x19): "Keep Alive Timer Expired",
+    (0, 0x1A): "Keep Alive Timeout Invalid",
+    (0, 0x1B): "Command Aborted due to Preempt and Abort",
+    (0, 0x1C): "Sanitize Failed",
+    (0, 0x1D): "Sanitize In Progress",
+    (0, 0x1E): "SGL Data Block Granularity Invalid",
+    (0, 0x1F): "Command Not Supported for Queue in CMB",
+    (0, 0x20): "Namespace is Write Protected",
+    (0, 0x21): "Command Interrupted",
+    (0, 0x22): "Transient Transport Error",
+    (0, 0x23): "Command Prohibited by Command and Feature Lockdown",
+    (0, 0x24): "Admin Command Media Not Ready",
+    (0, 0x80): "LBA Out of Range",
+    (0, 0x81): "Capacity Exceeded",
+    (0, 0x82): "Namespace Not Ready",
+    (0, 0x83): "Reservation Conflict",
+    (0, 0x84): "Format In Progress",
+    (2, 0x80): "Write Fault",
+    (2, 0x81): "Unrecovered Read Error",
+    (2, 0x82): "End-to-end Guard Check Error",
+    (2, 0x83): "End-to-end Application Tag Check Error",
+    (2, 0x84): "End-to-end Reference Tag Check Error",
+    (2, 0x85): "Compare Failure",
+    (2, 0x86): "Access Denied",
+    (2, 0x87): "Deallocated or Unwritten Logical Block",
+    (3, 0x00): "Internal Path Error",
+    (3, 0x01): "Asymmetric Access Persistent Loss",
+    (3, 0x02): "Asymmetric Access Inaccessible",
+    (3, 0x03): "Asymmetric Access Transition",
+    (3, 0x60): "Controller Pathing Error",
+    (3, 0x70): "Host Pathing Error",
+    (3, 0x71): "Command Aborted By Host",
+}
 
 
 def nvme_status_name(sct: int, sc: int) -> str:
-    """The readable name of an NVMe status (sct: status code type, sc: status code)."""
-    name = _NVME_STATUS.get(sct, {}).get(sc)
+    """A readable name for NVMe status (`sct`, `sc`); one that says what it is when
+    the code has no name here (command-specific, vendor-specific, reserved)."""
+    if not (0 <= sct <= 7 and 0 <= sc <= 0xFF):
+        raise ValueError(f"an NVMe status is SCT 0 to 7 and SC 0 to 0xff, not {sct}/{sc}")
+    name = _NVME_STATUS_NAMES.get((sct, sc))
     if name is not None:
         return name
-    kind = _NVME_TYPES.get(sct, f"type {sct}")
-    return f"{kind} status {sc:#04x}"
+    kind = NVME_STATUS_TYPES.get(sct, "Reserved Status Code Type")
+    return f"{kind} {sc:#04x}"
 
 
 class NvmeError(IoError):
-    """An NVMe command completed with a status other than success.
+    """An NVMe command completed with an error status; errno is EIO.
 
-    `sct` and `sc` are the status code type and status code, `status_name`
-    their name (SCT 0 / SC 1 is "Invalid Command Opcode"), `cdw0` the
-    completion's dword 0. `dnr` (do not retry) and `more` are None: SPDK's
-    bdev layer does not carry them from the controller.
+    `sct` (status code type) and `sc` (status code) say what went wrong,
+    `name` says it in words; `dnr` (do not retry: the same command would
+    fail again) and `more` (the controller has more in its Error Information
+    log page) are the status's two flags, `crd` its command retry delay index.
+    A command sent through an NVMe bdev (BlockDevice.nvme_admin/nvme_io)
+    has `dnr` and `more` None: SPDK's bdev layer does not carry the flags;
+    its `cdw0` is the completion's dword 0. An IoError, so code that
+    catches I/O errors catches it too.
     """
 
     def __init__(
-        self, *, device: str, op: str, sct: int, sc: int, cdw0: int = 0, length: int = 0
+        self,
+        sct: int,
+        sc: int,
+        *,
+        dnr: bool | None = False,
+        more: bool | None = False,
+        crd: int = 0,
+        command: str = "NVMe command",
+        device: str = "",
+        cdw0: int = 0,
+        length: int = 0,
     ) -> None:
-        self.status_name = nvme_status_name(sct, sc)
+        name = nvme_status_name(sct, sc)
+        flags = "".join(f", {flag}" for flag, on in (("DNR", dnr), ("more", more)) if on)
+        where = f" on {device}" if device else ""
         super().__init__(
             _errno.EIO,
-            f"{op} on {device}: NVMe status {self.status_name} (SCT {sct}, SC {sc:#x})",
+            f"{command}{where} failed: {name} (SCT {sct}, SC {sc:#04x}{flags})",
             device=device,
-            op=op,
+            op=command,
             offset=0,
             length=length,
             nvme_sct=sct,
             nvme_sc=sc,
         )
+        self.cdw0 = cdw0
         self.sct = sct
         self.sc = sc
-        self.cdw0 = cdw0
-        self.dnr: bool | None = None
-        self.more: bool | None = None
+        self.dnr = dnr
+        self.more = more
+        self.crd = crd
+        self.name = name
+        self.command = command
+        self.device = device
+
+    @classmethod
+    def from_status(
+        cls, status: int, *, command: str = "NVMe command", device: str = ""
+    ) -> NvmeError:
+        """From the completion's 16-bit status word (SPDK's status_raw: bit 0 the phase
+        tag, then SC in bits 1-8, SCT 9-11, CRD 12-13, More 14, DNR 15)."""
+        if not 0 <= status <= 0xFFFF:
+            raise ValueError(f"an NVMe status word is 16 bits, not {status:#x}")
+        return cls(
+            (status >> 9) & 0x7,
+            (status >> 1) & 0xFF,
+            crd=(status >> 12) & 0x3,
+            more=bool(status & (1 << 14)),
+            dnr=bool(status & (1 << 15)),
+            command=command,
+            device=device,
+        )
 
 
 class ProcessError(SpdkError):

@@ -47,6 +47,7 @@ from ._checks import (
     check_name,
     check_nqn,
     check_port,
+    check_reconnect,
 )
 from ._sockets import receive_exactly
 from .bdev.manage import bdev_info
@@ -776,26 +777,9 @@ def attach(
     traddr, adrfam = _check_address(address)
     port = _check_port(port)
     _check_nqn(nqn)
-    loss = check_int("ctrlr_loss_timeout_sec", ctrlr_loss_timeout_sec, -1, (1 << 31) - 1)
-    delay = check_int("reconnect_delay_sec", reconnect_delay_sec, 0, (1 << 32) - 1)
-    fail = check_int("fast_io_fail_timeout_sec", fast_io_fail_timeout_sec, 0, (1 << 32) - 1)
-    if loss == 0:
-        if delay or fail:
-            raise ValueError(
-                "reconnect_delay_sec and fast_io_fail_timeout_sec must be 0 when "
-                "ctrlr_loss_timeout_sec is 0"
-            )
-    else:
-        if delay == 0:
-            raise ValueError(
-                "reconnect_delay_sec must be at least 1 when the controller may reconnect"
-            )
-        if loss > 0 and delay > loss:
-            raise ValueError("reconnect_delay_sec must not exceed ctrlr_loss_timeout_sec")
-        if fail and fail < delay:
-            raise ValueError("fast_io_fail_timeout_sec must not be less than reconnect_delay_sec")
-        if fail and loss > 0 and fail > loss:
-            raise ValueError("fast_io_fail_timeout_sec must not exceed ctrlr_loss_timeout_sec")
+    loss, delay, fail = check_reconnect(
+        ctrlr_loss_timeout_sec, reconnect_delay_sec, fast_io_fail_timeout_sec
+    )
     params: dict[str, Any] = {
         "name": name,
         "trtype": "tcp",

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Prepare a QEMU guest whose kernel has ublk, for tests/test_ublk_guest.py.
+# Prepare a QEMU guest whose kernel has ublk, for tests/test_ublk_guest.py,
+# and the modules the NVMe checks load (tests/test_nvme_guest.py).
 #
 # Fetches Debian bookworm-backports' linux-image-6.12.*-amd64-unsigned (it
 # has CONFIG_BLK_DEV_UBLK and 9p as modules) without touching the system's
@@ -7,6 +8,10 @@
 # under the cache directory. Builds an initramfs (busybox-static, the
 # modules, an /init that mounts the host's root read-only over 9p and runs
 # a script the test left in the writable share) with `busybox cpio`.
+# Writes the modules the checks load at run time (uio, uio_pci_generic, the
+# kernel's nvme driver, ext4) decompressed into <cache>/modules, for
+# `busybox insmod` (the host has no kmod), with their load order in
+# <cache>/modules/order.
 #
 # Idempotent: a second run with everything in place does nothing.
 set -euo pipefail
@@ -30,6 +35,8 @@ MIRROR=${PYSPDK_GUEST_MIRROR:-http://deb.debian.org/debian}
 FORCE=0
 # Modules the guest loads, dependencies first.
 MODULES=(netfs 9pnet 9pnet_virtio 9p ublk_drv)
+# Loaded by the checks, not by /init; dependencies first.
+RUN_MODULES=(uio uio_pci_generic nvme-auth nvme-core nvme crc16 crc32c_generic mbcache jbd2 ext4)
 # Bump when the initramfs layout changes: the stamp then no longer matches.
 LAYOUT=2
 
@@ -69,6 +76,13 @@ already_done() {
 		[[ "$(cat "$DIR/stamp")" == "layout=$LAYOUT" ]]
 }
 
+# The run-time modules have their own stamp, so that adding one does not
+# rebuild the initramfs (nor fetch anything when the kernel package is cached).
+modules_done() {
+	[[ $FORCE -eq 0 && -f "$DIR/modules/stamp" ]] &&
+		[[ "$(cat "$DIR/modules/stamp")" == "${RUN_MODULES[*]}" ]]
+}
+
 apt_setup() {
 	mkdir -p "$APT_DIR/lists/partial" "$APT_DIR/cache/archives/partial" "$APT_DIR/sources.list.d"
 	: >"$APT_DIR/status"
@@ -90,6 +104,38 @@ fetch_packages() {
 	(cd "$DIR/debs" && rm -f ./*.deb &&
 		apt-get "${APT_OPTS[@]}" download "$kernel" busybox-static >>"$DIR/apt.log" 2>&1) ||
 		die "apt-get download failed: see $DIR/apt.log"
+}
+
+# decompress SOURCE TARGET: a module as the kernel package ships it, made plain.
+decompress() {
+	case "$1" in
+	*.ko.xz) xz -dc "$1" >"$2" ;;
+	*.ko.zst) zstd -qdc "$1" >"$2" ;;
+	*.ko.gz) gzip -dc "$1" >"$2" ;;
+	*) cp "$1" "$2" ;;
+	esac
+}
+
+# find_module RELEASE NAME: the module's path in the unpacked kernel package.
+find_module() {
+	local path
+	path=$(find "$DIR/kernel/lib/modules/$1" -name "$2.ko*" | head -n 1)
+	[[ -n "$path" ]] || die "module $2 not found in kernel $1"
+	printf '%s\n' "$path"
+}
+
+write_run_modules() {
+	local release m out="$DIR/modules.new"
+	release=$(basename "$DIR"/kernel/lib/modules/*)
+	rm -rf "$out"
+	mkdir -p "$out"
+	for m in "${RUN_MODULES[@]}"; do
+		decompress "$(find_module "$release" "$m")" "$out/$m.ko"
+		echo "$m" >>"$out/order"
+	done
+	echo "${RUN_MODULES[*]}" >"$out/stamp"
+	rm -rf "$DIR/modules"
+	mv "$out" "$DIR/modules"
 }
 
 unpack() {
@@ -154,14 +200,8 @@ build_initramfs() {
 	release=$(basename "$DIR"/kernel/lib/modules/*)
 	: >"$root/modules.order"
 	for m in "${MODULES[@]}"; do
-		path=$(find "$DIR/kernel/lib/modules/$release" -name "$m.ko*" | head -n 1)
-		[[ -n "$path" ]] || die "module $m not found in kernel $release"
-		case "$path" in
-		*.ko.xz) xz -dc "$path" >"$root/modules/$m.ko" ;;
-		*.ko.zst) zstd -qdc "$path" >"$root/modules/$m.ko" ;;
-		*.ko.gz) gzip -dc "$path" >"$root/modules/$m.ko" ;;
-		*) cp "$path" "$root/modules/$m.ko" ;;
-		esac
+		path=$(find_module "$release" "$m")
+		decompress "$path" "$root/modules/$m.ko"
 		echo "$m" >>"$root/modules.order"
 	done
 	write_init "$root/init"
@@ -170,11 +210,33 @@ build_initramfs() {
 	mv "$DIR/vmlinuz.new" "$DIR/vmlinuz"
 	echo "$release" >"$DIR/release"
 	echo "layout=$LAYOUT" >"$DIR/stamp"
-	rm -rf "$DIR/kernel" "$DIR/busybox" "$root"
+	rm -rf "$root"
+}
+
+# Only the run-time modules are missing: take them from the cached kernel
+# package, or fetch it when it is not there.
+modules_only() {
+	if ! compgen -G "$DIR/debs/linux-image-*.deb" >/dev/null; then
+		apt_setup
+		fetch_packages
+	fi
+	rm -rf "$DIR/kernel"
+	mkdir -p "$DIR/kernel"
+	dpkg-deb -x "$DIR"/debs/linux-image-*.deb "$DIR/kernel"
+	if [[ "$(basename "$DIR"/kernel/lib/modules/*)" != "$(cat "$DIR/release")" ]]; then
+		rm -rf "$DIR/kernel"
+		die "the kernel package is not the guest's kernel $(cat "$DIR/release"): run $0 --force"
+	fi
+	write_run_modules
+	rm -rf "$DIR/kernel"
 }
 
 main() {
 	if already_done; then
+		if ! modules_done; then
+			log "writing the run-time modules into $DIR/modules"
+			modules_only
+		fi
 		log "guest ready in $DIR (kernel $(cat "$DIR/release"))"
 		exit 0
 	fi
@@ -186,6 +248,8 @@ main() {
 	fetch_packages
 	unpack
 	build_initramfs
+	write_run_modules
+	rm -rf "$DIR/kernel" "$DIR/busybox"
 	log "guest ready in $DIR (kernel $(cat "$DIR/release"))"
 }
 

@@ -90,10 +90,12 @@ def nvme_request(
 
     request.result = completion
     request.failure = lambda: NvmeError(
+        int(io.nvme_sct),
+        int(io.nvme_sc),
+        dnr=None,  # the bdev layer does not carry the status's flags
+        more=None,
+        command=request.name,
         device=device.name,
-        op=request.name,
-        sct=int(io.nvme_sct),
-        sc=int(io.nvme_sc),
         cdw0=int(io.cdw0),
         length=request.length,
     )
