@@ -176,7 +176,9 @@ def test_nvme_error_from_the_status_word(spdk: Any, raw: int, fields: tuple[Any,
 
 
 def test_nvme_status_names(spdk: Any) -> None:
-    from pyspdk_sys.errors import NvmeError, nvme_status_name
+    from pyspdk_sys.errors import NvmeError
+
+    nvme_status_name = NvmeError.status_name
 
     names = {
         (0, 0x00): "Successful Completion",

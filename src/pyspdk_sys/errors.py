@@ -21,7 +21,6 @@ __all__ = [
     "StartError",
     "UblkIdInUseError",
     "UblkUnavailableError",
-    "nvme_status_name",
 ]
 
 
@@ -172,7 +171,7 @@ _NVME_STATUS_NAMES: dict[tuple[int, int], str] = {
 }
 
 
-def nvme_status_name(sct: int, sc: int) -> str:
+def _nvme_status_name(sct: int, sc: int) -> str:
     """A readable name for NVMe status (`sct`, `sc`); one that says what it is when
     the code has no name here (command-specific, vendor-specific, reserved)."""
     if not (0 <= sct <= 7 and 0 <= sc <= 0xFF):
@@ -210,7 +209,7 @@ class NvmeError(IoError):
         cdw0: int = 0,
         length: int = 0,
     ) -> None:
-        name = nvme_status_name(sct, sc)
+        name = _nvme_status_name(sct, sc)
         flags = "".join(f", {flag}" for flag, on in (("DNR", dnr), ("more", more)) if on)
         where = f" on {device}" if device else ""
         super().__init__(
@@ -232,6 +231,12 @@ class NvmeError(IoError):
         self.name = name
         self.command = command
         self.device = device
+
+    @staticmethod
+    def status_name(sct: int, sc: int) -> str:
+        """A readable name for NVMe status (`sct`, `sc`); one that says what kind it
+        is when the code has no name here (command-specific, vendor-specific, reserved)."""
+        return _nvme_status_name(sct, sc)
 
     @classmethod
     def from_status(
