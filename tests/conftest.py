@@ -217,3 +217,23 @@ def malloc(rpc: Any) -> Iterator[str]:
     rpc("bdev_malloc_create", {"name": name, "num_blocks": 32768, "block_size": 512})
     yield name
     rpc("bdev_malloc_delete", {"name": name})
+
+
+@pytest.fixture(scope="session")
+def manylinux_wheel(spdk: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The manylinux wheel of `build.sh wheel` against the library the suite tests.
+
+    Built once per session from a copy of the project; PYSPDK_WHEEL names one
+    already built (.ci/run builds it once per library), which must carry that
+    same library.
+    """
+    from wheel_build import build_wheel, wheel_names
+
+    given = os.environ.get("PYSPDK_WHEEL", "")
+    if not given:
+        return build_wheel(tmp_path_factory.mktemp("wheel"))
+    wheel = Path(given)
+    library = Path(os.path.realpath(spdk.LIBRARY_PATH)).name
+    if not wheel.is_file() or f"pyspdk_sys/_lib/{library}" not in wheel_names(wheel):
+        pytest.fail(f"PYSPDK_WHEEL={given} is not a wheel carrying {library}", pytrace=False)
+    return wheel

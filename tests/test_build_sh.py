@@ -83,7 +83,16 @@ def test_shellcheck_clean() -> None:
 
 def test_help_documents_deps_and_wheel() -> None:
     out = build_sh("help").stdout
-    for text in ("--deps", "build.sh deps", "build.sh wheel", "BUILD_DIR/tools", "SPDK_DIR"):
+    for text in (
+        "--deps",
+        "build.sh deps",
+        "build.sh wheel",
+        "BUILD_DIR/tools",
+        "BUILD_DIR/wheel-tools",
+        "manylinux",
+        "abi3",
+        "SPDK_DIR",
+    ):
         assert text in out, text
 
 

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from wheel_build import clean_env, project_copy, run, wheel_names
 
 from conftest import PROJECT_DIR
 
@@ -35,45 +36,6 @@ BUILD_INPUTS = (
 )
 # Files only the build reads: never in a wheel.
 BUILD_ONLY = ("pyspdk_sys/_cffi_build.py", "pyspdk_sys/_shims/")
-
-
-def run(
-    *args: object, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 600
-) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [str(a) for a in args], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout
-    )
-    assert result.returncode == 0, f"{args}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
-
-
-def project_copy(tmp_path: Path) -> Path:
-    """The project's tracked files (and untracked new ones), without build leftovers."""
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_DIR,
-        check=True,
-    ).stdout.split("\0")
-    copy = tmp_path / "project"
-    for name in filter(None, files):
-        source = PROJECT_DIR / name
-        if source.is_file():
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, copy / name)
-    return copy
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This environment less anything that points Python or the loader elsewhere."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "PYTHONHOME")
-    }
-    env.update(extra)
-    return env
 
 
 @pytest.fixture
@@ -109,11 +71,6 @@ def test_sdist_carries_every_build_input(sdist: Path) -> None:
     assert not any(name.endswith(".so") for name in names)
 
 
-def wheel_names(wheel: Path) -> list[str]:
-    with zipfile.ZipFile(wheel) as archive:
-        return archive.namelist()
-
-
 def import_report(python: Path, env: dict[str, str]) -> dict[str, str]:
     """Import pyspdk_sys in `python` (outside the source tree); what loaded, from where."""
     code = (
@@ -136,7 +93,8 @@ def test_sdist_builds_installs_and_its_wheel_is_lean(
     # pip install of an sdist goes through a wheel: build it, look at it, install it.
     run(python, "-m", "pip", "wheel", "--no-deps", "-w", wheels, sdist, env=clean_env())
     (wheel,) = wheels.glob("pyspdk_sys-*.whl")
-    assert wheel.name.endswith("-linux_x86_64.whl")
+    # abi3, and an honest plain linux tag: the library stays on this machine.
+    assert wheel.name.endswith(f"-cp3{sys.version_info.minor}-abi3-linux_x86_64.whl"), wheel.name
     names = wheel_names(wheel)
     assert "pyspdk_sys/py.typed" in names
     assert any(n.startswith("pyspdk_sys/_pyspdk_sys") and n.endswith(".so") for n in names)
@@ -151,33 +109,33 @@ def test_sdist_builds_installs_and_its_wheel_is_lean(
     assert report["maps"] == [os.path.realpath(spdk.LIBRARY_PATH)]
 
 
-@pytest.fixture(scope="module")
-def bundled_wheel(spdk: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`build.sh wheel` from a copy of the project, with this test's python."""
-    tmp = tmp_path_factory.mktemp("bundled")
-    copy = project_copy(tmp)
-    env = clean_env(PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    result = run("bash", copy / "build.sh", "wheel", "-o", tmp / "dist", env=env)
-    assert "pyspdk_sys-" in result.stdout
-    (wheel,) = (tmp / "dist").glob("pyspdk_sys-*.whl")
-    return wheel
-
-
-def test_self_contained_wheel_carries_the_library(spdk: Any, bundled_wheel: Path) -> None:
-    names = wheel_names(bundled_wheel)
+def test_self_contained_wheel_carries_the_library(spdk: Any, manylinux_wheel: Path) -> None:
+    names = wheel_names(manylinux_wheel)
     library = Path(os.path.realpath(spdk.LIBRARY_PATH)).name
     assert f"pyspdk_sys/_lib/{library}" in names
     assert "pyspdk_sys/_lib/manifest.json" in names
     assert not any(name.startswith(BUILD_ONLY) for name in names)
-    # Honest platform tag: a plain linux wheel, not a manylinux claim.
-    assert bundled_wheel.name.endswith("-linux_x86_64.whl")
+    # One wheel for this CPython and later ones (the extension is abi3), for any
+    # x86_64 Linux whose glibc is at least the policy auditwheel found.
+    assert re.fullmatch(
+        rf"pyspdk_sys-[^-]+-cp3{sys.version_info.minor}-abi3-manylinux_2_\d+_x86_64\.whl",
+        manylinux_wheel.name,
+    ), manylinux_wheel.name
+    (extension,) = [n for n in names if n.startswith("pyspdk_sys/_pyspdk_sys")]
+    assert extension == "pyspdk_sys/_pyspdk_sys.abi3.so"
+    # The system libraries the fat library links, moved in by auditwheel
+    # (renamed with a hash so that no other copy is ever picked instead).
+    libs = [n.split("/", 1)[1] for n in names if n.startswith("pyspdk_sys.libs/")]
+    vendored = {name.split("-", 1)[0] for name in libs if name}
+    for needed in ("libaio", "liburing", "libnuma", "libssl", "libcrypto", "libuuid", "libfuse3"):
+        assert needed in vendored, (needed, sorted(vendored))
 
 
 def test_self_contained_wheel_loads_its_own_copy(
-    spdk: Any, bundled_wheel: Path, venv: Callable[[str], Path]
+    spdk: Any, manylinux_wheel: Path, venv: Callable[[str], Path]
 ) -> None:
     python = venv("from-wheel")
-    run(python, "-m", "pip", "install", bundled_wheel, env=clean_env())
+    run(python, "-m", "pip", "install", manylinux_wheel, env=clean_env())
     site = Path(
         run(
             python, "-c", "import sysconfig; print(sysconfig.get_paths()['platlib'])"
@@ -186,8 +144,12 @@ def test_self_contained_wheel_loads_its_own_copy(
     (extension,) = (site / "pyspdk_sys").glob("_pyspdk_sys*.so")
     dynamic = run("readelf", "-d", extension).stdout
     (runpath,) = [line for line in dynamic.splitlines() if "(RUNPATH)" in line or "(RPATH)" in line]
-    # Only the copy beside the extension: no run path of the build machine.
-    assert runpath.split("[", 1)[1].rstrip("]").split(":") == ["$ORIGIN/_lib"]
+    # Only the copy beside the extension (and auditwheel's directory of system
+    # libraries): no run path of the build machine.
+    assert runpath.split("[", 1)[1].rstrip("]").split(":") == [
+        "$ORIGIN/_lib",
+        "$ORIGIN/../pyspdk_sys.libs",
+    ]
     assert str(Path(os.path.realpath(spdk.LIBRARY_PATH)).parent) not in runpath
     # No pkg-config search path and no loader path: only the run path can find it.
     env = clean_env(PKG_CONFIG_PATH="", PKG_CONFIG_LIBDIR=str(site / "nowhere"))
@@ -208,12 +170,12 @@ def _unshare_works() -> bool:
 
 @pytest.mark.skipif(not _unshare_works(), reason="needs unshare --mount (root)")
 def test_self_contained_wheel_works_where_no_library_is_installed(
-    spdk: Any, bundled_wheel: Path, venv: Callable[[str], Path], tmp_path: Path
+    spdk: Any, manylinux_wheel: Path, venv: Callable[[str], Path], tmp_path: Path
 ) -> None:
     # Hide the installed library's directory in a private mount namespace:
     # the machine then has no fat library but the wheel's.
     python = venv("hidden")
-    run(python, "-m", "pip", "install", bundled_wheel, env=clean_env())
+    run(python, "-m", "pip", "install", manylinux_wheel, env=clean_env())
     libdir = Path(os.path.realpath(spdk.LIBRARY_PATH)).parent
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -1,0 +1,130 @@
+"""The manylinux wheel on machines that never built SPDK.
+
+In a clean Debian root (python3 and pip only: no compiler, no -dev package, no
+fat library; tests/root/prepare.sh) the wheel installs without the network,
+`python -m pyspdk_sys` runs, and a Runtime does I/O on a malloc bdev; every
+shared object in that process is the wheel's, cffi's, the interpreter's own or
+one of the manylinux set. Another CPython installs the same abi3 wheel and
+passes the same checks. Skips say how to prepare what is missing;
+PYSPDK_REQUIRE_ROOTFS=1 turns them into failures (see tests/clean_root.py).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import clean_root
+import pytest
+from wheel_build import clean_env, run, wheel_names
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def root_run(manylinux_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> clean_root.RootRun:
+    reason = clean_root.missing()
+    if reason is not None:
+        clean_root.skip_or_fail(reason)
+    done = clean_root.run_in_root(manylinux_wheel, tmp_path_factory.mktemp("root"))
+    print(f"clean root: install, info and checks in {done.seconds:.1f} s")
+    return done
+
+
+def step(done: clean_root.RootRun, name: str) -> str:
+    assert name in done.steps, f"step {name} did not run; steps: {done.steps}"
+    rc, output = done.steps[name]
+    assert rc == 0, f"step {name} exited {rc}:\n{output[-4000:]}"
+    return output
+
+
+def wheel_site(report: dict[str, Any]) -> str:
+    return os.path.dirname(report["package"])
+
+
+def test_the_root_is_a_clean_machine() -> None:
+    reason = clean_root.missing()
+    if reason is not None:
+        clean_root.skip_or_fail(reason)
+    root = clean_root.ROOTFS_DIR / "rootfs"
+    for tool in ("cc", "gcc", "c++", "ld", "pkg-config"):
+        assert not (root / "usr" / "bin" / tool).exists(), tool
+    assert not list((root / "usr" / "include").glob("python3*")), "python3-dev is installed"
+    assert not list((root / "usr").rglob("libspdk*")), "an SPDK library is in the root"
+    assert (root / "usr" / "bin" / "python3").exists()
+
+
+def test_wheel_installs_without_network_in_the_clean_root(
+    root_run: clean_root.RootRun, manylinux_wheel: Path
+) -> None:
+    output = step(root_run, "install")
+    assert "Successfully installed" in output
+    assert "pyspdk_sys-" in output and "cffi-" in output
+
+
+def test_cli_runs_on_the_wheels_library(spdk: Any, root_run: clean_root.RootRun) -> None:
+    output = step(root_run, "info")
+    library = Path(os.path.realpath(spdk.LIBRARY_PATH)).name
+    assert f"/dist-packages/pyspdk_sys/_lib/{library}" in output, output
+    assert "RPC methods" in output
+
+
+def test_runtime_does_io_in_the_clean_root(spdk: Any, root_run: clean_root.RootRun) -> None:
+    report = clean_root.last_json(step(root_run, "checks"))
+    assert report["same"], "the data read back is not the data written"
+    assert report["zeros"]
+    assert report["spdk_version"] == spdk.SPDK_VERSION
+    assert report["library"].startswith(report["package"] + "/_lib/")
+
+
+def check_mapped_libraries(report: dict[str, Any], wheel: Path) -> None:
+    site = wheel_site(report)
+    foreign = clean_root.foreign_libraries(report, site)
+    assert not foreign, f"shared objects from outside the wheel and the manylinux set: {foreign}"
+    # Every library the wheel carries is the one loaded: none came from the system.
+    carried = {n.split("/", 1)[1] for n in wheel_names(wheel) if n.startswith("pyspdk_sys.libs/")}
+    carried.discard("")
+    libs = os.path.join(site, "pyspdk_sys.libs") + os.sep
+    loaded = {os.path.basename(p) for p in report["mapped"] if p.startswith(libs)}
+    assert carried and loaded == carried, (sorted(carried), sorted(loaded))
+    assert report["library"] in report["mapped"]
+
+
+def test_only_wheel_and_manylinux_libraries_are_mapped(
+    root_run: clean_root.RootRun, manylinux_wheel: Path
+) -> None:
+    report = clean_root.last_json(step(root_run, "checks"))
+    assert report["python"].startswith("3.11.")  # Debian bookworm's own CPython
+    check_mapped_libraries(report, manylinux_wheel)
+
+
+def test_another_cpython_installs_the_same_wheel(
+    spdk: Any, manylinux_wheel: Path, tmp_path: Path
+) -> None:
+    python = clean_root.other_python()
+    if python is None:
+        clean_root.skip_or_fail(
+            f"no CPython {' or '.join(clean_root.OTHER_PYTHONS)} found "
+            "(on PATH, through pyenv, or PYSPDK_OTHER_PYTHON)"
+        )
+    assert python is not None
+    wheels = clean_root.cffi_wheels()
+    if not wheels.is_dir():
+        clean_root.skip_or_fail(f"no cffi wheels in {wheels}: run {clean_root.PREPARE}")
+    venv = tmp_path / "venv"
+    run(python, "-m", "venv", venv, env=clean_env())
+    venv_python = venv / "bin" / "python"
+    version = run(venv_python, "-c", "import sys; print(sys.version_info[:2])").stdout
+    assert version.strip() != str(sys.version_info[:2]), "not another CPython"
+    env = clean_env(PIP_CONFIG_FILE=os.devnull)
+    run(venv_python, "-m", "pip", "install", "--no-index", "--find-links", wheels,
+        "--disable-pip-version-check", manylinux_wheel, env=env)  # fmt: skip
+    checks = run(venv_python, clean_root.CHECKS, env=env, cwd=tmp_path, timeout=180)
+    report = clean_root.last_json(checks.stdout)
+    print(f"CPython {report['python']}: I/O and mapped libraries checked")
+    assert report["same"] and report["zeros"]
+    assert report["package"].startswith(str(venv))
+    assert report["spdk_version"] == spdk.SPDK_VERSION
+    check_mapped_libraries(report, manylinux_wheel)
