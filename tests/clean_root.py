@@ -82,8 +82,9 @@ def missing() -> str | None:
 
 
 def is_manylinux(path: str) -> bool:
+    """The file is one of MANYLINUX_SONAMES, or a versioned name of one (libstdc++.so.6.0.30)."""
     name = os.path.basename(path)
-    return any(name == soname or name.startswith(soname + ".") for soname in MANYLINUX_SONAMES)
+    return any(re.fullmatch(re.escape(soname) + r"(\.\d+)*", name) for soname in MANYLINUX_SONAMES)
 
 
 def foreign_libraries(report: dict[str, Any], site: str) -> list[str]:

@@ -12,6 +12,7 @@ PYSPDK_REQUIRE_ROOTFS=1 turns them into failures (see tests/clean_root.py).
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 import clean_root
 import pytest
 from wheel_build import clean_env, run, wheel_names
+
+from conftest import require_tool
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -128,3 +131,71 @@ def test_another_cpython_installs_the_same_wheel(
     assert report["package"].startswith(str(venv))
     assert report["spdk_version"] == spdk.SPDK_VERSION
     check_mapped_libraries(report, manylinux_wheel)
+
+
+# ---------------------------------------------------------------- the harness itself
+
+
+def test_missing_root_names_the_script(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(clean_root, "ROOTFS_DIR", tmp_path)
+    reason = clean_root.missing()
+    assert reason is not None
+    assert "prepare.sh" in reason and str(tmp_path) in reason
+
+
+def test_mapped_libraries_are_classified() -> None:
+    site = "/venv/lib/python3.13/site-packages"
+    report = {
+        "baseline": ["/usr/bin/python3.13", "/usr/lib/x86_64-linux-gnu/libssl.so.3"],
+        "mapped": [
+            "/usr/bin/python3.13",
+            "/usr/lib/x86_64-linux-gnu/libssl.so.3",  # the interpreter's _ssl
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+            "/usr/lib/x86_64-linux-gnu/libstdc++.so.6.0.30",
+            "/usr/lib64/ld-linux-x86-64.so.2",
+            f"{site}/_cffi_backend.cpython-313-x86_64-linux-gnu.so",
+            f"{site}/pyspdk_sys/_pyspdk_sys.abi3.so",
+            f"{site}/pyspdk_sys.libs/libuuid-94176513.so.1.3.0",
+            "/usr/lib/x86_64-linux-gnu/libuuid.so.1.3.0",  # not the wheel's copy
+            "/usr/local/lib/libspdk_fat.so.26.01.0",  # an installed fat library
+            f"{site}/pyspdk_sys_evil/libc.so.6.so",  # a look-alike outside the wheel
+        ],
+    }
+    assert clean_root.foreign_libraries(report, site) == [
+        "/usr/lib/x86_64-linux-gnu/libuuid.so.1.3.0",
+        "/usr/local/lib/libspdk_fat.so.26.01.0",
+        f"{site}/pyspdk_sys_evil/libc.so.6.so",
+    ]
+
+
+def test_prepare_script_is_shellcheck_clean() -> None:
+    require_tool("shellcheck")
+    result = subprocess.run(
+        ["shellcheck", str(clean_root.PREPARE)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout
+
+
+def test_prepare_script_documents_itself() -> None:
+    result = subprocess.run(
+        [str(clean_root.PREPARE), "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0
+    assert "PYSPDK_ROOTFS_DIR" in result.stdout
+    bad = subprocess.run(
+        [str(clean_root.PREPARE), "--bogus"], capture_output=True, text=True, check=False
+    )
+    assert bad.returncode == 2
+
+
+def test_prepare_script_does_nothing_when_the_root_is_ready() -> None:
+    reason = clean_root.missing()
+    if reason is not None:
+        clean_root.skip_or_fail(reason)
+    stamp = (clean_root.ROOTFS_DIR / "stamp").stat().st_mtime_ns
+    result = subprocess.run(
+        [str(clean_root.PREPARE)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "clean root ready" in result.stderr
+    assert (clean_root.ROOTFS_DIR / "stamp").stat().st_mtime_ns == stamp
