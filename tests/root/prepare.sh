@@ -59,7 +59,7 @@ die() {
 stamp() { printf 'layout=%s suite=%s pythons=%s\n' "$LAYOUT" "$SUITE" "${WHEEL_PYTHONS[*]}"; }
 
 already_done() {
-	[[ $FORCE -eq 0 && -f "$DIR/stamp" && -x "$DIR/rootfs/usr/bin/python3" ]] &&
+	[[ $FORCE -eq 0 && -f "$DIR/stamp" && -x "$DIR/rootfs/usr/bin/python3" && -d "$DIR/wheels" ]] &&
 		[[ "$(cat "$DIR/stamp")" == "$(stamp)" ]]
 }
 
