@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import interrupt
+import peers
 import pybdev
 import report
 from bdevperf_ref import BdevperfError, run_reference
@@ -199,6 +200,11 @@ def parse_args() -> argparse.Namespace:
         help="the default: leave bench/RESULTS.md and the plots alone (kept for old commands)",
     )
     parser.add_argument(
+        "--no-peers",
+        action="store_true",
+        help="skip the head-to-head with nbdkit's python plugin (peers.py)",
+    )
+    parser.add_argument(
         "--no-interrupt",
         action="store_true",
         help="skip the interrupt-mode section (interrupt.py)",
@@ -240,6 +246,18 @@ def measure_interrupt(args: argparse.Namespace) -> dict[str, Any]:
     )
     if proc.returncode != 0:
         raise RuntimeError(f"interrupt.py failed ({proc.returncode}); its log is above")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure_peers(args: argparse.Namespace) -> dict[str, Any]:
+    """bench/peers.py in its own process: nbdkit and SPDK serving one Python backend."""
+    rounds, seconds = (1, 2) if args.quick else (3, 5)
+    command = [sys.executable, str(BENCH_DIR / "peers.py"), "--rounds", str(rounds)]
+    command += ["--seconds", str(seconds), "--json", "-"]
+    proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"peers.py failed ({proc.returncode}); its log is above")
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
 
@@ -371,6 +389,9 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     if not args.no_interrupt:
         log("interrupt mode beside polling: bench/interrupt.py (~1 minute, --quick ~20 s)")
         raw["interrupt"] = measure_interrupt(args)
+    if not args.no_peers:
+        log("nbdkit's python plugin against PythonBdev: bench/peers.py (~2 minutes, --quick ~30 s)")
+        raw["peers"] = measure_peers(args)
     log(f"imports: {args.import_runs} runs of each command")
     raw["imports"] = measure_imports(args.import_runs)
     raw["import_breakdown"] = import_breakdown()
@@ -414,6 +435,8 @@ def publish(raw: dict[str, Any], meta: dict[str, Any], args: argparse.Namespace)
         tables += "\n\n" + pybdev.table(raw["pybdev"]) + "\n"
     if raw.get("interrupt"):
         tables += "\n\n" + interrupt.table(raw["interrupt"]) + "\n"
+    if raw.get("peers"):
+        tables += "\n\n" + peers.table(raw["peers"]) + "\n"
     print(tables)
     if args.from_json is None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
