@@ -43,9 +43,24 @@ class Bdevperf:
     are the sum of the cores'.
     """
 
-    def __init__(self, path: str, kind: str, workdir: Path, cpu_mask: str = "0x1") -> None:
+    def __init__(
+        self,
+        path: str,
+        kind: str,
+        workdir: Path,
+        cpu_mask: str = "0x1",
+        *,
+        config: dict[str, Any] | None = None,
+        bdev_name: str | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
+        """config: a JSON config creating the bdev named bdev_name (default: the kind's
+        from bdev_config); args: more command-line arguments (--interrupt-mode)."""
         self.path = path
         self.kind = kind
+        self.bdev_config = config if config is not None else bdev_config([kind])
+        self.bdev_name = bdev_name or BDEVS[kind]
+        self.args = args
         self.workdir = workdir
         self.cpu_mask = cpu_mask
         self.cores = bin(int(cpu_mask, 16)).count("1")
@@ -56,7 +71,7 @@ class Bdevperf:
         self._ids = 0
 
     def __enter__(self) -> Bdevperf:
-        self.config.write_text(json.dumps(bdev_config([self.kind])))
+        self.config.write_text(json.dumps(self.bdev_config))
         command = [
             self.path,
             "--no-huge",
@@ -66,6 +81,7 @@ class Bdevperf:
             self.cpu_mask,
             *(["-C"] if self.cores > 1 else []),
             "--disable-cpumask-locks",
+            *self.args,
             "--json",
             str(self.config),
             "-r",
@@ -202,7 +218,7 @@ class Bdevperf:
 
     def latency(self, seconds: int) -> dict[str, Any]:
         """A randread QD1 test with the bdev's latency histogram on: its percentiles."""
-        name = BDEVS[self.kind]
+        name = self.bdev_name
         self.call("bdev_enable_histogram", {"name": name, "enable": True})
         try:
             # The counts live in the test's I/O channels, which go when it ends:

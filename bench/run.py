@@ -2,9 +2,11 @@
 
     python3 bench/run.py            # 5 rounds, about 15 minutes on 2 cores
     python3 bench/run.py --quick    # 3 short rounds, under 3 minutes
+    python3 bench/run.py --save     # also rewrite the committed RESULTS.md and plots
 
-Prints the tables, writes bench/results/results.json (every sample), and, unless
---no-save, bench/RESULTS.md and bench/iops_vs_qd.png. See bench/README.md.
+Prints the tables and writes bench/results/results.json (every sample; not
+tracked by git). Only with --save does it rewrite the tracked files,
+bench/RESULTS.md and the plots. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import interrupt
+import peers
 import pybdev
 import report
 from bdevperf_ref import BdevperfError, run_reference
@@ -186,9 +190,24 @@ def parse_args() -> argparse.Namespace:
         help="also run bench/transports.py (vhost-user and NVMe/TCP against bdevperf)",
     )
     parser.add_argument(
+        "--save",
+        action="store_true",
+        help="rewrite the tracked bench/RESULTS.md and plots (by default they are left alone)",
+    )
+    parser.add_argument(
         "--no-save",
         action="store_true",
-        help="do not rewrite bench/RESULTS.md and bench/iops_vs_qd.png",
+        help="the default: leave bench/RESULTS.md and the plots alone (kept for old commands)",
+    )
+    parser.add_argument(
+        "--no-peers",
+        action="store_true",
+        help="skip the head-to-head with nbdkit's python plugin (peers.py)",
+    )
+    parser.add_argument(
+        "--no-interrupt",
+        action="store_true",
+        help="skip the interrupt-mode section (interrupt.py)",
     )
     args = parser.parse_args()
     args.rounds = args.rounds or (3 if args.quick else 5)
@@ -196,6 +215,8 @@ def parse_args() -> argparse.Namespace:
     args.import_runs = args.import_runs or (10 if args.quick else 20)
     if args.rounds < 1 or args.seconds <= 0 or args.import_runs < 1:
         parser.error("--rounds, --seconds and --import-runs must be positive")
+    if args.save and args.no_save:
+        parser.error("--save and --no-save contradict each other")
     return args
 
 
@@ -211,6 +232,32 @@ def measure_pybdev(args: argparse.Namespace) -> dict[str, Any]:
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
         raise RuntimeError(f"pybdev.py failed ({proc.returncode}):\n{tail}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure_interrupt(args: argparse.Namespace) -> dict[str, Any]:
+    """bench/interrupt.py in its own process (it starts one per mode): its samples."""
+    rounds, seconds, count, idle = (1, 0.5, 2_000, 2.0) if args.quick else (3, 1.0, 10_000, 3.0)
+    command = [sys.executable, str(BENCH_DIR / "interrupt.py"), "--rounds", str(rounds)]
+    command += ["--seconds", str(seconds), "--count", str(count), "--idle", str(idle)]
+    proc = subprocess.run(
+        [*command, "--json", "-"], stdout=subprocess.PIPE, text=True, timeout=1800
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"interrupt.py failed ({proc.returncode}); its log is above")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure_peers(args: argparse.Namespace) -> dict[str, Any]:
+    """bench/peers.py in its own process: nbdkit and SPDK serving one Python backend."""
+    rounds, seconds = (1, 2) if args.quick else (3, 5)
+    command = [sys.executable, str(BENCH_DIR / "peers.py"), "--rounds", str(rounds)]
+    command += ["--seconds", str(seconds), "--json", "-"]
+    proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"peers.py failed ({proc.returncode}); its log is above")
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
 
@@ -339,6 +386,12 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     if not args.no_pybdev:
         log("Python-served bdev: bench/pybdev.py (~60 s)")
         raw["pybdev"] = measure_pybdev(args)
+    if not args.no_interrupt:
+        log("interrupt mode beside polling: bench/interrupt.py (~1 minute, --quick ~20 s)")
+        raw["interrupt"] = measure_interrupt(args)
+    if not args.no_peers:
+        log("nbdkit's python plugin against PythonBdev: bench/peers.py (~2 minutes, --quick ~30 s)")
+        raw["peers"] = measure_peers(args)
     log(f"imports: {args.import_runs} runs of each command")
     raw["imports"] = measure_imports(args.import_runs)
     raw["import_breakdown"] = import_breakdown()
@@ -374,17 +427,22 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def publish(raw: dict[str, Any], meta: dict[str, Any], args: argparse.Namespace) -> None:
-    """Print the tables; write results.json (unless it is the input), RESULTS.md, the plot."""
+    """Print the tables; write results.json (unless it is the input); with --save,
+    RESULTS.md and the plots (tracked files)."""
     summary = report.summarise(raw, meta)
     tables = report.render(summary)
     if raw.get("pybdev"):
         tables += "\n\n" + pybdev.table(raw["pybdev"]) + "\n"
+    if raw.get("interrupt"):
+        tables += "\n\n" + interrupt.table(raw["interrupt"]) + "\n"
+    if raw.get("peers"):
+        tables += "\n\n" + peers.table(raw["peers"]) + "\n"
     print(tables)
     if args.from_json is None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"meta": meta, "summary": summary, "raw": raw}, indent=1))
         log(f"wrote {args.json}")
-    if not args.no_save:
+    if args.save:
         (BENCH_DIR / "RESULTS.md").write_text(report.markdown(summary, tables))
         log(f"wrote {BENCH_DIR / 'RESULTS.md'}")
         if report.plot_latency(summary, BENCH_DIR / "latency_qd1.png"):

@@ -1,34 +1,38 @@
 """Interrupt mode: an idle runtime sleeps, and every I/O path still works.
 
 Each SPDK run is a subprocess with a deadline (SPDK starts once per process).
-Idle CPU is the process's CPU time over a window of wall time, bounded far
-above what a sleeping runtime uses (about 0.2% of a core here) and far below
-a polling one (a whole core, less only what other load takes from it).
+Idle use is measured by idle_usage.usage(): CPU time bounded absolutely and
+against what a spinner on the reactor's core gets in the same window, so that
+a busy reactor fails however loaded the machine is.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
+from idle_usage import BUSY_FRACTION, SOURCE, assert_sleeps, usage
 
-from conftest import PROJECT_DIR, ensure_hugepages, run_python
+from conftest import PROJECT_DIR, ensure_hugepages, run_python, spdk_tool
 
-IDLE_LIMIT_PERCENT = 10.0
+USAGE = SOURCE
 
-COMMON = textwrap.dedent(
+
+COMMON = USAGE + textwrap.dedent(
     """
     import asyncio, json, os, sys, tempfile, time
     from pyspdk_sys.runtime import Runtime
-
-    def idle_percent(seconds=3.0):
-        t0, w0 = time.process_time(), time.monotonic()
-        time.sleep(seconds)
-        return 100 * (time.process_time() - t0) / (time.monotonic() - w0)
 
     def reactors_in_interrupt(rt):
         return [r["in_interrupt"] for r in rt.rpc("framework_get_reactors")["reactors"]]
@@ -81,11 +85,83 @@ def test_idle_runtime_sleeps() -> None:
         with Runtime(interrupt_mode=True) as rt:
             rt.rpc("bdev_get_bdevs")          # the private RPC server too
             time.sleep(0.5)
-            print(json.dumps({"modes": reactors_in_interrupt(rt), "idle": idle_percent()}))
+            print(json.dumps({"modes": reactors_in_interrupt(rt), "idle": usage()}))
         """
     )
     assert found["modes"] == [True]
-    assert found["idle"] < IDLE_LIMIT_PERCENT, found
+    assert_sleeps(found["idle"])
+
+
+AFTER_IDLE_LIMIT_S = 5.0
+
+
+@pytest.mark.timeout(240)
+def test_work_posted_to_a_sleeping_runtime_runs_promptly() -> None:
+    """Each way work reaches the SPDK thread wakes a reactor that sleeps.
+
+    Between steps the runtime idles long enough for the reactor to sleep; a
+    wakeup that is never written leaves the work queued until the step's
+    timeout. Each step is timed and bounded generously: correctness, not speed.
+    """
+    found = _run(
+        """
+        from pyspdk_sys.pybdev import PythonBdev
+
+        class Ram:
+            def __init__(self, size):
+                self.data = bytearray(size)
+            def readinto(self, offset, buffer):
+                buffer[:] = self.data[offset:offset + len(buffer)]
+            def write(self, offset, data):
+                self.data[offset:offset + len(data)] = data
+            def flush(self):
+                pass
+
+        steps = {}
+
+        def after_idle(name, step):
+            time.sleep(1.0)  # the reactor sleeps again
+            start = time.monotonic()
+            ok = step()
+            steps[name] = [ok, time.monotonic() - start]
+
+        with tempfile.NamedTemporaryFile(dir="/dev/shm", prefix="pyspdk-intr-") as backing:
+            backing.truncate(4 << 20)
+            with Runtime(interrupt_mode=True) as rt:
+                rt.rpc("bdev_aio_create", {"name": "Aio0", "filename": backing.name,
+                                           "block_size": 512})
+                ram = Ram(1 << 20)
+                ram.data[:4096] = b"\x44" * 4096
+                served = PythonBdev(rt, "Py0", ram, num_blocks=(1 << 20) // 512, workers=1,
+                                    io_timeout=20.0)
+                after_idle("call", lambda: rt.call(lambda: 7, timeout=20) == 7)
+                after_idle("submit", lambda: rt.submit(lambda: 8).result(20) == 8)
+                after_idle("rpc", lambda: len(rt.rpc("bdev_get_bdevs", {"name": "Aio0"})) == 1)
+                with rt.open_bdev("Aio0") as dev:
+                    dev.write(0, b"\x55" * 4096)
+                    after_idle("read", lambda: dev.read(0, 4096) == b"\x55" * 4096)
+                    after_idle("read_async", lambda: dev.read_async(0, 4096).result(20)
+                               == b"\x55" * 4096)
+                    after_idle("aread", lambda: asyncio.run(
+                        asyncio.wait_for(dev.aread(0, 4096), 20)) == b"\x55" * 4096)
+                    back = bytearray(8 * 4096)
+                    after_idle("read_many", lambda: [dev.read_many([0] * 8, 4096, back)]
+                               and back == b"\x55" * 4096 * 8)
+                with rt.open_bdev("Py0") as dev:
+                    after_idle("python_bdev", lambda: dev.read(0, 4096)
+                               == b"\x44" * 4096)
+                steps["modes"] = reactors_in_interrupt(rt)
+                served.close()
+        print(json.dumps(steps))
+        """
+    )
+    assert found.pop("modes") == [True], found
+    assert set(found) == {
+        "call", "submit", "rpc", "read", "read_async", "aread", "read_many", "python_bdev"
+    }, found  # fmt: skip
+    for name, (ok, seconds) in found.items():
+        assert ok is True, (name, found)
+        assert seconds < AFTER_IDLE_LIMIT_S, (name, found)
 
 
 @pytest.mark.timeout(240)
@@ -124,13 +200,13 @@ def test_every_io_form_works_and_the_runtime_sleeps_after() -> None:
                         ok &= back == pattern
                         results[name] = ok
                 time.sleep(0.5)
-                results["idle"] = idle_percent()
+                results["idle"] = usage()
         print(json.dumps(results))
         """,
         timeout=220,
     )
     assert found["Aio0"] is True and found["Mal0"] is True, found
-    assert found["idle"] < IDLE_LIMIT_PERCENT, found
+    assert_sleeps(found["idle"])
 
 
 def test_python_bdev_and_iscsi_portal_in_interrupt_mode() -> None:
@@ -159,7 +235,7 @@ def test_python_bdev_and_iscsi_portal_in_interrupt_mode() -> None:
                 out["pybdev"] = (dev.read(4096, 4096) == b"\\x33" * 4096
                                  and backend.data[4096:8192] == b"\\x33" * 4096)
                 time.sleep(0.3)
-                out["idle_open"] = idle_percent(2.0)
+                out["idle_open"] = usage(2.0)
             # iSCSI: a portal puts the reactors in polling mode, for its
             # poll groups; without one they sleep again.
             out["quieted"] = lib.pyspdk_intr_state(0)
@@ -170,17 +246,17 @@ def test_python_bdev_and_iscsi_portal_in_interrupt_mode() -> None:
             rt.rpc("iscsi_delete_portal_group", {"tag": 1})
             time.sleep(1.0)
             out["no_portal"] = [lib.pyspdk_intr_state(1), reactors_in_interrupt(rt)]
-            out["idle"] = idle_percent(2.0)
+            out["idle"] = usage(2.0)
             served.close()
         print(json.dumps(out))
         """.replace("sys.argv[1]", repr(str(_free_port())))
     )
     assert found["pybdev"] is True, found
-    assert found["idle_open"] < IDLE_LIMIT_PERCENT, found
+    assert_sleeps(found["idle_open"])
     assert found["quieted"] >= 1, found
     assert found["portal"] == [1, [False]], found
     assert found["no_portal"] == [0, [True]], found
-    assert found["idle"] < IDLE_LIMIT_PERCENT, found
+    assert_sleeps(found["idle"])
 
 
 def _free_port() -> int:
@@ -189,7 +265,9 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-NVMF_TARGET = """
+NVMF_TARGET = (
+    USAGE
+    + """
 import json, sys, tempfile, time
 from pyspdk_sys.runtime import Runtime
 port, nqn = sys.argv[1], sys.argv[2]
@@ -205,9 +283,7 @@ with Runtime(interrupt_mode=True, cpu_mask="0x1", name="intr-target") as rt:
     rt.rpc("nvmf_subsystem_add_listener", {"nqn": nqn, "listen_address": {
         "trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": port}})
     time.sleep(0.5)
-    t0, w0 = time.process_time(), time.monotonic()
-    time.sleep(2.0)
-    idle = 100 * (time.process_time() - t0) / (time.monotonic() - w0)
+    idle = usage(2.0)
     # SPDK's own initiator refuses TCP in interrupt mode (PCIe only).
     try:
         rt.rpc("bdev_nvme_attach_controller", {"name": "Self", "trtype": "TCP",
@@ -218,6 +294,7 @@ with Runtime(interrupt_mode=True, cpu_mask="0x1", name="intr-target") as rt:
     print(json.dumps({"idle": idle, "initiator_refused": refused}), flush=True)
     sys.stdin.readline()
 """
+)
 
 NVMF_INITIATOR = """
 import sys
@@ -269,11 +346,13 @@ def test_nvmf_tcp_target_in_interrupt_mode_serves_and_sleeps() -> None:
         if target.poll() is None:
             target.kill()
             target.wait()
-    assert found["idle"] < IDLE_LIMIT_PERCENT, found
+    assert_sleeps(found["idle"])
     assert found["initiator_refused"] is True, found
 
 
-VHOST = """
+VHOST = (
+    USAGE
+    + """
 import json, os, sys, tempfile, time
 from pyspdk_sys.runtime import Runtime
 role, sockdir, backing = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -284,9 +363,7 @@ if role == "target":
         rt.rpc("vhost_create_blk_controller", {"ctrlr": "vb0", "dev_name": "A0"})
         print(json.dumps({"ready": True}), flush=True)
         sys.stdin.readline()
-        t0, w0 = time.process_time(), time.monotonic()
-        time.sleep(2.0)
-        idle = 100 * (time.process_time() - t0) / (time.monotonic() - w0)
+        idle = usage(2.0)
         rt.rpc("vhost_delete_controller", {"ctrlr": "vb0"})
         print(json.dumps({"idle": idle}), flush=True)
 else:
@@ -299,6 +376,7 @@ else:
             print("ok" if dev.read(8192, 4096) == b"\\x5a" * 4096 else "bad", flush=True)
         rt.rpc("bdev_virtio_detach_controller", {"name": "V"})
 """
+)
 
 
 @pytest.mark.timeout(300)
@@ -342,4 +420,118 @@ def test_vhost_blk_target_in_interrupt_mode(tmp_path: object) -> None:
         if target.poll() is None:
             target.kill()
             target.wait()
-    assert found["idle"] < IDLE_LIMIT_PERCENT, found
+    assert_sleeps(found["idle"])
+
+
+def _initiator_reads(port: str, nqn: str) -> subprocess.CompletedProcess[str]:
+    """NVMF_INITIATOR (a polling Runtime on core 1) against the target at port."""
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-c", NVMF_INITIATOR, port, nqn],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_DIR / "src")},
+        timeout=150,
+        check=False,
+    )
+
+
+def _export_over_tcp(rpc: Any, bdev: str, nqn: str, port: str) -> None:
+    """Serve bdev over NVMe/TCP on 127.0.0.1:port through an RPC callable."""
+    rpc("nvmf_create_transport", {"trtype": "TCP"})
+    rpc("nvmf_create_subsystem", {"nqn": nqn, "allow_any_host": True})
+    rpc("nvmf_subsystem_add_ns", {"nqn": nqn, "namespace": {"bdev_name": bdev}})
+    address = {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": port}
+    rpc("nvmf_subsystem_add_listener", {"nqn": nqn, "listen_address": address})
+
+
+@pytest.mark.timeout(240)
+def test_serve_in_interrupt_mode_sleeps_and_answers() -> None:
+    """`python -m pyspdk_sys serve --interrupt-mode`, end to end: it sleeps, its RPC
+    server answers after an idle spell, and it serves NVMe/TCP from an aio bdev."""
+    from pyspdk_sys.process import SpdkProcess
+
+    directory = Path(tempfile.mkdtemp(prefix="pyspdk-serve-"))  # a short socket path
+    sock, output = str(directory / "s.sock"), directory / "serve.out"
+    backing = Path("/dev/shm") / f"pyspdk-intr-serve-{os.getpid()}"
+    with open(backing, "wb") as out:
+        out.truncate(8 << 20)
+    port, nqn = str(_free_port()), "nqn.2026-12.io.pyspdk:intr-serve"
+    with open(output, "w") as out:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "pyspdk_sys", "serve", "--rpc-socket", sock,
+             "--cpu-mask", "0x1", "--interrupt-mode"],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            cwd=PROJECT_DIR / "tests",
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while "running in pid" not in output.read_text():
+            assert serve.poll() is None, output.read_text()
+            assert time.monotonic() < deadline, output.read_text()
+            time.sleep(0.05)
+        client = SpdkProcess.attach(sock)
+        modes = [r["in_interrupt"] for r in client.rpc("framework_get_reactors")["reactors"]]
+        time.sleep(0.5)
+        idle = usage(3.0, pid=serve.pid, core=0)
+        started = time.monotonic()
+        client.rpc("bdev_aio_create", {"name": "A0", "filename": str(backing), "block_size": 512})
+        answered = time.monotonic() - started
+        _export_over_tcp(client.rpc, "A0", nqn, port)
+        initiator = _initiator_reads(port, nqn)
+        time.sleep(0.5)
+        idle_after = usage(2.0, pid=serve.pid, core=0)
+        client.stop()  # detaches
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(60) == 0, output.read_text()
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+        backing.unlink(missing_ok=True)
+        shutil.rmtree(directory, ignore_errors=True)
+        shutil.rmtree(f"/var/run/dpdk/spdk_pid{serve.pid}", ignore_errors=True)
+    assert_sleeps(idle)
+    assert modes == [True]
+    assert answered < AFTER_IDLE_LIMIT_S, answered
+    assert initiator.stdout.strip().splitlines()[-1:] == ["ok"], initiator.stderr[-3000:]
+    assert_sleeps(idle_after)
+
+
+@pytest.mark.timeout(240)
+def test_spdk_process_in_interrupt_mode_serves_but_its_iscsi_poller_keeps_it_busy() -> None:
+    """SpdkProcess(interrupt_mode=True) runs SPDK's own spdk_tgt, where this
+    project's iSCSI step (intr.c) cannot apply: its iSCSI poll group's poller has
+    no interrupt, so the reactor never sleeps (the README says so). It serves.
+
+    If the busy half fails, SPDK gave that poller an interrupt: update the README.
+    """
+    from processes import TEST_ARGS
+
+    from pyspdk_sys.process import SpdkProcess
+
+    spdk_tgt = spdk_tool("spdk_tgt")
+    backing = Path("/dev/shm") / f"pyspdk-intr-tgt-{os.getpid()}"
+    with open(backing, "wb") as out:
+        out.truncate(8 << 20)
+    port, nqn = str(_free_port()), "nqn.2026-12.io.pyspdk:intr-tgt"
+    try:
+        with SpdkProcess(spdk_tgt, interrupt_mode=True, cpu_mask="0x1", args=TEST_ARGS) as proc:
+            modes = [r["in_interrupt"] for r in proc.rpc("framework_get_reactors")["reactors"]]
+            pollers = {
+                thread["name"]: [p["name"] for p in thread["active_pollers"]]
+                for thread in proc.rpc("thread_get_pollers")["threads"]
+            }
+            time.sleep(0.5)
+            assert proc.pid is not None
+            idle = usage(3.0, pid=proc.pid, core=0)
+            proc.rpc("bdev_aio_create", {"name": "A0", "filename": str(backing), "block_size": 512})
+            _export_over_tcp(proc.rpc, "A0", nqn, port)
+            initiator = _initiator_reads(port, nqn)
+    finally:
+        backing.unlink(missing_ok=True)
+    assert modes == [True]
+    assert initiator.stdout.strip().splitlines()[-1:] == ["ok"], initiator.stderr[-3000:]
+    assert "iscsi_poll_group_poll" in pollers["iscsi_poll_group_0"], pollers
+    assert idle["cpu"] >= BUSY_FRACTION * idle["busy"], idle  # busy: about a spinner's share
