@@ -144,9 +144,9 @@ def test_managed_by_official_client_spdk_rpc_and_attach(served: Served) -> None:
 
 
 def test_sigint_stops_it(served: Served) -> None:
-    started = time.monotonic()
-    assert served.stop(signal.SIGINT) == 0
-    assert time.monotonic() - started < 20
+    # Exits by itself (no kill) and cleanly; stop() kills and raises after 60 s. It takes
+    # about a second on a quiet machine, and 20 s were seen with a load of 11 on 2 cores.
+    assert served.stop(signal.SIGINT, timeout=60) == 0
     assert "SPDK stopped on SIGINT" in served.text()
     assert not os.path.exists(served.socket)
 
