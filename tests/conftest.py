@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cores import SESSION_MASK
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 REQUIRE_SPDK = os.environ.get("PYSPDK_REQUIRE_SPDK", "") not in ("", "0")
@@ -126,10 +127,18 @@ def guest_check(guest: dict[str, dict[str, Any]], name: str) -> str:
 
 @pytest.fixture(scope="session")
 def runtime(spdk: Any, short_tmp: Path) -> Iterator[Any]:
-    """SPDK running in this test process, with an RPC socket, for the whole session."""
+    """SPDK running in this test process, with an RPC socket, for the whole session.
+
+    Its reactor polls SESSION_MASK's core; reactors the tests start in other
+    processes go elsewhere (cores.reactor_mask: the placement policy)."""
     from pyspdk_sys.runtime import Runtime
 
-    rt = Runtime(rpc_socket=short_tmp / "spdk.sock", mem_size_mb=1024, name="pyspdk-tests")
+    rt = Runtime(
+        cpu_mask=SESSION_MASK,
+        rpc_socket=short_tmp / "spdk.sock",
+        mem_size_mb=1024,
+        name="pyspdk-tests",
+    )
     rt.start()
     yield rt
     rt.stop()

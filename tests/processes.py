@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cores import reactor_mask
 
 # On a shared machine another program's spdk_tgt may hold SPDK's lock on a
 # core; these tests are not about that lock. And no core files: spdk_tgt
@@ -58,9 +59,10 @@ def started_banner(log: str) -> str:
 
 
 def new_process(spdk_tgt: Path, **options: Any) -> Any:
+    """An SpdkProcess for spdk_tgt on the subprocess reactor core (cores.py) unless told."""
     from pyspdk_sys.process import SpdkProcess
 
-    options.setdefault("cpu_mask", "0x2")
+    options.setdefault("cpu_mask", reactor_mask())
     options.setdefault("args", TEST_ARGS)
     return SpdkProcess(spdk_tgt, **options)
 

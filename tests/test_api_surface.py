@@ -213,9 +213,10 @@ def test_runtime_states_and_the_refused_restart(spdk: Any) -> None:
         """
 import json
 from pyspdk_sys.runtime import RESTART_REFUSED, Runtime, State, current
+from cores import reactor_mask
 from pyspdk_sys.errors import RuntimeStateError
 seen = []
-rt = Runtime(mem_size_mb=256)
+rt = Runtime(cpu_mask=reactor_mask(), mem_size_mb=256)
 seen.append(rt.state is State.NEW and current() is None)
 rt.start()
 seen.append(rt.state is State.RUNNING and current() is rt)
@@ -242,8 +243,9 @@ def test_hooks_run_in_their_order_and_discarded_ones_do_not(spdk: Any) -> None:
         """
 import json, threading
 from pyspdk_sys.runtime import Runtime
+from cores import reactor_mask
 order = []
-rt = Runtime(mem_size_mb=256).start()
+rt = Runtime(cpu_mask=reactor_mask(), mem_size_mb=256).start()
 spdk_thread = rt.call(threading.get_ident)
 rt.add_stop_hook(lambda: order.append(("stop1", threading.get_ident() == spdk_thread)))
 rt.add_stop_hook(lambda: order.append(("stop2", threading.get_ident() == spdk_thread)))
@@ -336,6 +338,7 @@ def test_resources_stop_and_tear_down_in_their_stages_order(spdk: Any) -> None:
 import json
 from pyspdk_sys._resource import Resource, Stage
 from pyspdk_sys.runtime import Runtime
+from cores import reactor_mask
 seen = []
 def kind(name, stop, teardown):
     class Recorder(Resource):
@@ -353,7 +356,7 @@ Memory = kind("Memory", Stage.SERVICES, Stage.MEMORY)
 Engine = kind("Engine", Stage.ENGINE, Stage.SERVICES)
 Device = kind("Device", Stage.DEVICES, Stage.DEVICES)
 Reader = kind("Reader", Stage.SERVICES, Stage.READERS)
-rt = Runtime(mem_size_mb=256).start()
+rt = Runtime(cpu_mask=reactor_mask(), mem_size_mb=256).start()
 made = [Memory(rt, "memory"), Engine(rt, "engine"), Device(rt, "device1"),
         Reader(rt, "reader"), Device(rt, "device2"), Device(rt, "released")]
 made[-1]._release(rt)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cores import reactor_mask
 
 from conftest import run_python, skip_or_fail, spdk_tool
 
@@ -53,6 +54,9 @@ def spdk_tgt_methods(spdk: Any, spdk_client: Any, short_tmp: Path) -> set[str]:
             "-r",
             str(socket),
             "--wait-for-rpc",
+            "-m",
+            reactor_mask(),
+            "--disable-cpumask-locks",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -71,10 +75,11 @@ def spdk_tgt_methods(spdk: Any, spdk_client: Any, short_tmp: Path) -> set[str]:
 APP = """
 import json, os
 from pyspdk_sys.runtime import Runtime
+from cores import reactor_mask
 from spdk.rpc.client import JSONRPCClient
 
 socket = {socket!r}
-with Runtime(rpc_socket=socket, mem_size_mb=1024) as rt:
+with Runtime(cpu_mask=reactor_mask(), rpc_socket=socket, mem_size_mb=1024) as rt:
     client = JSONRPCClient(socket)
     methods = client.call("rpc_get_methods", {{"include_aliases": True}})
     name = client.call(

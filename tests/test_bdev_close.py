@@ -18,6 +18,7 @@ SCENARIO = """
 import errno, json, threading, time
 from pyspdk_sys import lib
 from pyspdk_sys.runtime import Runtime
+from cores import reactor_mask
 from pyspdk_sys.errors import IoError
 
 DELAY_US = 5_000_000
@@ -39,7 +40,7 @@ def record(kind, call):
     except Exception as exc:
         outcomes[kind] = type(exc).__name__
 
-with Runtime(config=config, mem_size_mb=256) as rt:
+with Runtime(cpu_mask=reactor_mask(), config=config, mem_size_mb=256) as rt:
     dev = rt.open_bdev("Slow", queue_depth=64)
     future = dev.read_async(0, 512)
     threads = [

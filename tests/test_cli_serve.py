@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cores import reactor_mask
 from processes import (
     assert_same_release,
     no_core_dumps,  # noqa: F401 (an autouse fixture: no core files)
@@ -65,7 +66,7 @@ class Served:
         with open(self.output, "w") as out:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", "pyspdk_sys", "serve", "--rpc-socket", self.socket,
-                 "--config", str(config), "--cpu-mask", "0x2", *extra],
+                 "--config", str(config), "--cpu-mask", reactor_mask(), *extra],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -182,7 +183,7 @@ def test_start_failure_exits_1(spdk: Any, short_tmp: Path) -> None:
                                                      "block_size": 512}}]}]}))  # fmt: skip
     popen = subprocess.Popen(
         [sys.executable, "-m", "pyspdk_sys", "serve", "--rpc-socket", str(short_tmp / "small.sock"),
-         "--cpu-mask", "0x2", "--config", str(config)],
+         "--cpu-mask", reactor_mask(), "--config", str(config)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -204,7 +205,7 @@ def test_start_failure_exits_1(spdk: Any, short_tmp: Path) -> None:
 def test_too_little_memory_is_a_usage_error(spdk: Any, short_tmp: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "pyspdk_sys", "serve", "--rpc-socket", str(short_tmp / "m.sock"),
-         "--cpu-mask", "0x2", "--mem-size-mb", "64"],
+         "--cpu-mask", reactor_mask(), "--mem-size-mb", "64"],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
         cwd=PROJECT_DIR / "tests",
     )  # fmt: skip

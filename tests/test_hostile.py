@@ -25,6 +25,7 @@ PRELUDE = """
 import asyncio, errno, json, os, signal, sys, threading, time
 from pyspdk_sys import lib
 from pyspdk_sys.runtime import Runtime
+from cores import reactor_mask
 from pyspdk_sys.errors import RuntimeStateError, IoError
 from pyspdk_sys.bdev import DmaBuffer
 from pyspdk_sys.dma import dma_allocated_bytes
@@ -95,7 +96,7 @@ def run(body: str, timeout: float = 120) -> dict[str, Any]:
 
 def test_resizing_a_buffer_under_a_read_raises_in_the_resizer(spdk: Any) -> None:
     out = run("""
-rt = Runtime(config=slow(300_000)).start()
+rt = Runtime(cpu_mask=reactor_mask(), config=slow(300_000)).start()
 dev = rt.open_bdev("Slow")
 dev.write(0, b"\\x5a" * (1 << 16))
 errors, held = [], []
@@ -133,7 +134,7 @@ dev.close(); rt.stop()
 
 def test_interrupted_batch_never_hands_its_data_to_the_next(spdk: Any) -> None:
     out = run("""
-rt = Runtime(config=slow(2_000_000, 10)).start()
+rt = Runtime(cpu_mask=reactor_mask(), config=slow(2_000_000, 10)).start()
 dev = rt.open_bdev("Slow")
 dev.write(0, b"A" * 4096); dev.write(8192, b"B" * 4096)
 bound = ctrl_c_bound()
@@ -164,7 +165,7 @@ sys.setswitchinterval(1e-6)
 config = {"subsystems": [{"subsystem": "bdev", "config": [
     {"method": "bdev_malloc_create",
      "params": {"name": "M0", "num_blocks": 32768, "block_size": 512}}]}]}
-rt = Runtime(config=config).start()
+rt = Runtime(cpu_mask=reactor_mask(), config=config).start()
 with rt.open_bdev("M0") as dev:
     for i in range(32):
         dev.write(i * 4096, bytes([i + 1]) * 4096)
@@ -197,7 +198,7 @@ rt.stop()
 
 def test_ctrl_c_reaches_a_blocking_read_and_close_is_prompt(spdk: Any) -> None:
     out = run("""
-rt = Runtime(config=slow(2_000_000)).start()
+rt = Runtime(cpu_mask=reactor_mask(), config=slow(2_000_000)).start()
 with rt.open_bdev("Slow") as idle:  # the baseline: closing a device that holds nothing
     started = time.monotonic()
 idle_close = time.monotonic() - started
@@ -233,7 +234,7 @@ rt.stop()
 def test_ctrl_c_reaches_read_many_and_close(spdk: Any) -> None:
     out = run("""
 from pyspdk_sys.pybdev import PythonBdev
-rt = Runtime(config=slow(2_000_000)).start()
+rt = Runtime(cpu_mask=reactor_mask(), config=slow(2_000_000)).start()
 dev = rt.open_bdev("Slow")
 bound = ctrl_c_bound()
 outcomes = []
@@ -278,7 +279,7 @@ report(outcomes=outcomes, closed=closed, bound=bound)
 
 def test_timeout_then_close_is_prompt(spdk: Any) -> None:
     out = run("""
-rt = Runtime(config=slow(3_000_000)).start()
+rt = Runtime(cpu_mask=reactor_mask(), config=slow(3_000_000)).start()
 # The baseline: how late a 0.1 s timed wait ends on this machine now (worst of 3).
 late = 0.0
 for _ in range(3):
@@ -325,7 +326,7 @@ def test_waiting_calls_on_the_spdk_thread_are_refused(spdk: Any) -> None:
 config = {"subsystems": [{"subsystem": "bdev", "config": [
     {"method": "bdev_malloc_create",
      "params": {"name": "M0", "num_blocks": 32768, "block_size": 512}}]}]}
-rt = Runtime(config=config).start()
+rt = Runtime(cpu_mask=reactor_mask(), config=config).start()
 dev = rt.open_bdev("M0")
 calls = {
     "read": lambda: dev.read(0, 512),
@@ -363,7 +364,7 @@ def test_every_error_path_gives_back_its_dma_memory(spdk: Any) -> None:
 config = {"subsystems": [{"subsystem": "bdev", "config": [
     {"method": "bdev_malloc_create",
      "params": {"name": "M0", "num_blocks": 32768, "block_size": 512}}]}]}
-rt = Runtime(config=config).start()
+rt = Runtime(cpu_mask=reactor_mask(), config=config).start()
 before_open = dma_allocated_bytes(rt)
 dev = rt.open_bdev("M0")
 bad = [
@@ -478,7 +479,7 @@ def test_a_forked_child_is_refused_and_the_parent_unaffected(spdk: Any) -> None:
 config = {"subsystems": [{"subsystem": "bdev", "config": [
     {"method": "bdev_malloc_create",
      "params": {"name": "M0", "num_blocks": 32768, "block_size": 512}}]}]}
-rt = Runtime(config=config).start()
+rt = Runtime(cpu_mask=reactor_mask(), config=config).start()
 dev = rt.open_bdev("M0")
 buf = DmaBuffer(rt, 4096)
 dev.write(0, b"P" * 512)
@@ -526,7 +527,7 @@ def test_requests_queued_behind_a_batch_start_when_it_ends(spdk: Any) -> None:
         """
 import faulthandler
 faulthandler.dump_traceback_later(20, exit=True)
-rt = Runtime(config=slow(200_000)).start()
+rt = Runtime(cpu_mask=reactor_mask(), config=slow(200_000)).start()
 dev = rt.open_bdev("Slow", queue_depth=1)
 dev.write(0, b"\\x11" * 4096); dev.write(4096, b"\\x22" * 4096); dev.write(8192, b"\\x33" * 4096)
 batch_result = []
@@ -564,7 +565,7 @@ def test_ctrl_c_between_count_and_try_does_not_hold_close(spdk: Any) -> None:
     out = run(
         """
 from pyspdk_sys.bdev._gate import Gate
-rt = Runtime(config=slow(1_000)).start()
+rt = Runtime(cpu_mask=reactor_mask(), config=slow(1_000)).start()
 dev = rt.open_bdev("Slow")
 other = rt.open_bdev("Slow")
 real = Gate.enter_blocking

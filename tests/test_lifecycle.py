@@ -17,6 +17,7 @@ PRELUDE = """
 import json, threading, time, errno
 from pyspdk_sys import lib
 from pyspdk_sys.runtime import Runtime
+from cores import reactor_mask
 from pyspdk_sys.errors import RuntimeStateError, IoError, StartError
 from pyspdk_sys.bdev import DmaBuffer
 
@@ -64,7 +65,7 @@ def run(body: str, timeout: float = 120) -> dict[str, Any]:
 
 def test_stop_with_hundreds_of_ios_in_flight(spdk: Any) -> None:
     report = run("""
-rt = Runtime(config=config(MALLOC, delay(2_000_000))).start()
+rt = Runtime(cpu_mask=reactor_mask(), config=config(MALLOC, delay(2_000_000))).start()
 dev = rt.open_bdev("Slow", queue_depth=128)
 futures = [dev.write_async(i * 512, b"x" * 512) for i in range(400)]
 thread_outcomes = []
@@ -112,7 +113,7 @@ print(json.dumps({"stop_seconds": stop_seconds, "futures": kinds, "threads": thr
 
 def test_everything_after_stop_is_refused(spdk: Any) -> None:
     report = run("""
-rt = Runtime(config=config(MALLOC)).start()
+rt = Runtime(cpu_mask=reactor_mask(), config=config(MALLOC)).start()
 dev = rt.open_bdev("M0")
 buf = DmaBuffer(rt, 4096)
 rt.stop()
@@ -147,7 +148,7 @@ print(json.dumps({
 
 def test_second_runtime_while_running_is_refused(spdk: Any) -> None:
     report = run("""
-rt = Runtime().start()
+rt = Runtime(cpu_mask=reactor_mask()).start()
 second = outcome(lambda: Runtime().start())
 rt.stop()
 print(json.dumps({"second": second}))
@@ -157,7 +158,7 @@ print(json.dumps({"second": second}))
 
 def test_stop_from_the_spdk_thread(spdk: Any) -> None:
     report = run("""
-rt = Runtime().start()
+rt = Runtime(cpu_mask=reactor_mask()).start()
 rt.call(rt.stop)
 rt.stop(timeout=30)
 print(json.dumps({"state": rt.state.value}))
@@ -168,7 +169,7 @@ print(json.dumps({"state": rt.state.value}))
 @pytest.mark.parametrize("cycle", range(3))
 def test_start_io_stop_cycles(spdk: Any, cycle: int) -> None:
     report = run(f"""
-with Runtime(config=config(MALLOC)) as rt:
+with Runtime(cpu_mask=reactor_mask(), config=config(MALLOC)) as rt:
     with rt.open_bdev("M0") as dev:
         dev.write(0, bytes([{cycle}]) * 4096)
         data = dev.read(0, 4096)
@@ -181,7 +182,7 @@ def test_exit_without_stop(spdk: Any) -> None:
     result = run_python(
         PRELUDE
         + """
-rt = Runtime(config=config(MALLOC)).start()
+rt = Runtime(cpu_mask=reactor_mask(), config=config(MALLOC)).start()
 dev = rt.open_bdev("M0")
 futures = [dev.read_async(0, 512) for _ in range(100)]
 print("leaving")
@@ -206,7 +207,7 @@ def test_a_start_spdk_fails_says_so_and_refuses_another(spdk: Any) -> None:
     """What only SPDK finds (here: pools that do not fit) is a StartError; SPDK keeps
     state from it, so a second start in the process is refused with the reason."""
     report = run("""
-rt = Runtime(small_pools=False, mem_size_mb=64, log_level="ERROR")
+rt = Runtime(cpu_mask=reactor_mask(), small_pools=False, mem_size_mb=64, log_level="ERROR")
 try:
     rt.start()
     result = "started"
@@ -253,7 +254,7 @@ def test_runtime_arguments_are_checked(spdk: Any, tmp_path: Any) -> None:
 
 def test_stop_during_read_many(spdk: Any) -> None:
     report = run("""
-rt = Runtime(config=config(MALLOC)).start()
+rt = Runtime(cpu_mask=reactor_mask(), config=config(MALLOC)).start()
 with rt.open_bdev("M0") as base:  # then the delay bdev over it
     base.write_many([i * 512 for i in range(2000)], 512, b"\\x77" * 512 * 2000)
 rt.rpc("bdev_delay_create", DELAY["params"])
@@ -296,7 +297,7 @@ def test_close_on_the_loop_thread_with_aread_in_flight(spdk: Any) -> None:
     # delivering a completion takes again: it hung for good.
     report = run("""
 import asyncio
-rt = Runtime(config=config(MALLOC, DELAY)).start()
+rt = Runtime(cpu_mask=reactor_mask(), config=config(MALLOC, DELAY)).start()
 dev = rt.open_bdev("Slow")
 dev.write(0, b"c" * 512)
 async def main():
@@ -330,7 +331,7 @@ def test_spdk_running_out_of_bdev_io_is_retried_not_reported(spdk: Any) -> None:
     report = run("""
 small = {"method": "bdev_set_options",
          "params": {"bdev_io_pool_size": 64, "bdev_io_cache_size": 4}}
-rt = Runtime(config=config(small, MALLOC)).start()
+rt = Runtime(cpu_mask=reactor_mask(), config=config(small, MALLOC)).start()
 options = [c for s in rt.rpc("framework_get_config", {"name": "bdev"})
            for c in [s] if c["method"] == "bdev_set_options"]
 dev = rt.open_bdev("M0", queue_depth=1024)

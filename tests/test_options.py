@@ -168,6 +168,7 @@ START = """
 import json, os
 from pyspdk_sys import runtime as rt_module
 from pyspdk_sys.runtime import Runtime
+from cores import reactor_mask
 from pyspdk_sys.options import dpdk_runtime_dir
 report = {}
 """
@@ -209,7 +210,7 @@ try:
 except OSError:
     report["opts"] = sorted(set(glob.glob(pattern)) - before_files)
 Runtime._app_opts = real_opts
-with Runtime(mem_size_mb=256) as rt:
+with Runtime(cpu_mask=reactor_mask(), mem_size_mb=256) as rt:
     report["state"] = rt.state.value
     report["methods"] = "bdev_malloc_create" in rt.rpc("rpc_get_methods")
 print(json.dumps(report))
@@ -223,7 +224,7 @@ print(json.dumps(report))
 
 def test_a_stopped_runtime_leaves_no_dpdk_directory(spdk: Any) -> None:
     report = _run("""
-with Runtime(mem_size_mb=256):
+with Runtime(cpu_mask=reactor_mask(), mem_size_mb=256):
     report["during"] = os.path.isdir(dpdk_runtime_dir(os.getpid()))
 report["after"] = os.path.exists(dpdk_runtime_dir(os.getpid()))
 print(json.dumps(report))

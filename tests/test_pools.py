@@ -73,10 +73,11 @@ def test_a_method_the_caller_calls_replaces_the_default_whole() -> None:
 START = """
 import json, sys
 from pyspdk_sys.runtime import Runtime
+from cores import reactor_mask
 from pyspdk_sys.errors import StartError
 kwargs = json.loads(sys.argv[1])
 try:
-    rt = Runtime(**kwargs).start()
+    rt = Runtime(cpu_mask=reactor_mask(), **kwargs).start()
 except StartError as exc:
     print(json.dumps({"error": str(exc)}))
     raise SystemExit(0)

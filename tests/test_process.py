@@ -3,8 +3,8 @@
 spdk_tgt comes from the fat library's tools directory (conftest.spdk_tool):
 skipped with the reason where build.sh installed no tools, a failure with
 PYSPDK_REQUIRE_SPDK=1. Every process a test starts is stopped by the test,
-also when it fails. Processes run on core 1 ("0x2"), a second one on core 0,
-with --disable-cpumask-locks: on a shared machine another program's spdk_tgt
+also when it fails. Processes run on cores.reactor_mask() (a second one on
+reactor_mask(1)), with --disable-cpumask-locks: on a shared machine another program's spdk_tgt
 may hold SPDK's lock on a core, and these tests are not about that lock.
 """
 

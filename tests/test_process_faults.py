@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cores import reactor_cores, reactor_mask
 from processes import (
     TEST_ARGS,
     new_process,
@@ -118,7 +119,7 @@ def test_stale_socket_of_a_killed_process_is_cleaned(spdk_tgt: Path, short_tmp: 
         [
             str(spdk_tgt),
             "-m",
-            "0x2",
+            reactor_mask(),
             "-s",
             "1024",
             "--no-huge",
@@ -172,13 +173,14 @@ def _wait_for(path: str, limit: float = 30.0) -> bool:
 
 def test_two_processes_at_once(spdk_tgt: Path) -> None:
     with (
-        new_process(spdk_tgt, cpu_mask="0x2", name="first") as first,
-        new_process(spdk_tgt, cpu_mask="0x1", name="second", log_level="ERROR") as second,
+        new_process(spdk_tgt, cpu_mask=reactor_mask(0), name="first") as first,
+        new_process(spdk_tgt, cpu_mask=reactor_mask(1), name="second", log_level="ERROR") as second,
     ):
+        (core1,), (core2,) = reactor_cores(0), reactor_cores(1)
         assert second.pid != first.pid
         assert second.rpc_socket != first.rpc_socket
-        assert "Reactor started on core 1" in Path(first.log_path).read_text()
-        assert "Reactor started on core 0" not in Path(second.log_path).read_text()  # silenced
+        assert f"Reactor started on core {core1}" in Path(first.log_path).read_text()
+        assert f"Reactor started on core {core2}" not in Path(second.log_path).read_text()  # quiet
         assert second.rpc("log_get_print_level") == "ERROR"
         second.rpc("bdev_null_create", {"name": "Only2", "num_blocks": 64, "block_size": 512})
         assert [b["name"] for b in second.rpc("bdev_get_bdevs")] == ["Only2"]

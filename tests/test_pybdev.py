@@ -383,6 +383,7 @@ _PRELUDE = textwrap.dedent(
     """
     import errno, threading, time, logging
     from pyspdk_sys.runtime import Runtime
+    from cores import reactor_mask
     from pyspdk_sys.pybdev import PythonBdev
     from pyspdk_sys.errors import IoError, SpdkError
     logging.basicConfig(level=logging.ERROR)
@@ -422,7 +423,7 @@ def test_timeout_fails_an_unanswered_io_and_close_completes() -> None:
     out = _run(
         """
         backend = HangsFrom()   # never answers in time
-        with Runtime() as rt:
+        with Runtime(cpu_mask=reactor_mask()) as rt:
             dev = PythonBdev(rt, "Hang", backend, num_blocks=8192, workers=2, io_timeout=0.5)
             bd = rt.open_bdev("Hang")
             start = time.monotonic()
@@ -465,7 +466,7 @@ def test_queued_ios_time_out_behind_a_hung_worker() -> None:
     out = _run(
         """
         backend = HangsFrom()
-        with Runtime() as rt:
+        with Runtime(cpu_mask=reactor_mask()) as rt:
             dev = PythonBdev(rt, "Hang", backend, num_blocks=8192, workers=1, io_timeout=0.5)
             bd = rt.open_bdev("Hang")
             start = time.monotonic()
@@ -507,7 +508,7 @@ def test_more_io_than_the_ring_holds_waits_and_loses_nothing() -> None:
                 buffer[:8] = offset.to_bytes(8, "little")
 
         backend = Gate()
-        with Runtime() as rt:
+        with Runtime(cpu_mask=reactor_mask()) as rt:
             dev = PythonBdev(rt, "Gate", backend, num_blocks=1 << 16, workers=1, batch=64)
             bd = rt.open_bdev("Gate", queue_depth=count)
             offsets = [((i * 7919) % (1 << 16)) * size for i in range(count)]
@@ -543,7 +544,7 @@ def test_close_with_a_hung_backend_and_no_timeout_cancels() -> None:
         class Hangs(Ram):
             def readinto(self, offset, buffer):
                 threading.Event().wait(30)
-        with Runtime() as rt:
+        with Runtime(cpu_mask=reactor_mask()) as rt:
             dev = PythonBdev(rt, "Hang", Hangs(), num_blocks=64, workers=1)
             bd = rt.open_bdev("Hang")
             futures = [bd.read_async(i * 512, 512) for i in range(8)]
@@ -566,7 +567,7 @@ def test_close_with_a_hung_backend_and_no_timeout_cancels() -> None:
 def test_unregister_under_load() -> None:
     out = _run(
         """
-        with Runtime() as rt:
+        with Runtime(cpu_mask=reactor_mask()) as rt:
             for cancel in (False, True):
                 dev = PythonBdev(rt, "Busy", Ram(), num_blocks=8192, workers=2)
                 bd = rt.open_bdev("Busy", queue_depth=64)
@@ -627,7 +628,7 @@ def test_unregister_under_load() -> None:
 def test_runtime_stop_with_a_served_bdev_and_io_in_flight() -> None:
     out = _run(
         """
-        rt = Runtime().start()
+        rt = Runtime(cpu_mask=reactor_mask()).start()
         dev = PythonBdev(rt, "Busy", Ram(), num_blocks=8192, workers=2)
         bd = rt.open_bdev("Busy")
         futures = [bd.read_async(i * 512, 512) for i in range(64)]
@@ -654,7 +655,7 @@ def test_close_after_the_runtime_stopped_frees_a_device_its_worker_held() -> Non
     out = _run(
         """
         backend = HangsFrom()
-        rt = Runtime().start()
+        rt = Runtime(cpu_mask=reactor_mask()).start()
         dev = PythonBdev(rt, "Stuck", backend, num_blocks=8192, workers=1)
         bd = rt.open_bdev("Stuck")
         future = bd.read_async(65536, 512)
@@ -697,7 +698,7 @@ def test_base_exceptions_from_a_backend_fail_one_io_and_reach_the_program() -> N
                     raise kind()
                 super().readinto(offset, buffer)
 
-        with Runtime() as rt:
+        with Runtime(cpu_mask=reactor_mask()) as rt:
             dev = PythonBdev(rt, "Raise", Raiser(), num_blocks=8192, workers=1)
             bd = rt.open_bdev("Raise", timeout=20)
             bd.write(0, b"a" * 512)
@@ -769,7 +770,7 @@ def test_base_exceptions_on_an_event_loop_fail_the_io_and_leave_the_loop() -> No
                 return exc
             raise AssertionError(f"{kind.__name__} did not leave the loop")
 
-        with Runtime() as rt:
+        with Runtime(cpu_mask=reactor_mask()) as rt:
             loop = asyncio.new_event_loop()
             backend = AsyncRaiser()
             dev = PythonBdev(rt, "ARaise", backend, num_blocks=8192, loop=loop)
@@ -945,7 +946,7 @@ def test_a_late_answer_after_a_timeout_writes_no_memory_of_spdk() -> None:
 
         backend = Late()
         backend.data[:512] = b"G" * 512
-        with Runtime() as rt:
+        with Runtime(cpu_mask=reactor_mask()) as rt:
             dev = PythonBdev(rt, "Late", backend, num_blocks=8192, workers=2, io_timeout=0.5)
             bd = rt.open_bdev("Late", timeout=20)
             dma = DmaBuffer(rt, 512)   # zero-copy: SPDK's buffer is this memory
@@ -998,7 +999,7 @@ def test_views_a_backend_keeps_reach_no_other_request() -> None:
         backend = Keeper()
         backend.data[:512] = b"x" * 512
         backend.data[4096:4608] = b"y" * 512
-        with Runtime() as rt:
+        with Runtime(cpu_mask=reactor_mask()) as rt:
             dev = PythonBdev(rt, "Keep", backend, num_blocks=8192, workers=1)
             bd = rt.open_bdev("Keep", timeout=20)
             first, second = DmaBuffer(rt, 512), DmaBuffer(rt, 512)
@@ -1057,7 +1058,7 @@ def ctrl_c():   # once a read is in the backend
 
 threading.Thread(target=ctrl_c, daemon=True).start()
 try:
-    with Runtime() as rt:
+    with Runtime(cpu_mask=reactor_mask()) as rt:
         with PythonBdev(rt, "Slow", Slow(), num_blocks=8192, workers=1,
                         interruptible=INTERRUPTIBLE) as dev:
             if SHAPE == "read":
@@ -1117,7 +1118,7 @@ def test_ctrl_c_fails_the_io_in_flight_and_the_device_serves_on() -> None:
         """
         import signal
         backend = HangsFrom()
-        with Runtime() as rt:
+        with Runtime(cpu_mask=reactor_mask()) as rt:
             before = signal.getsignal(signal.SIGINT)
             dev = PythonBdev(rt, "Intr", backend, num_blocks=8192, workers=2)
             bd = rt.open_bdev("Intr", timeout=20)
@@ -1309,7 +1310,7 @@ def test_calls_from_the_spdk_thread_from_the_backend_and_after_the_runtime() -> 
                     return
                 super().readinto(offset, buffer)
 
-        rt = Runtime().start()
+        rt = Runtime(cpu_mask=reactor_mask()).start()
         dev = PythonBdev(rt, "Self", ClosesItself(), num_blocks=8192, workers=1)
         # close() on the SPDK thread would wait for that thread: refused, not frozen.
         try:

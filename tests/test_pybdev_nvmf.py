@@ -26,6 +26,7 @@ TARGET = textwrap.dedent(
     import sys
     from pyspdk_sys.runtime import Runtime
     from pyspdk_sys.pybdev import PythonBdev
+    from cores import reactor_mask
 
     port, nqn, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
@@ -42,7 +43,7 @@ TARGET = textwrap.dedent(
             pass
 
     backend = Ram()
-    with Runtime(cpu_mask="0x1", name="pybdev-target") as rt:
+    with Runtime(cpu_mask=reactor_mask(0), name="pybdev-target") as rt:
         dev = PythonBdev(rt, "PyNvmf", backend, num_blocks=size // 512, workers=2)
         rt.rpc("nvmf_create_transport", {"trtype": "TCP"})
         rt.rpc("nvmf_create_subsystem", {"nqn": nqn, "allow_any_host": True,
@@ -64,9 +65,10 @@ INITIATOR = textwrap.dedent(
     """
     import sys
     from pyspdk_sys.runtime import Runtime
+    from cores import reactor_mask
 
     port, nqn, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    with Runtime(cpu_mask="0x2", name="pybdev-initiator") as rt:
+    with Runtime(cpu_mask=reactor_mask(1), name="pybdev-initiator") as rt:
         names = rt.rpc("bdev_nvme_attach_controller", {
             "name": "Remote", "trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1",
             "trsvcid": port, "subnqn": nqn})

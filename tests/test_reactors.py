@@ -1,6 +1,6 @@
 """More than one reactor: a device gets a lane (channel and queue) on each core's SPDK thread.
 
-Each test starts its own Runtime(cpu_mask="0x3") in a subprocess: SPDK starts
+Each test starts its own two-core Runtime (cores.reactor_mask(0, 2)) in a subprocess: SPDK starts
 once per process, and the session runtime has one core.
 """
 
@@ -25,10 +25,11 @@ PRELUDE = """
 import asyncio, errno, json, os, threading, time
 from pyspdk_sys import lib
 from pyspdk_sys.runtime import Runtime
+from cores import reactor_mask
 from pyspdk_sys.bdev.manage import create_malloc
 from pyspdk_sys.errors import IoError, RuntimeStateError
 
-rt = Runtime(cpu_mask="0x3", mem_size_mb=1024, name="two-reactors")
+rt = Runtime(cpu_mask=reactor_mask(0, 2), mem_size_mb=1024, name="two-reactors")
 rt.start()
 found = {}
 

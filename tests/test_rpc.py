@@ -415,9 +415,10 @@ import asyncio, json, os, threading, time
 from pyspdk_sys.errors import RuntimeStateError
 from pyspdk_sys.rpc import rpc_for
 from pyspdk_sys.runtime import Runtime
+from cores import reactor_mask
 
 out = {}
-rt = Runtime(mem_size_mb=1024)
+rt = Runtime(cpu_mask=reactor_mask(), mem_size_mb=1024)
 try:
     rpc_for(rt).call("rpc_get_methods")
 except RuntimeStateError as exc:

@@ -21,6 +21,7 @@ from conftest import run_python
 SOAK = r"""
 import asyncio, errno, faulthandler, json, os, random, signal, struct, sys, threading, time
 from pyspdk_sys.runtime import Runtime
+from cores import reactor_mask
 from pyspdk_sys.errors import IoError, RuntimeStateError
 from pyspdk_sys.dma import dma_allocated_bytes
 
@@ -33,7 +34,7 @@ ACTORS = 12          # 8 blocking threads, futures, asyncio, batches, the main t
 config = {"subsystems": [{"subsystem": "bdev", "config": [
     {"method": "bdev_malloc_create",
      "params": {"name": "M0", "num_blocks": ACTORS * PER_ACTOR * 8, "block_size": 512}}]}]}
-rt = Runtime(config=config).start()
+rt = Runtime(cpu_mask=reactor_mask(), config=config).start()
 start_dma = dma_allocated_bytes(rt)
 lock = threading.Lock()
 current = {"dev": rt.open_bdev("M0", queue_depth=64)}

@@ -19,14 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cores import reactor_cores, reactor_mask
 from processes import TEST_ARGS, new_process
 from test_transport_checks import FakePeer
 from test_transports import Role, free_port
 
 from conftest import ensure_hugepages, run_python, spdk_tool
 
-TARGET_CORE = "0x2"
-INITIATOR_CORE = "0x1"
+TARGET_CORE = reactor_mask(0)
+INITIATOR_CORE = reactor_mask(1)
 INITIATOR_MB = 1024  # the initiator spdk_tgt
 ROLE_MB = 256  # a Python initiator runtime
 MiB = 1 << 20
@@ -51,14 +52,14 @@ def pages(spdk: Any) -> None:
 
 @pytest.fixture(scope="module")
 def tgt(spdk: Any) -> Iterator[Any]:
-    """The target: spdk_tgt on core 1, no hugepages."""
+    """The target: spdk_tgt on reactor core slot 0 (cores.py), no hugepages."""
     with new_process(spdk_tool("spdk_tgt"), cpu_mask=TARGET_CORE, name="hostile-tgt") as proc:
         yield proc
 
 
 @pytest.fixture(scope="module")
 def ini(spdk: Any, pages: None) -> Iterator[Any]:
-    """The initiator: spdk_tgt on core 0 with hugepages in single-file segments (-g)."""
+    """The initiator: spdk_tgt on slot 1, with hugepages in single-file segments (-g)."""
     with new_process(
         spdk_tool("spdk_tgt"),
         cpu_mask=INITIATOR_CORE,
@@ -371,8 +372,9 @@ def test_vhost_create_controller_refusals(tgt: Any, malloc: Any, sockets: Any, p
         vhost.create_blk_controller(tgt, sockets("x"), "Nope")
     with pytest.raises(DeviceNotFoundError, match="'Nope'"):
         vhost.create_scsi_controller(tgt, sockets("x"), {1: "Nope"})
-    with pytest.raises(ValueError, match="names core 0, where the target runs no reactor"):
-        vhost.create_blk_controller(tgt, sockets("x"), malloc(), cpumask="0x1")
+    elsewhere = reactor_cores(1)[0]  # the initiator's core: the target has no reactor there
+    with pytest.raises(ValueError, match=f"names core {elsewhere}, where the target runs no"):
+        vhost.create_blk_controller(tgt, sockets("x"), malloc(), cpumask=INITIATOR_CORE)
     listened = peers("silent").sock.getsockname()
     with pytest.raises(FileExistsError, match="a program is listening"):
         vhost.create_blk_controller(tgt, listened, malloc())
@@ -719,8 +721,9 @@ def test_helpers_after_the_runtime_stopped(spdk: Any) -> None:
 from pyspdk_sys import nvmf, vhost
 from pyspdk_sys.errors import RuntimeStateError
 from pyspdk_sys.runtime import Runtime
+from cores import reactor_mask
 
-with Runtime(cpu_mask="0x1", mem_size_mb=256) as rt:
+with Runtime(cpu_mask=reactor_mask(), mem_size_mb=256) as rt:
     pass
 for call in (
     lambda: vhost.list_controllers(rt),

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cores import reactor_mask
 from processes import TEST_ARGS, new_process
 
 from conftest import PROJECT_DIR, ensure_hugepages, spdk_tool
@@ -190,7 +191,7 @@ def test_nvmf_python_to_python_integrity(spdk: Any) -> None:
 
 @pytest.fixture
 def spdk_tgt(spdk: Any) -> Iterator[Any]:
-    with new_process(spdk_tool("spdk_tgt"), cpu_mask="0x1") as proc:
+    with new_process(spdk_tool("spdk_tgt")) as proc:
         yield proc
 
 
@@ -241,7 +242,8 @@ def _bdevperf(kind: str, attach: dict[str, Any], workdir: Path, seconds: int = 3
     }
     path = workdir / f"bdevperf-{kind}.json"
     path.write_text(json.dumps(config))
-    command = [str(spdk_tool("bdevperf")), "-m", "0x2", *TEST_ARGS[:1], "--json", str(path)]
+    command = [str(spdk_tool("bdevperf")), "-m", reactor_mask(1), *TEST_ARGS[:1]]
+    command += ["--json", str(path)]
     command += ["-q", "32", "-o", "4096", "-w", "verify", "-t", str(seconds)]
     command += ["-s", "1024", "-g"] if kind == "vhost" else ["--no-huge", "-s", "1024"]
     run = subprocess.run(command, capture_output=True, text=True, timeout=120)
@@ -262,7 +264,7 @@ def test_bdevperf_verifies_through_python_targets(vhost_pages: None, sock_dir: P
     vhost_target = Role(
         "serve", {"kind": "vhost", "socket": socket_path, "target_hugepages": False}
     )
-    nvmf_target = Role("serve", {"kind": "nvmf", "nqn": NQN, "port": port, "cpu_mask": "0x1"})
+    nvmf_target = Role("serve", {"kind": "nvmf", "nqn": NQN, "port": port})
     try:
         vhost_target.expect("READY", 120)
         nvmf_target.expect("READY", 120)

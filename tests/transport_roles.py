@@ -15,6 +15,8 @@ import threading
 import time
 from typing import Any
 
+from cores import reactor_mask
+
 BLOCK = 4096
 
 
@@ -34,7 +36,7 @@ def serve(args: dict[str, Any]) -> None:
 
     kind = args["kind"]
     with Runtime(
-        cpu_mask=args.get("cpu_mask", "0x1"),
+        cpu_mask=args.get("cpu_mask", reactor_mask(0)),
         hugepages=kind == "vhost" and args.get("target_hugepages", True),
         mem_size_mb=args.get("mem_size_mb", 1024),
         name="pyspdk-target",
@@ -86,7 +88,7 @@ def _runtime(args: dict[str, Any]) -> Any:
     from pyspdk_sys.runtime import Runtime
 
     return Runtime(
-        cpu_mask=args.get("cpu_mask", "0x2"),
+        cpu_mask=args.get("cpu_mask", reactor_mask(1)),
         hugepages=_runtime_hugepages(args),
         mem_size_mb=args.get("mem_size_mb", 1024),
         name="pyspdk-initiator",
