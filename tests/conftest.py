@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,16 @@ def run_threads(
         thread.join(timeout)
     assert not any(thread.is_alive() for thread in threads), "a thread did not finish"
     return errors
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 30) -> None:
+    """Wait for a state, not for a time: poll condition() until it holds; a test
+    failure naming `what` if it does not within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"never: {what} (waited {timeout} s)")
+        time.sleep(0.005)
 
 
 def run_python(code: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

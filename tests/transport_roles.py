@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from cores import reactor_mask
+from timing import wake_lateness
 
 BLOCK = 4096
 
@@ -221,6 +222,7 @@ def fault(args: dict[str, Any]) -> None:
         lock = threading.Lock()
         ended: list[float] = []
         with rt.open_bdev(name, timeout=args.get("io_timeout")) as dev:
+            running = threading.Semaphore(0)  # released once by each worker, at its first read
 
             def worker(index: int) -> None:
                 ok = 0
@@ -228,10 +230,14 @@ def fault(args: dict[str, Any]) -> None:
                     while True:
                         dev.read((index * 7 + ok) % 1024 * BLOCK, BLOCK)
                         ok += 1
+                        if ok == 1:
+                            running.release()
                 except IoError as exc:
                     kind = f"IoError errno={exc.errno}"
                 except Exception as exc:
                     kind = f"{type(exc).__name__}: {exc}"
+                if ok == 0:
+                    running.release()  # failed at once: the test sees it in the errors
                 with lock:
                     ended.append(time.monotonic())
                     outcome["errors"].append(kind)
@@ -240,7 +246,11 @@ def fault(args: dict[str, Any]) -> None:
             threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
             for t in threads:
                 t.start()
-            time.sleep(0.5)
+            for _ in threads:  # every worker has read once (or failed): I/O runs
+                if not running.acquire(timeout=60):
+                    raise TimeoutError("the workers did not start reading within 60 s")
+            # The baseline, with the I/O running: how late a 10 ms timed wait ends here.
+            outcome["late"] = wake_lateness()
             _ready()
             line = sys.stdin.readline()  # the test writes the kill time (monotonic)
             killed_at = float(line)

@@ -106,7 +106,8 @@ def main() -> int:
     total = counter.count
     chosen = list(range(total))
     if sample is not None and sample < total:
-        chosen = sorted(random.Random(seed).sample(chosen, sample))
+        # In the order drawn: a run stopped early is still a random sample.
+        chosen = random.Random(seed).sample(chosen, sample)
     results = []
     work = Path(tempfile.mkdtemp(prefix="mutate-"))
     shutil.copytree(SRC, work / "src", symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
