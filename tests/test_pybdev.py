@@ -440,8 +440,9 @@ def test_timeout_fails_an_unanswered_io_and_close_completes() -> None:
             assert bd.read(4096, 512) == b"y" * 512
             assert dev.expired == 1
             # A second hang: close while it is outstanding, then let the backend answer late.
+            backend.entered.clear()
             future = bd.read_async(65536, 512)
-            time.sleep(0.1)
+            assert backend.entered.wait(10)   # the other worker holds it in the backend
             bd.close()   # waits for the outstanding read (it times out)
             late = future.exception(10)
             assert isinstance(late, IoError) and late.errno == errno.ETIMEDOUT, repr(late)
@@ -541,14 +542,16 @@ def test_more_io_than_the_ring_holds_waits_and_loses_nothing() -> None:
 def test_close_with_a_hung_backend_and_no_timeout_cancels() -> None:
     out = _run(
         """
+        entered = threading.Event()
         class Hangs(Ram):
             def readinto(self, offset, buffer):
+                entered.set()
                 threading.Event().wait(30)
         with Runtime(cpu_mask=reactor_mask()) as rt:
             dev = PythonBdev(rt, "Hang", Hangs(), num_blocks=64, workers=1)
             bd = rt.open_bdev("Hang")
             futures = [bd.read_async(i * 512, 512) for i in range(8)]
-            time.sleep(0.2)
+            assert entered.wait(10)   # the worker is stuck in the backend, the rest queued
             start = time.monotonic()
             dev.close(timeout=1)     # drains for 1 s, then cancels
             took = time.monotonic() - start
@@ -591,7 +594,10 @@ def test_unregister_under_load() -> None:
                 threads = [threading.Thread(target=load, args=(s,)) for s in range(3)]
                 for t in threads:
                     t.start()
-                time.sleep(0.5)
+                deadline = time.monotonic() + 30
+                while counts["ok"] < 3:   # the load runs: three batches served
+                    assert time.monotonic() < deadline and not counts["other"], counts
+                    time.sleep(0.005)
                 start = time.monotonic()
                 dev.close(cancel=cancel, timeout=10)
                 took = time.monotonic() - start
@@ -664,7 +670,10 @@ def test_close_after_the_runtime_stopped_frees_a_device_its_worker_held() -> Non
         assert future.exception(10) is not None
         assert not dev._freed    # white-box: the teardown had to keep it
         backend.release.set()
-        time.sleep(0.2)    # the worker commits late, to a device SPDK let go
+        # The worker commits late, to a device SPDK let go, and leaves (white-box).
+        for worker in dev._threads:
+            worker.join(10)
+            assert not worker.is_alive()
         dev.close()
         print("ok", dev.closed, dev._freed)
         """
@@ -961,11 +970,12 @@ def test_a_late_answer_after_a_timeout_writes_no_memory_of_spdk() -> None:
             assert bytes(dma.view) == b"G" * 512
             backend.release.set()
             assert backend.answered.wait(10)
-            time.sleep(0.2)
-            assert bytes(dma.view) == b"G" * 512, bytes(dma.view[:8])
             bd.close()
-            dma.close()
             dev.close(timeout=5)
+            # Every worker has left (white-box): the late answer was committed or dropped.
+            assert not any(worker.is_alive() for worker in dev._threads)
+            assert bytes(dma.view) == b"G" * 512, bytes(dma.view[:8])
+            dma.close()
         print("ok")
         """
     )

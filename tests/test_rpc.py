@@ -414,7 +414,7 @@ def test_served_by_a_one_millisecond_poller_on_the_app_thread(local: Any) -> Non
 
 
 LIFECYCLE = """
-import asyncio, json, os, threading, time
+import asyncio, json, os, sys, threading, time
 from pyspdk_sys.errors import RuntimeStateError
 from pyspdk_sys.rpc import rpc_for
 from pyspdk_sys.runtime import Runtime
@@ -449,7 +449,19 @@ def late():
         in_flight["refused"] = str(exc)
 thread = threading.Thread(target=late)
 thread.start()
-time.sleep(0.1)
+def exchanging():
+    # Whether the caller is inside LocalRpc._exchange (sending, or waiting for the answer
+    # the busy SPDK thread holds back): the call is in flight.
+    frame = sys._current_frames().get(thread.ident)
+    while frame is not None:
+        if frame.f_code.co_name == "_exchange":
+            return True
+        frame = frame.f_back
+    return False
+deadline = time.monotonic() + 30
+while not exchanging():
+    assert time.monotonic() < deadline, "the call never went out"
+    time.sleep(0.001)
 rt.stop()
 thread.join(timeout=60)
 out["in_flight"] = in_flight

@@ -96,7 +96,8 @@ import os, signal, time
 from pyspdk_sys import ublk
 from pyspdk_sys.bdev import create_malloc
 from pyspdk_sys.runtime import Runtime
-rt = Runtime(mem_size_mb=256, name="crashing").start()
+from cores import reactor_mask  # off the core of the checks' own runtime (tests/cores.py)
+rt = Runtime(cpu_mask=reactor_mask(), mem_size_mb=256, name="crashing").start()
 ublk.create_target(rt)
 create_malloc(rt, "Crash5", 16 << 20, 512)
 disk = ublk.start_disk(rt, "Crash5", 5, num_queues=1, queue_depth=32)
