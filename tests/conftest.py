@@ -5,6 +5,11 @@ the reason; PYSPDK_REQUIRE_SPDK=1 turns each such skip into a failure.
 SPDK starts once per process (pyspdk_sys.runtime.RESTART_REFUSED), so the
 in-process tests share one session runtime; tests that start or stop SPDK
 themselves run it in a subprocess.
+
+Where reactors run is decided in one place, cores.py (the session runtime on
+the first CPU, every reactor a test starts elsewhere on cores.reactor_mask());
+how long a test may wait is decided in timing.py (correctness bounds, or a
+bound from a baseline the test measures first).
 """
 
 from __future__ import annotations
