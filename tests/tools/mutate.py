@@ -12,6 +12,8 @@ it. Prints one line per mutant and the score; writes every result to out.json.
 the same seed draws the same mutants, so a before/after pair compares alike)
 where running every mutant would take hours; the score is then of the sample.
 --timeout T (default 300 s) bounds one mutant's run; a run past it kills it.
+--only 3,17,42 runs just those mutants (by the index printed as #N): the
+survivors of an earlier run, against the tests written to kill them.
 mutmut was tried first: its stats run skipped every test here (the compiled
 extension and the tests' subprocesses defeat its trampolines).
 """
@@ -100,6 +102,7 @@ def main() -> int:
     sample = int(options[options.index("--sample") + 1]) if "--sample" in options else None
     seed = int(options[options.index("--seed") + 1]) if "--seed" in options else 0
     limit = float(options[options.index("--timeout") + 1]) if "--timeout" in options else 300
+    only = options[options.index("--only") + 1] if "--only" in options else None
     source = (SRC / module).read_text()
     counter = Mutator(None)
     counter.visit(ast.parse(source))
@@ -108,6 +111,10 @@ def main() -> int:
     if sample is not None and sample < total:
         # In the order drawn: a run stopped early is still a random sample.
         chosen = random.Random(seed).sample(chosen, sample)
+    if only is not None:
+        chosen = [int(index) for index in only.split(",")]
+        if not all(0 <= index < total for index in chosen):
+            raise SystemExit(f"--only: mutants are numbered 0 to {total - 1}")
     results = []
     work = Path(tempfile.mkdtemp(prefix="mutate-"))
     shutil.copytree(SRC, work / "src", symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
