@@ -112,12 +112,13 @@ def test_a_stop_right_after_a_refused_registration_frees_it_in_time(spdk: Any) -
 import errno
 from pyspdk_sys.pybdev import PythonBdev, _RefusedBdev
 from pyspdk_sys.runtime import Runtime
+from cores import reactor_mask
 
 class Zeros:
     def readinto(self, offset, buffer):
         buffer[:] = bytes(len(buffer))
 
-rt = Runtime().start()
+rt = Runtime(cpu_mask=reactor_mask()).start()
 kept = PythonBdev(rt, "Taken", Zeros(), num_blocks=8, block_size=4096)
 try:
     PythonBdev(rt, "Taken", Zeros(), num_blocks=8, block_size=4096)
