@@ -160,14 +160,19 @@ def main() -> int:
         "module": module,
         "mutants": total,
         "run": len(chosen),
-        "seed": seed if len(chosen) < total else None,
+        "seed": seed if sample is not None and only is None and len(chosen) < total else None,
         "killed": killed,
         "score": killed / len(chosen) if chosen else 1.0,
         "seconds": time.monotonic() - started,
         "results": results,
     }
     out.write_text(json.dumps(summary, indent=1))
-    of = f"{len(chosen)} (a sample of {total}, seed {seed})" if len(chosen) < total else total
+    if only is not None:
+        of = f"{len(chosen)} (chosen of {total})"
+    elif len(chosen) < total:
+        of = f"{len(chosen)} (a sample of {total}, seed {seed})"
+    else:
+        of = str(total)
     print(f"{module}: {killed}/{of} killed ({summary['score']:.0%})")
     return 0
 
