@@ -310,9 +310,19 @@ with Runtime(cpu_mask="0x2", name="intr-initiator") as rt:
 """
 
 
+def _script_path() -> str:
+    """PYTHONPATH for a script this test runs: the suite's own (the installed package, or a
+    source tree the caller put there) and tests/; never an uncompiled src/."""
+    import os
+
+    return os.pathsep.join(
+        p for p in (os.environ.get("PYTHONPATH"), str(PROJECT_DIR / "tests")) if p
+    )
+
+
 @pytest.mark.timeout(240)
 def test_nvmf_tcp_target_in_interrupt_mode_serves_and_sleeps() -> None:
-    env_path = {"PYTHONPATH": str(PROJECT_DIR / "src")}
+    env_path = {"PYTHONPATH": _script_path()}
     port, nqn = str(_free_port()), "nqn.2026-12.io.pyspdk:intr"
     import os
 
@@ -389,7 +399,7 @@ def test_vhost_blk_target_in_interrupt_mode(tmp_path: object) -> None:
     backing = workdir / "disk"
     with open(backing, "wb") as out:
         out.truncate(8 << 20)
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_DIR / "src")}
+    env = {**os.environ, "PYTHONPATH": _script_path()}
     target = subprocess.Popen(
         [sys.executable, "-c", VHOST, "target", str(workdir), str(backing)],
         stdin=subprocess.PIPE,
@@ -431,7 +441,7 @@ def _initiator_reads(port: str, nqn: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-c", NVMF_INITIATOR, port, nqn],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(PROJECT_DIR / "src")},
+        env={**os.environ, "PYTHONPATH": _script_path()},
         timeout=150,
         check=False,
     )
