@@ -339,7 +339,7 @@ with Runtime() as rt:
     before = log.dropped()
     with log._READER._take:  # the reader cannot take anything meanwhile
         rt.call(lib.pyspdk_log_emit, lib.PYSPDK_LOG_SPDK, lib.SPDK_LOG_ERROR, 20000,
-                b"flood", timeout=60)
+                b"flood", timeout=20)
         lost = log.dropped() - before
     log.Capture().lines()
     kept = [m for m in got if m.startswith("flood ")]
@@ -388,3 +388,28 @@ def test_a_process_without_forwarding_feeds_nothing(
         assert not proc.forward_log
         proc.rpc("spdk_get_version")
     assert not [r for r in collect.records if getattr(r, "spdk_process", None) == "lognofeed"]
+
+
+def test_a_process_that_fails_to_start_carries_its_log(spdk: Any) -> None:
+    from pyspdk_sys.errors import ProcessStartError
+
+    config = {
+        "subsystems": [
+            {
+                "subsystem": "bdev",
+                "config": [
+                    {
+                        "method": "bdev_malloc_create",
+                        "params": {"name": "m", "num_blocks": 0, "block_size": 512},
+                    }
+                ],
+            }
+        ]
+    }
+    spdk_tgt = spdk_tool("spdk_tgt")
+    with pytest.raises(ProcessStartError) as caught:
+        new_process(spdk_tgt, name="logstart", config=config).start(timeout=60)
+    lines = caught.value.log  # type: ignore[attr-defined]
+    found = [line for line in lines if "num_blocks must be greater than 0" in line.message]
+    assert found and found[0].logger_name == "pyspdk_sys.spdk.bdev_malloc", lines
+    assert not any(line.message.startswith("pyspdk_sys: starting") for line in lines)

@@ -476,12 +476,15 @@ class SpdkProcess:
         else:
             status = describe_status(self._popen.returncode)
             message = f"{self.binary} {status} before it was ready: {why}"
-        return ProcessStartError(
+        error = ProcessStartError(
             message,
             reason=reason,
             log_path=self._user_log,
             log_tail=tail(self._log, _TAIL_LINES),
         )
+        # What it logged, as a failed Runtime start's StartError carries it.
+        attach(error, parse_lines("\n".join(x for x in lines if not x.startswith(_HEADER))))
+        return error
 
     def stop(self, timeout: float = 30.0) -> None:
         """End the application: SIGTERM, then SIGKILL after `timeout` seconds.

@@ -99,9 +99,6 @@ pyspdk_log_push(int source, int level, const char *file, int line, const char *f
 	record->source = source;
 	record->level = level;
 	record->line = line;
-	if (file != NULL && strrchr(file, '/') != NULL) {
-		file = strrchr(file, '/') + 1;
-	}
 	pyspdk_log_copy(record->file, sizeof(record->file), file);
 	pyspdk_log_copy(record->func, sizeof(record->func), func);
 	thread = spdk_get_thread();
@@ -139,6 +136,9 @@ pyspdk_log_spdk(int level, const char *file, const int line, const char *func,
 	}
 	if ((size_t)len >= sizeof(msg)) {
 		len = sizeof(msg) - 1;
+	}
+	if (file != NULL && strrchr(file, '/') != NULL) {
+		file = strrchr(file, '/') + 1;
 	}
 	if (__atomic_load_n(&g_stderr, __ATOMIC_RELAXED)) {
 		/* SPDK's own layout: [date time.usec] file:line:func: *LEVEL*: text */
