@@ -250,8 +250,9 @@ def test_parse_line_reads_spdk_and_dpdk_lines(spdk: Any) -> None:
 _PROGRAM = """
 import sys, time
 from pyspdk_sys import lib, log
+from cores import reactor_mask
 from pyspdk_sys.runtime import Runtime
-with Runtime({options}) as rt:
+with Runtime(cpu_mask=reactor_mask(){options}) as rt:
     print("stderr", log.stderr_enabled(), flush=True)
     try:
         rt.rpc("bdev_malloc_create", {{"name": "m", "num_blocks": 0, "block_size": 512}})
@@ -280,7 +281,7 @@ def test_stderr_can_be_turned_back_on(spdk: Any) -> None:
         "    log.set_stderr(True)\n"
         "    rt.call(lib.pyspdk_log_emit, lib.PYSPDK_LOG_SPDK, lib.SPDK_LOG_WARN, 1, b'shown')\n"
     )
-    done = run_python(_PROGRAM.format(options="log_to_stderr=True", more=more), timeout=120)
+    done = run_python(_PROGRAM.format(options=", log_to_stderr=True", more=more), timeout=120)
     assert done.returncode == 0, done.stderr
     assert "stderr True" in done.stdout
     err = done.stderr
@@ -293,11 +294,12 @@ def test_stderr_can_be_turned_back_on(spdk: Any) -> None:
     assert "deprecated" not in err, err
 
 
-def test_set_stderr_refuses_what_is_not_a_bool(spdk: Any) -> None:
+def test_set_stderr_refuses_what_is_not_a_bool(spdk: Any, runtime: Any) -> None:
     from pyspdk_sys import log
 
     with pytest.raises(TypeError, match="enabled must be a bool"):
         log.set_stderr(1)  # type: ignore[arg-type]
+    assert log.stderr_enabled() is False  # the session runtime's default
 
 
 # ------------------------------------------------------------------ start, flood
@@ -305,12 +307,13 @@ def test_set_stderr_refuses_what_is_not_a_bool(spdk: Any) -> None:
 
 def test_failed_start_carries_its_log(spdk: Any) -> None:
     code = """
+from cores import reactor_mask
 from pyspdk_sys.errors import StartError
 from pyspdk_sys.runtime import Runtime
 config = {"subsystems": [{"subsystem": "bdev", "config": [{"method": "bdev_malloc_create",
           "params": {"name": "m", "num_blocks": 0, "block_size": 512}}]}]}
 try:
-    Runtime(config=config).start()
+    Runtime(cpu_mask=reactor_mask(), config=config).start()
 except StartError as exc:
     print("LOG", [str(line) for line in exc.log])
     print("MESSAGE", str(exc).replace("\\n", " | "))
@@ -327,6 +330,7 @@ def test_a_flood_drops_and_counts_and_never_blocks_spdk(spdk: Any) -> None:
     """The reader is held while SPDK's thread logs far more than the ring holds."""
     code = """
 import logging, time
+from cores import reactor_mask
 from pyspdk_sys import lib, log
 from pyspdk_sys.runtime import Runtime
 got = []
@@ -334,7 +338,7 @@ class Keep(logging.Handler):
     def emit(self, record):
         got.append(record.getMessage())
 logging.getLogger("pyspdk_sys.spdk").addHandler(Keep())
-with Runtime() as rt:
+with Runtime(cpu_mask=reactor_mask()) as rt:
     log.Capture().lines()  # what the start logged is read
     before = log.dropped()
     with log._READER._take:  # the reader cannot take anything meanwhile
