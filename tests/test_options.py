@@ -255,7 +255,8 @@ def test_options_give_spdk_tgt_the_mask_in_one_form(spdk: Any, tmp_path: Path) -
 
     options = AppOptions.check(cpu_mask="[0, 1]", hugepages=True, hugedir=str(tmp_path))
     argv = options.argv("/run/x.sock", None)
-    assert argv[:2] == ["-m", "0x3"]
+    assert argv[:2] == ["-m", "[0,1]"]
+    assert options.reactor_mask == "0x3" and options.core_list == "[0,1]"
     assert ["--huge-dir", str(tmp_path)] == argv[argv.index("--huge-dir") :][:2]
     assert "--no-huge" not in argv and "--no-pci" in argv
     # As a Runtime on hugepages: one file per segment list, for vhost-user initiators.

@@ -296,6 +296,8 @@ def serve_command(args: argparse.Namespace) -> int:
             config=args.config,
             name=args.name,
             interrupt_mode=args.interrupt_mode,
+            # A server's console shows SPDK's log, as spdk_tgt's does.
+            log_to_stderr=True,
         )
     except (TypeError, ValueError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)

@@ -99,6 +99,7 @@ SHIMS: tuple[str, ...] = (
     "cq",
     "dma",
     "intr",
+    "log",
     "pybdev",
     "rpc_server",
     "runtime",

@@ -24,6 +24,31 @@ def tail(path: str | None, lines: int) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def log_size(path: str | None) -> int:
+    """Where the log ends now (0 when there is none): the start of a call's lines."""
+    if path is None:
+        return 0
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def read_from(path: str | None, offset: int, limit: int = _TAIL_BYTES) -> str:
+    """The log from `offset` on (its last `limit` bytes at most), '' when there is none."""
+    if path is None:
+        return ""
+    try:
+        with open(path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            offset = max(offset, log.tell() - limit)
+            log.seek(offset)
+            data = log.read()
+    except OSError:
+        return ""
+    return data.decode("utf-8", errors="replace")
+
+
 def describe_status(returncode: int | None) -> str:
     if returncode is None:
         return "is running"

@@ -52,6 +52,7 @@ from ._checks import (
 from ._sockets import receive_exactly
 from .bdev.manage import bdev_info
 from .errors import DeviceNotFoundError, RpcError, rpc_meaning
+from .log import captured
 from .target import Target, check_target
 
 __all__ = [
@@ -743,6 +744,7 @@ def _unbuilt_namespaces(target: Target, name: str, where: str, nqn: str) -> Exce
     )
 
 
+@captured
 def attach(
     target: Target,
     name: str,
@@ -770,7 +772,8 @@ def attach(
     subsystem there, or the namespaces are already bdevs here: nothing is left
     attached then). An empty list only for a subsystem without namespaces.
     A peer that does not answer is given up within SPDK's own bound (about 10 s)
-    plus a few seconds.
+    plus a few seconds. The exception's `log` holds what SPDK logged meanwhile
+    (for a Runtime).
     """
     check_target(target)
     check_name(name, "name (of the controller)")

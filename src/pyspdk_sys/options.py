@@ -81,6 +81,7 @@ class AppOptions:
     log_level: str
     config: Any
     interrupt_mode: bool = False
+    log_to_stderr: bool = False
 
     @classmethod
     def check(
@@ -94,12 +95,14 @@ class AppOptions:
         log_level: Any = "WARNING",
         config: Mapping[str, Any] | str | os.PathLike[str] | None = None,
         interrupt_mode: Any = False,
+        log_to_stderr: Any = False,
     ) -> AppOptions:
         """The options, or TypeError/ValueError naming the first one that is wrong."""
         check_int("mem_size_mb", mem_size_mb, 1, MAX_MEM_SIZE_MB)
         check_bool("hugepages", hugepages)
         check_bool("pci", pci)
         check_bool("interrupt_mode", interrupt_mode)
+        check_bool("log_to_stderr", log_to_stderr)
         cores = check_local_cpu_mask("cpu_mask", cpu_mask)
         if log_level not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
@@ -126,6 +129,7 @@ class AppOptions:
             log_level=log_level,
             config=config,
             interrupt_mode=interrupt_mode,
+            log_to_stderr=log_to_stderr,
         )
 
     @property
@@ -133,9 +137,15 @@ class AppOptions:
         """The mask SPDK is handed: hexadecimal, whichever form the caller wrote."""
         return mask_of(self.cores)
 
+    @property
+    def core_list(self) -> str:
+        """The cores as SPDK's list form, "[0,2]": SPDK gives it to DPDK as "-l"."""
+        return "[" + ",".join(str(core) for core in self.cores) + "]"
+
     def argv(self, rpc_socket: str, config_path: str | None) -> list[str]:
         """spdk_tgt's options for these settings (without the binary and extra args)."""
-        argv = ["-m", self.reactor_mask, "-s", str(self.mem_size_mb)]
+        # The cores as a list: DPDK 25.11 warns at every start about a mask.
+        argv = ["-m", self.core_list, "-s", str(self.mem_size_mb)]
         if not self.hugepages:
             argv.append("--no-huge")
         else:

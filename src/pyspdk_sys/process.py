@@ -33,19 +33,21 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._checks import SUN_PATH_MAX, check_seconds
+from ._checks import SUN_PATH_MAX, check_bool, check_seconds
 from ._jsonrpc import LIMITS, OLDEST, check_request, limits_for
 from ._process_client import TICK, ClientPool, Monitor, NotListening, official_client
-from ._process_log import describe_status, diagnose, first_line, tail
+from ._process_log import describe_status, diagnose, first_line, log_size, read_from, tail
 from ._sockets import check_rpc_socket, lock_is_held, lock_owner, remove_stale_socket
 from .errors import (
     ProcessError,
     ProcessExitedError,
     ProcessStartError,
+    RpcError,
     RuntimeStateError,
     rpc_result,
 )
 from .hugepages import reclaim_stale_files
+from .log import Follower, attach, parse_lines
 from .options import AppOptions, dpdk_runtime_dir
 from .placement import warn_if_held
 
@@ -120,6 +122,9 @@ class SpdkProcess:
     config (a dict or a JSON file), name, interrupt_mode. `args` are further command-line
     arguments for the application. The output goes to `log_file` (default: a
     file in the private directory, removed by stop(); pass a path to keep it).
+    forward_log=True also hands each line of it to the loggers a Runtime uses
+    (pyspdk_sys.log), with the record attribute spdk_process set to `name`.
+    An RpcError carries, as `log`, the lines the application wrote during the call.
 
     A context manager: `with SpdkProcess() as proc: proc.rpc(...)`. One start
     per object; for another run create another. Satisfies pyspdk_sys.target.Target.
@@ -141,6 +146,7 @@ class SpdkProcess:
         args: Sequence[str] = (),
         log_file: str | os.PathLike[str] | None = None,
         interrupt_mode: bool = False,
+        forward_log: bool = False,
     ) -> None:
         if binary is not None and not isinstance(binary, (str, os.PathLike)):
             raise TypeError(f"binary must be a path or None, not {type(binary).__name__}")
@@ -185,6 +191,9 @@ class SpdkProcess:
         self._config = options.config
         self._user_socket = None if rpc_socket is None else check_rpc_socket(rpc_socket)
         self._user_log = None if log_file is None else os.fspath(log_file)
+        check_bool("forward_log", forward_log)
+        self.forward_log = forward_log
+        self._follower: Follower | None = None
 
         self._owned = True
         self._state = _State.NEW
@@ -225,6 +234,8 @@ class SpdkProcess:
         self._config = None
         self._user_socket = path
         self._user_log = None
+        self.forward_log = False
+        self._follower = None
         self._owned = False
         self._state = _State.RUNNING
         self._limits = LIMITS[OLDEST]
@@ -387,6 +398,8 @@ class SpdkProcess:
         with open(self._log, "ab") as log:
             log.write(f"{_HEADER}{' '.join(argv)}\n".encode())
             log.flush()
+            if self.forward_log:
+                self._follower = Follower(self._log, log.tell(), spdk_process=self.name)
             try:
                 self._popen = subprocess.Popen(
                     argv,
@@ -463,12 +476,15 @@ class SpdkProcess:
         else:
             status = describe_status(self._popen.returncode)
             message = f"{self.binary} {status} before it was ready: {why}"
-        return ProcessStartError(
+        error = ProcessStartError(
             message,
             reason=reason,
             log_path=self._user_log,
             log_tail=tail(self._log, _TAIL_LINES),
         )
+        # What it logged, as a failed Runtime start's StartError carries it.
+        attach(error, parse_lines("\n".join(x for x in lines if not x.startswith(_HEADER))))
+        return error
 
     def stop(self, timeout: float = 30.0) -> None:
         """End the application: SIGTERM, then SIGKILL after `timeout` seconds.
@@ -489,6 +505,9 @@ class SpdkProcess:
             _end(popen, timeout)
         if self._monitor is not None:
             self._monitor.close()
+        if self._follower is not None:
+            self._follower.close()
+            self._follower = None
         self._clients.close()
         if self._owned:
             self._clean_files()
@@ -533,6 +552,7 @@ class SpdkProcess:
         if not self.is_alive():
             raise self._gone(method)
         client = self._clients.take(self._socket, method, self.is_alive, self._gone)
+        log_start = log_size(self._log)
         token = self._monitor.watch(client, deadline)
         failure: Exception | None = None
         done = False
@@ -547,7 +567,12 @@ class SpdkProcess:
             self._clients.give_back(client, done and not expired)
         if failure is not None:
             return self._failed(method, timeout, expired, failure)
-        return rpc_result(method, request_id, response, ProcessError)
+        try:
+            return rpc_result(method, request_id, response, ProcessError)
+        except RpcError as exc:
+            # SPDK logs why before it answers: the lines are in the file by now.
+            attach(exc, parse_lines(read_from(self._log, log_start)))
+            raise
 
     def _failed(self, method: str, timeout: float, expired: bool, exc: BaseException) -> Any:
         """Why a call got no answer, as an exception (or True for spdk_kill_instance)."""

@@ -41,6 +41,7 @@ from ._checks import SUN_PATH_MAX, check_seconds
 from ._jsonrpc import RequestLimits
 from ._resource import Resource, Stage
 from .errors import RuntimeStateError, SpdkError, rpc_result
+from .log import capture
 from .runtime import Runtime, State, provide
 
 __all__ = [
@@ -100,7 +101,12 @@ class LocalRpc(Resource):
         """Call `method` and return its JSON result; RpcError if SPDK answers with an error.
 
         TimeoutError after `timeout` seconds: the request may still run in SPDK.
+        An exception carries, as `log`, what SPDK logged while the call ran.
         """
+        with capture():
+            return self._call(method, params, timeout)
+
+    def _call(self, method: str, params: Mapping[str, Any] | None, timeout: float) -> Any:
         request_id = self._next_id()
         payload = encode_request(method, params, request_id)
         timeout = check_seconds("timeout", timeout)
@@ -125,6 +131,10 @@ class LocalRpc(Resource):
         self, method: str, params: Mapping[str, Any] | None = None, timeout: float = 60.0
     ) -> Any:
         """Awaitable form of call(), for asyncio programs: one connection per call."""
+        with capture():
+            return await self._acall(method, params, timeout)
+
+    async def _acall(self, method: str, params: Mapping[str, Any] | None, timeout: float) -> Any:
         request_id = self._next_id()
         payload = encode_request(method, params, request_id)
         timeout = check_seconds("timeout", timeout)
@@ -204,7 +214,7 @@ class LocalRpc(Resource):
             shutil.rmtree(directory, ignore_errors=True)
             raise SpdkError(
                 f"spdk_rpc_server_listen({path!r}) failed: SPDK could not open the private "
-                "RPC server; its log on stderr says why"
+                "RPC server; its log (the exception's `log`) says why"
             )
         poller = lib.pyspdk_rpc_server_poller_register(server)
         if poller == ffi.NULL:

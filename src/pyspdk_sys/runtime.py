@@ -28,6 +28,7 @@ import concurrent.futures
 import enum
 import importlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -43,6 +44,8 @@ from ._pools import SMALLEST_MEM_SIZE_MB, with_defaults
 from ._resource import Resource
 from ._sockets import check_rpc_socket
 from .errors import HugepagesError, RuntimeStateError, StartError, waits_on_spdk_thread
+from .log import Capture, attach
+from .log import install as install_log
 from .options import AppOptions, dpdk_runtime_dir
 from .placement import all_held_cores, warn_if_held
 
@@ -189,6 +192,9 @@ class Runtime:
 
     SPDK starts once per process (see RESTART_REFUSED); after stop() every
     further start raises RuntimeStateError.
+
+    SPDK's and DPDK's messages at log_level or above go to `logging` (see
+    pyspdk_sys.log), and to stderr as well only with log_to_stderr=True.
     """
 
     def __init__(
@@ -205,6 +211,7 @@ class Runtime:
         pci: bool = False,
         small_pools: bool = True,
         interrupt_mode: bool = False,
+        log_to_stderr: bool = False,
     ) -> None:
         self.options = AppOptions.check(
             mem_size_mb=mem_size_mb,
@@ -215,6 +222,7 @@ class Runtime:
             log_level=log_level,
             config=config,
             interrupt_mode=interrupt_mode,
+            log_to_stderr=log_to_stderr,
         )
         check_bool("small_pools", small_pools)
         if small_pools and mem_size_mb < SMALLEST_MEM_SIZE_MB:
@@ -251,6 +259,7 @@ class Runtime:
         self._handle: Any = None
         self._keepalive: list[Any] = []
         self._config_file: str | None = None
+        self._start_log: Capture | None = None
         self._stop_hooks: list[Callable[[], None]] = []
         self._teardown_hooks: list[Callable[[], None]] = []
         # Adopted resources (_resource.py), oldest first; their order at stop and
@@ -291,6 +300,12 @@ class Runtime:
                     self._check_hugepages()
                 warn_if_held(self.cpu_mask, f"Runtime {self.name!r}", stacklevel=4)
                 self._opts = self._app_opts()
+                # SPDK's and DPDK's log go to `logging` (log.py), and to
+                # stderr only when asked; what this start logs goes with a
+                # StartError.
+                install_log(self._opts)
+                lib.pyspdk_log_set_stderr(self.options.log_to_stderr)
+                self._start_log = Capture()
             except BaseException:
                 self._forget_opts()  # the config file written for SPDK, if any
                 raise
@@ -377,12 +392,18 @@ class Runtime:
     def _wait_started(self, timeout: float) -> bool:
         started = self._started.wait(timeout)
         if self.state is State.FAILED:
-            raise StartError(
-                f"SPDK failed to start (spdk_app_start returned {self._rc}); its log on "
-                "stderr says why (for example a config entry SPDK refused, or pools that "
-                f"do not fit in mem_size_mb={self.mem_size_mb}). SPDK keeps state from a "
-                "failed start, so it cannot start again in this process: start it in a new one."
+            lines = self._start_log.lines() if self._start_log is not None else []
+            errors = [str(line) for line in lines if line.levelno >= logging.ERROR][-5:]
+            said = "".join(f"\n  {text}" for text in errors)
+            error = StartError(
+                f"SPDK failed to start (spdk_app_start returned {self._rc}): for example a "
+                "config entry SPDK refused, or pools that do not fit in "
+                f"mem_size_mb={self.mem_size_mb}; its log is the exception's `log` and the "
+                "pyspdk_sys.spdk logger. SPDK keeps state from a failed start, so it cannot "
+                f"start again in this process: start it in a new one.{said}"
             )
+            attach(error, lines)
+            raise error
         return started
 
     def stop(self, timeout: float = 60.0) -> None:
@@ -558,6 +579,8 @@ class Runtime:
             rc = lib.spdk_app_start(self._opts, lib.pyspdk_app_started, self._handle)
             self._run_teardown_hooks()
             lib.spdk_app_fini()
+            # spdk_app_fini closed SPDK's log and DPDK's stream: keep what comes later.
+            lib.pyspdk_log_install(ffi.NULL)
         finally:
             self._mark_polled_cpus(False)
             self._rc = rc
@@ -640,7 +663,9 @@ class Runtime:
         opts = ffi.new("struct spdk_app_opts *")
         lib.spdk_app_opts_init(opts, ffi.sizeof("struct spdk_app_opts"))
         opts.name = self._cstr(self.name)
-        opts.reactor_mask = self._cstr(self.options.reactor_mask)
+        # The cores as a list ("[0,2]"): SPDK hands DPDK a mask as "-c", which
+        # DPDK 25.11 warns about at every start, and a list as "-l".
+        opts.reactor_mask = self._cstr(self.options.core_list)
         opts.mem_size = self.mem_size_mb
         opts.no_huge = not self.hugepages
         # One file per memory segment list instead of one per page: a
