@@ -342,8 +342,8 @@ def main() -> None:
             with opened(name) as dev:
                 ns = cmds.identify_namespace(dev)
                 assert ns.block_size == dev.block_size, (name, ns.block_size, dev.block_size)
-                assert ns.size == ns.capacity == mib // ns.block_size, ns
-                assert ns.metadata_size == 0, ns
+                assert ns.size == ns.capacity == mib // ns.block_size, (ns.size, ns.capacity)
+                assert ns.metadata_size == 0, ns.metadata_size
                 said[name] = (ns.nsid, ns.block_size, ns.format_index, len(ns.formats))
         assert {n: v[:2] for n, v in said.items()} == {
             "An1": (1, 512),
@@ -363,9 +363,12 @@ def main() -> None:
                 dev.read(i * 4096, 4096)
             dev.write(0, b"s" * 4096)
             log = cmds.smart_log(dev)
-        assert len(log.raw) == 512 and log.critical_warning == 0, log
+        assert len(log.raw) == 512 and log.critical_warning == 0, log.critical_warning
         assert log.temperature_kelvin == QEMU_TEMPERATURE, log.temperature_kelvin
-        assert (log.media_errors, log.percentage_used) == (0, 0), log
+        assert (log.media_errors, log.percentage_used) == (0, 0), (
+            log.media_errors,
+            log.percentage_used,
+        )
         # The counters count the commands SPDK sent: the 10 reads and the write.
         reads = log.host_read_commands - before.host_read_commands
         writes = log.host_write_commands - before.host_write_commands
@@ -457,14 +460,12 @@ def main() -> None:
             cmds.format_nvm(dev, plain[4096])
             took = time.monotonic() - begin
             after = cmds.identify_namespace(dev)
-            assert (after.block_size, after.size) == (4096, ns.size // 8), after
+            got = (after.block_size, after.size)
+            assert got == (4096, ns.size // 8), got
             cmds.format_nvm(dev, plain[512])
             back = cmds.identify_namespace(dev)
-            assert (back.block_size, back.size, back.format_index) == (
-                512,
-                ns.size,
-                ns.format_index,
-            ), back
+            now = (back.block_size, back.size, back.format_index)
+            assert now == (512, ns.size, ns.format_index), now
             erased = dev.read(0, 4096)
         assert erased == bytes(4096), "the data outlived the format"
         return (
