@@ -195,6 +195,11 @@ def parse_args() -> argparse.Namespace:
         help="rewrite the tracked bench/RESULTS.md and plots (by default they are left alone)",
     )
     parser.add_argument(
+        "--nvme-guest",
+        action="store_true",
+        help="also run bench/nvme_guest.py (boots the QEMU guest: minutes; ratios to bdevperf)",
+    )
+    parser.add_argument(
         "--no-save",
         action="store_true",
         help="the default: leave bench/RESULTS.md and the plots alone (kept for old commands)",
@@ -464,6 +469,11 @@ def main() -> int:
     raw, meta = measure(args)
     publish(raw, meta, args)
     log(f"wall time {meta['wall_seconds']:.0f} s")
+    if args.nvme_guest:
+        out = args.json.with_name("nvme_guest.json")
+        command = [sys.executable, str(BENCH_DIR / "nvme_guest.py"), "--json", str(out)]
+        if subprocess.run(command, check=False).returncode != 0:
+            return 1
     if args.transports:
         out = args.json.with_name("transports.json")
         command = [sys.executable, str(BENCH_DIR / "transports.py"), "--json", str(out)]

@@ -51,9 +51,10 @@ class Nvme:
     """An emulated NVMe controller at PCI slot `slot` of the guest's bus 0.
 
     One namespace per entry of `block_sizes` (its logical and physical block
-    size), each backed by a sparse raw image of `mib` MiB. With `subsystem`
-    (an NQN) the controller belongs to a QEMU nvme-subsys of that NQN.
-    `id` is QEMU's device id: the name device_del takes.
+    size), each backed by a sparse raw image of `mib` MiB (a deallocation, by
+    Dataset Management, punches a hole in it). With `subsystem` (an NQN) the
+    controller belongs to a QEMU nvme-subsys of that NQN. `id` is QEMU's device
+    id: the name device_del takes.
     """
 
     id: str
@@ -80,7 +81,7 @@ class Nvme:
             with open(image, "wb") as backing:
                 backing.truncate(self.mib << 20)
             args += [
-                "-drive", f"file={image},if=none,id={drive},format=raw",
+                "-drive", f"file={image},if=none,id={drive},format=raw,discard=unmap",
                 "-device",
                 f"nvme-ns,bus={self.id},drive={drive},nsid={nsid},"
                 f"logical_block_size={size},physical_block_size={size}",

@@ -84,6 +84,8 @@ def test_nvme_devices_become_qemu_arguments(tmp_path: Path) -> None:
         "nvme-ns,bus=nvme1,drive=nvme1n1,nsid=1,logical_block_size=512,physical_block_size=512",
         "nvme-ns,bus=nvme1,drive=nvme1n2,nsid=2,logical_block_size=4096,physical_block_size=4096",
     ]
+    drives = [args[i + 1] for i, a in enumerate(args) if a == "-drive"]
+    assert len(drives) == 3 and all(d.endswith(",format=raw,discard=unmap") for d in drives)
     images = sorted(p.name for p in tmp_path.iterdir())
     assert images == ["nvme0n1.img", "nvme1n1.img", "nvme1n2.img"]
     assert (tmp_path / "nvme1n2.img").stat().st_size == 8 << 20

@@ -57,6 +57,43 @@ def test_attach_refusals_name_the_address(guest: Guest) -> None:
     assert "0000:00:1e.0" in detail and "bind it to a userspace driver" in detail.lower()
 
 
+def test_passthru_identify_controller_is_qemus(guest: Guest) -> None:
+    detail = guest_check(guest, "passthru_identify_controller")
+    assert "A: 'pyspdk0001' 'QEMU NVMe Ctrl'" in detail and "B: 'pyspdk0002'" in detail
+
+
+def test_passthru_identify_namespace_gives_each_block_size(guest: Guest) -> None:
+    detail = guest_check(guest, "passthru_identify_namespace")
+    assert "'An1': (1, 512," in detail and "'Bn2': (2, 4096," in detail
+
+
+def test_passthru_smart_log_counts_the_commands(guest: Guest) -> None:
+    assert "(+10), writes" in guest_check(guest, "passthru_smart_log")
+
+
+def test_passthru_number_of_queues(guest: Guest) -> None:
+    detail = guest_check(guest, "passthru_number_of_queues")
+    assert "= 0x003f003f: 64 SQs, 64 CQs" in detail and "Command Sequence Error" in detail
+
+
+def test_passthru_invalid_opcode_is_an_nvme_error(guest: Guest) -> None:
+    detail = guest_check(guest, "passthru_invalid_opcode")
+    assert "Invalid Command Opcode (SCT 0, SC 0x01)" in detail
+
+
+def test_passthru_raw_write_then_read(guest: Guest) -> None:
+    assert "in the image" in guest_check(guest, "passthru_raw_write_read")
+
+
+def test_passthru_dataset_management_deallocates(guest: Guest) -> None:
+    assert "read back as zeroes, the others kept" in guest_check(guest, "passthru_deallocate")
+
+
+def test_passthru_format_nvm_changes_the_block_size(guest: Guest) -> None:
+    detail = guest_check(guest, "passthru_format_nvm")
+    assert "block size 4096" in detail and "its data erased" in detail
+
+
 def test_error_injection_gives_exactly_the_injected_status(guest: Guest) -> None:
     detail = guest_check(guest, "error_injection_exact_status")
     assert "NVMe status type 2, code 129" in detail  # media error, unrecovered read

@@ -4,8 +4,10 @@ The harness gave the guest three emulated controllers (devices.json): A, one
 namespace; B, in an NVM subsystem, two namespaces at 512-byte and 4-KiB
 blocks; C, one namespace, for the hot-remove. The kernel's nvme driver takes
 them first; the checks move them with pyspdk_sys.nvme, then attach them to
-SPDK in this process and break them: error injection, a reset and an I/O
-timeout with I/O in flight, and a hot-remove (QMP device_del from the host).
+SPDK in this process, send them NVMe commands of their own (passthrough and
+pyspdk_sys.nvme_commands: Identify, SMART, features, raw I/O, deallocate,
+Format NVM), and break them: error injection, a reset and an I/O timeout
+with I/O in flight, and a hot-remove (QMP device_del from the host).
 QEMU's I/O throttling (block_set_io_throttle, over QMP) keeps I/O in flight.
 
 Prints one JSON line per check (host.emit). Ends with os._exit: the guest
@@ -27,8 +29,9 @@ from typing import Any
 import host
 
 from pyspdk_sys import hugepages, nvme
-from pyspdk_sys.bdev import bdev_info, list_bdevs, open_bdev
-from pyspdk_sys.errors import DeviceBusyError, DeviceNotFoundError, IoError
+from pyspdk_sys import nvme_commands as cmds
+from pyspdk_sys.bdev import BlockDevice, bdev_info, list_bdevs, open_bdev
+from pyspdk_sys.errors import DeviceBusyError, DeviceNotFoundError, IoError, NvmeError
 from pyspdk_sys.process import SpdkProcess
 from pyspdk_sys.runtime import Runtime
 
@@ -39,6 +42,8 @@ ABORTED_BY_REQUEST, ABORTED_SQ_DELETION = "0/0x7", "0/0x8"
 SC_UNRECOVERED_READ = 0x81
 SC_WRITE_FAULT = 0x80
 OPC_WRITE, OPC_READ = 0x01, 0x02
+QEMU_NQN = "nqn.2019-08.org.qemu"
+QEMU_TEMPERATURE = 323  # kelvin: what QEMU's SMART log always reports
 
 
 def run(*command: str, timeout: float = 120) -> str:
@@ -306,6 +311,170 @@ def main() -> None:
         return "\n".join(said)
 
     host.emit("attach_refusals", refusals)
+
+    def opened(name: str) -> BlockDevice:
+        return open_bdev(rt, name)
+
+    def identify_ctrl() -> str:
+        with opened("An1") as dev, opened("Bn2") as dev_b:
+            found = {x: cmds.identify_controller(d) for x, d in (("A", dev), ("B", dev_b))}
+        for x, key in (("A", "nvme0"), ("B", "nvme1")):
+            ident = found[x]
+            assert (ident.serial, ident.model) == (devices[key]["serial"], "QEMU NVMe Ctrl"), ident
+            assert (ident.vid, ident.ssvid) == (0x1B36, 0x1AF4), ident
+        assert found["A"].nn == 256 and found["B"].nn == 256, (found["A"].nn, found["B"].nn)
+        # QEMU names a controller's subsystem after its serial, or after nvme-subsys's nqn.
+        assert found["A"].subnqn == f"{QEMU_NQN}:{devices['nvme0']['serial']}", found["A"]
+        assert found["B"].subnqn == f"{QEMU_NQN}:{devices['nvme1']['subsystem']}", found["B"]
+        a_id = found["A"]
+        return (
+            f"A: {a_id.serial!r} {a_id.model!r} fw {a_id.firmware!r} NVMe {a_id.version} "
+            f"mdts {a_id.mdts} oacs {a_id.oacs:#x} oncs {a_id.oncs:#x} subnqn {a_id.subnqn!r}; "
+            f"B: {found['B'].serial!r} in {found['B'].subnqn!r}"
+        )
+
+    host.emit("passthru_identify_controller", identify_ctrl)
+
+    def identify_ns() -> str:
+        said = {}
+        mib = devices["nvme1"]["mib"] << 20
+        for name in ("An1", "Bn1", "Bn2"):
+            with opened(name) as dev:
+                ns = cmds.identify_namespace(dev)
+                assert ns.block_size == dev.block_size, (name, ns.block_size, dev.block_size)
+                assert ns.size == ns.capacity == mib // ns.block_size, (ns.size, ns.capacity)
+                assert ns.metadata_size == 0, ns.metadata_size
+                said[name] = (ns.nsid, ns.block_size, ns.format_index, len(ns.formats))
+        assert {n: v[:2] for n, v in said.items()} == {
+            "An1": (1, 512),
+            "Bn1": (1, 512),
+            "Bn2": (2, 4096),
+        }, said
+        with opened("Bn1") as dev:  # B's other namespace, by nsid, through Bn1
+            assert cmds.identify_namespace(dev, 2).block_size == 4096
+        return f"(nsid, block size, format in use, formats): {said}"
+
+    host.emit("passthru_identify_namespace", identify_ns)
+
+    def smart() -> str:
+        with opened("An1") as dev:
+            before = cmds.smart_log(dev)
+            for i in range(10):
+                dev.read(i * 4096, 4096)
+            dev.write(0, b"s" * 4096)
+            log = cmds.smart_log(dev)
+        assert len(log.raw) == 512 and log.critical_warning == 0, log.critical_warning
+        assert log.temperature_kelvin == QEMU_TEMPERATURE, log.temperature_kelvin
+        assert (log.media_errors, log.percentage_used) == (0, 0), (
+            log.media_errors,
+            log.percentage_used,
+        )
+        # The counters count the commands SPDK sent: the 10 reads and the write.
+        reads = log.host_read_commands - before.host_read_commands
+        writes = log.host_write_commands - before.host_write_commands
+        assert (reads, writes) == (10, 1), (reads, writes)
+        return (
+            f"temperature {log.temperature_kelvin} K; host reads {log.host_read_commands} "
+            f"(+{reads}), writes {log.host_write_commands} (+{writes}); data units read "
+            f"{log.data_units_read}, written {log.data_units_written}"
+        )
+
+    host.emit("passthru_smart_log", smart)
+
+    def queues() -> str:
+        with opened("An1") as dev:
+            value = cmds.get_features(dev, 0x07)  # Number of Queues
+            # 0-based counts: submission queues in bits 15:0, completion queues in 31:16
+            nsqa, ncqa = (value & 0xFFFF) + 1, (value >> 16) + 1
+            # A was attached with num_io_queues=2: SPDK asked for 2, the controller
+            # allocates what it has (QEMU: max_ioqpairs, 64), SPDK uses at most 2.
+            assert nsqa == ncqa == 64, (nsqa, ncqa)
+            try:  # allowed only before the I/O queues exist
+                cmds.set_features(dev, 0x07, 0x00010001)
+                raise AssertionError("Set Features Number of Queues after queue creation went")
+            except NvmeError as exc:
+                assert (exc.sct, exc.sc) == (0, 0x0C), exc  # Command Sequence Error
+                refused = str(exc)
+            assert cmds.get_features(dev, 0x07) == value
+        return f"get_features(0x07) = {value:#010x}: {nsqa} SQs, {ncqa} CQs; {refused}"
+
+    host.emit("passthru_number_of_queues", queues)
+
+    def bad_opcode() -> str:
+        with opened("An1") as dev:
+            try:
+                dev.nvme_admin(0xC0)
+                raise AssertionError("admin opcode 0xC0 succeeded")
+            except NvmeError as exc:
+                assert (exc.sct, exc.sc, exc.name) == (0, 1, "Invalid Command Opcode"), exc
+                said = str(exc)
+            assert dev.read(0, 512)  # the device goes on
+        return said
+
+    host.emit("passthru_invalid_opcode", bad_opcode)
+
+    def raw_io() -> str:
+        block = 4096  # 2 MiB into An1, beyond what the other checks write
+        data = os.urandom(4096)
+        with opened("An1") as dev:
+            dev.nvme_io(OPC_WRITE, cdw10=block, cdw12=7, data=data)  # 8 blocks, NLB 0-based
+            assert dev.read(block * 512, 4096) == data
+            back = bytearray(4096)
+            dev.nvme_io(OPC_READ, cdw10=block + 4, cdw12=3, data=back)  # the last 4 blocks
+            assert back[:2048] == data[2048:], "nvme_io read gave other bytes"
+        assert host.read_image(drive["nvme0"], block * 512, 4096) == data
+        return "an 8-block nvme_io write read back by read(), by nvme_io and in the image"
+
+    host.emit("passthru_raw_write_read", raw_io)
+
+    def deallocate() -> str:
+        first = 6144  # 3 MiB into An1; 4-KiB aligned ranges: the image's holes are 4 KiB
+        with opened("An1") as dev:
+            assert cmds.identify_controller(dev).oncs & 0x4, "no Dataset Management"
+            dlfeat = cmds.identify_namespace(dev).raw[33] & 0x7
+            assert dlfeat == 1, f"DLFEAT {dlfeat}: deallocated blocks do not read as zeroes"
+            dev.write(first * 512, b"d" * 16384)
+            cmds.dataset_management(dev, [(first, 8), (first + 16, 8)])
+            got = dev.read(first * 512, 16384)
+        kept = b"d" * 4096
+        assert got == bytes(4096) + kept + bytes(4096) + kept, got[::512]
+        assert host.read_image(drive["nvme0"], first * 512, 4096) == bytes(4096)
+        return "blocks 0-7 and 16-23 of 32 deallocated read back as zeroes, the others kept"
+
+    host.emit("passthru_deallocate", deallocate)
+
+    def formatting() -> str:
+        with opened("Bn1") as dev:
+            ident = cmds.identify_controller(dev)
+            assert ident.oacs & 0x2, f"QEMU does not offer Format NVM (OACS {ident.oacs:#x})"
+            ns = cmds.identify_namespace(dev)
+            sizes = [f.block_size for f in ns.formats]
+            plain = {
+                f.block_size: i
+                for i, f in reversed(list(enumerate(ns.formats)))
+                if f.metadata_size == 0
+            }
+            assert {512, 4096} <= set(plain), ns.formats
+            dev.write(0, b"f" * 4096)
+            begin = time.monotonic()
+            cmds.format_nvm(dev, plain[4096])
+            took = time.monotonic() - begin
+            after = cmds.identify_namespace(dev)
+            got = (after.block_size, after.size)
+            assert got == (4096, ns.size // 8), got
+            cmds.format_nvm(dev, plain[512])
+            back = cmds.identify_namespace(dev)
+            now = (back.block_size, back.size, back.format_index)
+            assert now == (512, ns.size, ns.format_index), now
+            erased = dev.read(0, 4096)
+        assert erased == bytes(4096), "the data outlived the format"
+        return (
+            f"formats {sizes}; Bn1 formatted to LBA format {plain[4096]} ({took:.2f} s): "
+            f"block size {after.block_size}, {after.size} blocks; back to {plain[512]}: "
+            f"{back.block_size}, {back.size} blocks; its data erased"
+        )
+
+    host.emit("passthru_format_nvm", formatting)
 
     def injection() -> str:
         dev = open_bdev(rt, "An1")  # before the injection: it applies to existing queues
