@@ -35,8 +35,9 @@ MIRROR=${PYSPDK_GUEST_MIRROR:-http://deb.debian.org/debian}
 FORCE=0
 # Modules the guest loads, dependencies first.
 MODULES=(netfs 9pnet 9pnet_virtio 9p ublk_drv)
-# Loaded by the checks, not by /init; dependencies first.
-RUN_MODULES=(uio uio_pci_generic nvme-auth nvme-core nvme crc16 crc32c_generic mbcache jbd2 ext4)
+# Loaded by the checks and benchmarks, not by /init; dependencies first
+# (nbd: bench/kernel_peers.py reads nbdkit through /dev/nbd0).
+RUN_MODULES=(uio uio_pci_generic nvme-auth nvme-core nvme crc16 crc32c_generic mbcache jbd2 ext4 nbd)
 # Bump when the initramfs layout changes: the stamp then no longer matches.
 LAYOUT=2
 
