@@ -28,7 +28,8 @@ class Ram:
 
 
 # ---------------------------------------------------------------- nbdkit's python plugin
-# (nbdkit ... python bench/peers_backend.py); API version 2: pread fills buf.
+# (nbdkit ... python bench/peers_backend.py); API version 2: pread fills buf,
+# pwrite stores it (bench/kernel_peers.py checks each device's data).
 
 API_VERSION = 2
 _backend: Ram | None = None
@@ -55,3 +56,8 @@ def get_size(h: int) -> int:
 def pread(h: int, buf: Any, offset: int, flags: int) -> None:
     assert _backend is not None
     _backend.readinto(offset, buf)
+
+
+def pwrite(h: int, buf: Any, offset: int, flags: int) -> None:
+    assert _backend is not None
+    _backend.write(offset, buf)

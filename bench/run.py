@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import interrupt
+import kernel_peers
 import peers
 import pybdev
 import report
@@ -210,11 +211,20 @@ def parse_args() -> argparse.Namespace:
         help="skip the head-to-head with nbdkit's python plugin (peers.py)",
     )
     parser.add_argument(
+        "--kernel-peers",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the kernel clients in the QEMU guest, /dev/nbd0 to nbdkit against ublk to "
+        "PythonBdev (kernel_peers.py: a boot and minutes; default: on, off with --quick)",
+    )
+    parser.add_argument(
         "--no-interrupt",
         action="store_true",
         help="skip the interrupt-mode section (interrupt.py)",
     )
     args = parser.parse_args()
+    if args.kernel_peers is None:
+        args.kernel_peers = not args.quick
     args.rounds = args.rounds or (3 if args.quick else 5)
     args.seconds = args.seconds or (0.4 if args.quick else 0.8)
     args.import_runs = args.import_runs or (10 if args.quick else 20)
@@ -263,6 +273,18 @@ def measure_peers(args: argparse.Namespace) -> dict[str, Any]:
     proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=1800)
     if proc.returncode != 0:
         raise RuntimeError(f"peers.py failed ({proc.returncode}); its log is above")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure_kernel_peers(args: argparse.Namespace) -> dict[str, Any]:
+    """bench/kernel_peers.py in its own process: it boots the guest and runs there."""
+    rounds, seconds = (1, 2) if args.quick else (3, 4)
+    command = [sys.executable, str(BENCH_DIR / "kernel_peers.py"), "--rounds", str(rounds)]
+    command += ["--seconds", str(seconds), "--json", "-"]
+    proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=3600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"kernel_peers.py failed ({proc.returncode}); its log is above")
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
 
@@ -397,6 +419,9 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     if not args.no_peers:
         log("nbdkit's python plugin against PythonBdev: bench/peers.py (~2 minutes, --quick ~30 s)")
         raw["peers"] = measure_peers(args)
+    if args.kernel_peers:
+        log("kernel clients in the guest: bench/kernel_peers.py (a boot, ~10 minutes)")
+        raw["kernel_peers"] = measure_kernel_peers(args)
     log(f"imports: {args.import_runs} runs of each command")
     raw["imports"] = measure_imports(args.import_runs)
     raw["import_breakdown"] = import_breakdown()
@@ -442,6 +467,8 @@ def publish(raw: dict[str, Any], meta: dict[str, Any], args: argparse.Namespace)
         tables += "\n\n" + interrupt.table(raw["interrupt"]) + "\n"
     if raw.get("peers"):
         tables += "\n\n" + peers.table(raw["peers"]) + "\n"
+    if raw.get("kernel_peers"):
+        tables += "\n\n" + kernel_peers.table(raw["kernel_peers"]) + "\n"
     print(tables)
     if args.from_json is None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
