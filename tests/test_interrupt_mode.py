@@ -92,6 +92,43 @@ def test_idle_runtime_sleeps() -> None:
     assert_sleeps(found["idle"])
 
 
+def test_a_reactor_keeps_polling_for_the_linger_time_after_a_request_then_sleeps() -> None:
+    """interrupt_linger_us: after a request the reactor polls that long (no wake-up for
+    the next one), then sleeps. A long linger makes both phases measurable."""
+    found = _run(
+        """
+        with tempfile.NamedTemporaryFile(dir="/dev/shm", prefix="pyspdk-intr-") as backing:
+            backing.truncate(1 << 20)
+            with Runtime(interrupt_mode=True, interrupt_linger_us=1_000_000) as rt:
+                rt.rpc("bdev_aio_create", {"name": "Aio0", "filename": backing.name,
+                                           "block_size": 512})
+                with rt.open_bdev("Aio0") as dev:
+                    dev.read(0, 4096)
+                    time.sleep(1.5)  # the first linger is over
+                    dev.read(0, 4096)
+                    lingering = usage(0.6)  # from 0.2 s to 0.8 s after the read
+                    time.sleep(1.0)
+                    after = usage(1.0)
+        print(json.dumps({"lingering": lingering, "after": after}))
+        """
+    )
+    lingering = found["lingering"]
+    assert isinstance(lingering, dict)
+    assert lingering["cpu"] > BUSY_FRACTION * lingering["busy"], found
+    assert isinstance(found["after"], dict)
+    assert_sleeps(found["after"])
+
+
+def test_interrupt_linger_us_is_checked_naming_it() -> None:
+    from pyspdk_sys.runtime import Runtime
+
+    with pytest.raises(ValueError, match="interrupt_linger_us"):
+        Runtime(interrupt_mode=True, interrupt_linger_us=-1)
+    with pytest.raises(TypeError, match="interrupt_linger_us"):
+        Runtime(interrupt_mode=True, interrupt_linger_us="50")  # type: ignore[arg-type]
+    assert Runtime(interrupt_linger_us=0).interrupt_linger_us == 0.0
+
+
 AFTER_IDLE_LIMIT_S = 5.0
 
 

@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 
 from . import _callbacks, _fork, hugepages
 from ._binding import ffi, lib
-from ._checks import check_bool, check_timeout
+from ._checks import check_bool, check_float, check_timeout
 from ._pools import SMALLEST_MEM_SIZE_MB, with_defaults
 from ._resource import Resource
 from ._sockets import check_rpc_socket
@@ -195,6 +195,11 @@ class Runtime:
 
     SPDK's and DPDK's messages at log_level or above go to `logging` (see
     pyspdk_sys.log), and to stderr as well only with log_to_stderr=True.
+
+    With interrupt_mode=True a reactor that served a request of this process
+    keeps polling for interrupt_linger_us microseconds before it sleeps: a
+    caller that submits one request at a time then finds it awake (waking it
+    costs more than the request). 0 lets it sleep at once.
     """
 
     def __init__(
@@ -212,6 +217,7 @@ class Runtime:
         small_pools: bool = True,
         interrupt_mode: bool = False,
         log_to_stderr: bool = False,
+        interrupt_linger_us: float = 50.0,
     ) -> None:
         self.options = AppOptions.check(
             mem_size_mb=mem_size_mb,
@@ -225,6 +231,9 @@ class Runtime:
             log_to_stderr=log_to_stderr,
         )
         check_bool("small_pools", small_pools)
+        # In interrupt mode, how long the I/O engine keeps a reactor polling after
+        # its last request or completion (the C side: pyspdk_engine_set_linger_us).
+        self.interrupt_linger_us = check_float("interrupt_linger_us", interrupt_linger_us, 0, 1e6)
         if small_pools and mem_size_mb < SMALLEST_MEM_SIZE_MB:
             raise ValueError(
                 f"mem_size_mb={mem_size_mb} is too small: every subsystem's pools need at "
@@ -305,6 +314,7 @@ class Runtime:
                 # StartError.
                 install_log(self._opts)
                 lib.pyspdk_log_set_stderr(self.options.log_to_stderr)
+                lib.pyspdk_engine_set_linger_us(round(self.interrupt_linger_us))
                 self._start_log = Capture()
             except BaseException:
                 self._forget_opts()  # the config file written for SPDK, if any

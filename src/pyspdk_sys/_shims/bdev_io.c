@@ -219,6 +219,7 @@ pyspdk_io_done(struct spdk_bdev_io *bdev_io, bool success, void *arg)
 	lane->inflight--;
 	pyspdk_io_finish(io);
 	pyspdk_io_pump(lane);
+	pyspdk_engine_linger(lane->home);
 }
 
 static int
@@ -500,16 +501,75 @@ pyspdk_engine_kick(struct pyspdk_engine_thread *home)
 	}
 }
 
+/* Interrupt mode: how long an engine thread keeps polling after its last
+ * request or completion (pyspdk_engine_set_linger_us). Waking a sleeping
+ * reactor costs more than the request (a blocking QD1 read of an aio bdev:
+ * about 22 us against 5 polling, measured here): a caller that submits its
+ * next request within the linger time never pays it. */
+static uint64_t g_pyspdk_linger_us = 50;
+static uint64_t g_pyspdk_linger_ticks;
+
+void
+pyspdk_engine_set_linger_us(uint32_t us)
+{
+	__atomic_store_n(&g_pyspdk_linger_us, us, __ATOMIC_RELAXED);
+	__atomic_store_n(&g_pyspdk_linger_ticks, 0, __ATOMIC_RELAXED); /* recomputed */
+}
+
+static uint64_t
+pyspdk_linger_ticks(void)
+{
+	uint64_t ticks = __atomic_load_n(&g_pyspdk_linger_ticks, __ATOMIC_RELAXED);
+
+	if (ticks == 0) {
+		ticks = __atomic_load_n(&g_pyspdk_linger_us, __ATOMIC_RELAXED) *
+			spdk_get_ticks_hz() / 1000000;
+		__atomic_store_n(&g_pyspdk_linger_ticks, ticks ? ticks : 1, __ATOMIC_RELAXED);
+	}
+	return ticks > 1 ? ticks : 0;
+}
+
+void
+pyspdk_engine_linger(struct pyspdk_engine_thread *home)
+{
+	uint64_t one = 1, ticks;
+
+	if (home->efd < 0 || (ticks = pyspdk_linger_ticks()) == 0) {
+		return;
+	}
+	home->linger_until = spdk_get_ticks() + ticks;
+	if (!home->lingering) {
+		home->lingering = true;
+		(void)!write(home->efd, &one, sizeof(one)); /* pyspdk_engine_wake runs next */
+	}
+}
+
 /* Interrupt mode: the thread's eventfd is readable. Empty it, then poll: a
- * kick after the read writes it again. */
+ * kick after the read writes it again. While lingering, leave it readable, so
+ * the reactor comes straight back here instead of sleeping, without a system
+ * call; empty it once the linger time is over. */
 static int
 pyspdk_engine_wake(void *ctx)
 {
 	struct pyspdk_engine_thread *home = ctx;
-	uint64_t drained;
+	uint64_t drained, one = 1;
+	int rc;
 
-	(void)!read(home->efd, &drained, sizeof(drained));
-	return pyspdk_io_poll(home);
+	if (!home->lingering) {
+		(void)!read(home->efd, &drained, sizeof(drained));
+	}
+	rc = pyspdk_io_poll(home);
+	if (rc == SPDK_POLLER_BUSY) {
+		pyspdk_engine_linger(home);
+	}
+	if (home->lingering && spdk_get_ticks() >= home->linger_until) {
+		home->lingering = false;
+		(void)!read(home->efd, &drained, sizeof(drained));
+		if (__atomic_load_n(&home->pending, __ATOMIC_SEQ_CST)) {
+			(void)!write(home->efd, &one, sizeof(one)); /* a kick the read took */
+		}
+	}
+	return rc;
 }
 
 static void

@@ -70,6 +70,11 @@ struct pyspdk_dev *pyspdk_dev_open(const char *name, bool write, uint32_t queue_
 				   uint32_t lanes, int *rc);
 void pyspdk_dev_close(struct pyspdk_dev *dev);
 void pyspdk_io_engine_stop(void);
+/* Any thread. Interrupt mode: after its last request or completion an engine
+ * thread keeps its reactor polling this long before it lets it sleep, so the
+ * next request of a caller that submits one at a time meets no wake-up (0:
+ * sleep at once). */
+void pyspdk_engine_set_linger_us(uint32_t us);
 int pyspdk_io_open_count(void);
 uint32_t pyspdk_io_engine_threads(void);
 
@@ -148,6 +153,8 @@ struct pyspdk_engine_thread {
 	int pending;                 /* some lane here has queued work */
 	int efd;                     /* interrupt mode: written when pending turns 1, else -1 */
 	struct spdk_interrupt *intr; /* interrupt mode: runs the poller on efd */
+	bool lingering;              /* interrupt mode: efd rewritten until linger_until */
+	uint64_t linger_until;       /* spdk_get_ticks() */
 } __attribute__((aligned(PYSPDK_CACHE_LINE)));
 
 /* A device's share of one engine thread: its channel and its queues. Only
@@ -203,6 +210,9 @@ int pyspdk_lane_abort(struct pyspdk_lane *lane, void *cb_arg);
 /* Any thread: `home` has queued work: its poller looks at it next round, or
  * in interrupt mode its event wakes the thread. */
 void pyspdk_engine_kick(struct pyspdk_engine_thread *home);
+/* Engine thread, after a completion: in interrupt mode, keep it polling for
+ * the linger time (pyspdk_engine_set_linger_us). */
+void pyspdk_engine_linger(struct pyspdk_engine_thread *home);
 /* Blocking waiters spinning now (pyspdk_spin_while's `spinners`). */
 extern int g_pyspdk_io_spinners;
 

@@ -186,6 +186,7 @@ pyspdk_job_io_done(struct spdk_bdev_io *bdev_io, bool success, void *arg)
 	}
 	spdk_bdev_free_io(bdev_io);
 	lane->inflight--;
+	pyspdk_engine_linger(lane->home);
 	if (filled) {
 		/* The slot's next read goes to its other buffer first, so this copy
 		 * overlaps it; this I/O still counts, so the part (and the job,
