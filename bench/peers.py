@@ -92,6 +92,8 @@ def _free_port() -> int:
 def nbdkit(plugin: str, workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """nbdkit with `plugin` on SERVER_CORE, serving on a Unix socket."""
     sock = str(workdir / f"nbdkit-{plugin}.sock")
+    if os.path.exists(sock):
+        os.unlink(sock)  # an earlier round's: waiting for it would not wait for this server
     args = ["memory", "size=128M"] if plugin == "memory" else ["python", str(BACKEND)]
     proc = subprocess.Popen(
         ["nbdkit", "--foreground", "--unix", sock, *args],
