@@ -56,3 +56,10 @@ def test_stop_disk_with_io_in_flight(guest: dict[str, dict[str, Any]]) -> None:
 
 def test_a_disk_left_by_a_crashed_server_is_recovered(guest: dict[str, dict[str, Any]]) -> None:
     assert "recovered by this process" in check(guest, "recover_after_crash")
+
+
+def test_interrupt_mode_serves_ublk_without_user_copy(guest: dict[str, dict[str, Any]]) -> None:
+    """bench/kernel_peers.py's configuration: data through both disks, reactor in interrupt mode."""
+    detail = check(guest, "interrupt_mode_without_user_copy")
+    assert "verified through /dev/ublkb7" in detail and "verified through /dev/ublkb8" in detail
+    assert "reactor in interrupt mode [True]" in detail

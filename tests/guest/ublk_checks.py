@@ -93,6 +93,55 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
+# A server in interrupt mode whose ublk target runs without the kernel's user
+# copy (bench/kernel_peers.py serves that way): a malloc disk and a Python
+# one. It waits for a line on stdin (the round trips), then reports how much
+# of a core it used over a second of idle and whether its reactor sleeps.
+INTERRUPT_SERVER = """
+import json, os, sys, time
+from pyspdk_sys import ublk
+from pyspdk_sys.bdev import create_malloc
+from pyspdk_sys.pybdev import PythonBdev
+from pyspdk_sys.runtime import Runtime
+from cores import reactor_mask
+
+class Ram:
+    def __init__(self, size):
+        self.data = bytearray(size)
+    def readinto(self, offset, buffer):
+        buffer[:] = self.data[offset:offset + len(buffer)]
+    def write(self, offset, data):
+        self.data[offset:offset + len(data)] = data
+
+SIZE = 16 << 20
+rt = Runtime(cpu_mask=reactor_mask(), mem_size_mb=256, name="intr", interrupt_mode=True).start()
+ublk.create_target(rt, user_copy=False)
+create_malloc(rt, "IntrMal7", SIZE, 512)
+served = PythonBdev(rt, "IntrPy8", Ram(SIZE), num_blocks=SIZE // 512, workers=1)
+disks = [ublk.start_disk(rt, name, i, num_queues=1, queue_depth=32)
+         for name, i in (("IntrMal7", 7), ("IntrPy8", 8))]
+for disk in disks:
+    while True:
+        try:
+            with open(f"/sys/block/ublkb{disk.id}/size") as f:
+                if int(f.read()) > 0:
+                    break
+        except OSError:
+            pass
+        time.sleep(0.05)
+print("READY", flush=True)
+sys.stdin.readline()
+cpu, wall = time.process_time(), time.monotonic()
+time.sleep(1.0)
+idle = 100 * (time.process_time() - cpu) / (time.monotonic() - wall)
+modes = [r["in_interrupt"] for r in rt.rpc("framework_get_reactors")["reactors"]]
+for disk in disks:
+    ublk.stop_disk(rt, disk.id)
+print(json.dumps({"idle_percent": idle, "in_interrupt": modes}), flush=True)
+os._exit(0)
+"""
+
+
 def main() -> None:
     start = time.monotonic()
     rt = Runtime(mem_size_mb=1024).start()
@@ -274,6 +323,35 @@ def main() -> None:
         )
 
     emit("recover_after_crash", recover_after_crash)
+
+    def interrupt_mode_without_user_copy() -> str:
+        server = subprocess.Popen(
+            [sys.executable, "-c", INTERRUPT_SERVER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert server.stdout is not None and server.stdin is not None
+            ready = server.stdout.readline()
+            assert ready.strip() == "READY", ready + (server.stderr.read() if server.stderr else "")
+            details = [round_trip(f"/dev/ublkb{i}", f"/tmp/p{i}") for i in (7, 8)]
+            server.stdin.write("\n")
+            server.stdin.flush()
+            out, err = server.communicate(timeout=120)
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+        assert server.returncode == 0, err[-2000:]
+        report = json.loads(out.strip().splitlines()[-1])
+        return (
+            f"{'; '.join(details)}; reactor in interrupt mode {report['in_interrupt']}, "
+            f"idle with two disks: {report['idle_percent']:.0f}% of a core"
+        )
+
+    emit("interrupt_mode_without_user_copy", interrupt_mode_without_user_copy)
     sys.stdout.flush()
     os._exit(0)
 
