@@ -153,7 +153,7 @@ struct pyspdk_engine_thread {
 	int pending;                 /* some lane here has queued work */
 	int efd;                     /* interrupt mode: written when pending turns 1, else -1 */
 	struct spdk_interrupt *intr; /* interrupt mode: runs the poller on efd */
-	bool lingering;              /* interrupt mode: efd rewritten until linger_until */
+	bool lingering;              /* interrupt mode: efd left readable until linger_until */
 	uint64_t linger_until;       /* spdk_get_ticks() */
 } __attribute__((aligned(PYSPDK_CACHE_LINE)));
 
