@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -102,6 +103,21 @@ def memory_kib(pid: int | str = "self") -> dict[str, int]:
     return found
 
 
+def process_cpu_seconds(pid: int | str = "self") -> float:
+    """CPU time of a running process so far (utime + stime: every thread, ended ones too)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """Busy time of every CPU of this machine so far (/proc/stat: all but idle and iowait)."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is inside user)
+    return (sum(fields[:3]) + sum(fields[5:8])) / os.sysconf("SC_CLK_TCK")
+
+
 class CpuMeter:
     """CPU time other processes used while we measured (they skew the figures).
 
@@ -116,20 +132,12 @@ class CpuMeter:
         self._start = self._read()
 
     def _read(self) -> tuple[float, float]:
-        tick = os.sysconf("SC_CLK_TCK")
-        with open("/proc/stat") as stat:
-            fields = [int(x) for x in stat.readline().split()[1:]]
-        # user nice system idle iowait irq softirq steal ...
-        busy = (sum(fields[:3]) + sum(fields[5:8])) / tick
+        busy = machine_busy_seconds()
         times = os.times()
         own = times.user + times.system + times.children_user + times.children_system
         for pid in self.pids:
-            try:
-                with open(f"/proc/{pid}/stat") as stat:
-                    after_name = stat.read().rpartition(")")[2].split()
-                own += (int(after_name[11]) + int(after_name[12])) / tick  # utime, stime
-            except (OSError, IndexError, ValueError):
-                pass
+            with contextlib.suppress(OSError, IndexError, ValueError):  # it ended
+                own += process_cpu_seconds(pid)
         return busy, own
 
     def foreign_seconds(self) -> float:

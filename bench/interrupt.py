@@ -46,6 +46,7 @@ from harness import (
     NUM_BLOCKS,
     find_bdevperf,
     percentiles_us,
+    process_cpu_seconds,
 )
 
 MODES = ("polling", "interrupt")
@@ -74,13 +75,6 @@ def _backing(directory: str) -> str:
     os.ftruncate(fd, NUM_BLOCKS * BLOCK_SIZE)
     os.close(fd)
     return path
-
-
-def _cpu_seconds(pid: int | str = "self") -> float:
-    """CPU time of a process so far (every thread), in seconds."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _running_ns(pid: int | str) -> int:
@@ -157,9 +151,9 @@ def _qd32(dev: Any, seconds: float) -> dict[str, Any]:
     for form in FORMS:
         run = functools.partial(PYSIDE_FORMS[PYSIDE_FORM[form]], dev, "read", QD)
         run(seconds / 4, 1)  # warm-up
-        cpu = _cpu_seconds()
+        cpu = process_cpu_seconds()
         ops, elapsed = run(seconds, 2)
-        used = _cpu_seconds() - cpu
+        used = process_cpu_seconds() - cpu
         found[form] = {"iops": ops / elapsed, "cpu_us_per_io": used / ops * 1e6}
     return found
 
@@ -229,11 +223,11 @@ def bdevperf_mode(path: str, mode: str, seconds: int, idle: float) -> dict[str, 
                         idle_cpu = idle_percent(idle, pid)
                         perf.run("randread", QD, 1)  # warm-up, discarded
                         latency = perf.latency(seconds)
-                        cpu = _cpu_seconds(pid)
+                        cpu = process_cpu_seconds(pid)
                         start = time.perf_counter()
                         iops = perf.run("randread", QD, seconds)
                         elapsed = time.perf_counter() - start
-                        used = _cpu_seconds(pid) - cpu
+                        used = process_cpu_seconds(pid) - cpu
                     found[kind] = {
                         "idle": idle_cpu,
                         "qd1": {k: v for k, v in latency.items() if k != "quantiles"},

@@ -53,6 +53,7 @@ TESTS_DIR = BENCH_DIR.parent / "tests"
 sys.path[:0] = [str(TESTS_DIR), str(TESTS_DIR / "guest")]
 
 import guest_vm  # noqa: E402
+from harness import machine_busy_seconds, process_cpu_seconds  # noqa: E402
 
 BACKEND = BENCH_DIR / "peers_backend.py"
 SIZE = 128 << 20
@@ -75,20 +76,6 @@ UBLK_ID = {"malloc": 0, "python": 1}
 
 
 # ------------------------------------------------------------------ in the guest
-
-
-def _cpu_seconds(pid: int) -> float:
-    """CPU time of a running process, its ended threads included."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _guest_busy_seconds() -> float:
-    """Busy time of every CPU of the guest (all but idle and iowait)."""
-    with open("/proc/stat") as stat:
-        fields = [int(v) for v in stat.readline().split()[1:]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def _on_cpu(cpu: int) -> Any:
@@ -236,13 +223,13 @@ def measure_device(device: str, server_pid: int, seconds: float) -> dict[str, An
     verify(device)
     rows: dict[str, Any] = {}
     for depth in DEPTHS:
-        server_before, busy_before = _cpu_seconds(server_pid), _guest_busy_seconds()
+        server_before, busy_before = process_cpu_seconds(server_pid), machine_busy_seconds()
         began = time.monotonic()
         row = fio(device, depth, seconds)
         wall = time.monotonic() - began
         ios = row["iops"] * wall  # the ramp second counts in both the CPU and the I/Os
-        row["server_cpu_us_per_io"] = (_cpu_seconds(server_pid) - server_before) * 1e6 / ios
-        row["guest_cpu_us_per_io"] = (_guest_busy_seconds() - busy_before) * 1e6 / ios
+        row["server_cpu_us_per_io"] = (process_cpu_seconds(server_pid) - server_before) * 1e6 / ios
+        row["guest_cpu_us_per_io"] = (machine_busy_seconds() - busy_before) * 1e6 / ios
         rows[str(depth)] = row
     return rows
 

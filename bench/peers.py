@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from harness import BENCH_DIR, find_bdevperf
+from harness import BENCH_DIR, find_bdevperf, process_cpu_seconds
 
 SERVER_CORE, CLIENT_CORE = 0, 1
 QD = 32
@@ -66,13 +66,6 @@ PYTHON_NVMF = (
 
 def log(message: str) -> None:
     print(f"peers: {message}", file=sys.stderr, flush=True)
-
-
-def _cpu_seconds(pid: int) -> float:
-    """CPU time of a running process, ended threads included."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _on_core(core: int) -> Callable[[], None]:
@@ -142,9 +135,9 @@ def fio_nbd(sock: str, seconds: float) -> tuple[float, float]:
 def run_nbd(plugin: str, seconds: float, workdir: Path) -> dict[str, float]:
     with nbdkit(plugin, workdir) as (server, sock):
         fio_nbd(sock, 1)  # warm-up, discarded
-        cpu = _cpu_seconds(server.pid)
+        cpu = process_cpu_seconds(server.pid)
         iops, client_cpu = fio_nbd(sock, seconds)
-        server_cpu = _cpu_seconds(server.pid) - cpu
+        server_cpu = process_cpu_seconds(server.pid) - cpu
     ios = iops * max(1, round(seconds))
     return {
         "iops": iops,
@@ -219,12 +212,13 @@ def run_nvmf(
         ) as perf:
             assert perf.proc is not None
             perf.run("randread", QD, 1)  # warm-up, discarded
-            server_cpu, client_cpu = _cpu_seconds(target.pid), _cpu_seconds(perf.proc.pid)
+            server_cpu = process_cpu_seconds(target.pid)
+            client_cpu = process_cpu_seconds(perf.proc.pid)
             start = time.perf_counter()
             iops = perf.run("randread", QD, max(1, round(seconds)))
             elapsed = time.perf_counter() - start
-            server_cpu = _cpu_seconds(target.pid) - server_cpu
-            client_cpu = _cpu_seconds(perf.proc.pid) - client_cpu
+            server_cpu = process_cpu_seconds(target.pid) - server_cpu
+            client_cpu = process_cpu_seconds(perf.proc.pid) - client_cpu
         target.stdin.write("done\n")
         target.stdin.flush()
         target.wait(60)
