@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,15 @@ from cores import SESSION_MASK
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 REQUIRE_SPDK = os.environ.get("PYSPDK_REQUIRE_SPDK", "") not in ("", "0")
+
+# A run started in the background by a shell without job control (`cmd &` in a
+# script) inherits SIGINT ignored, and so would every interpreter the tests
+# start: their Ctrl-C tests would send SIGINT into the void ('completed'
+# instead of 'interrupted'). A handled signal is reset to the default at exec,
+# an ignored one is not: so handle it here, and every child gets Python's
+# KeyboardInterrupt again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def skip_or_fail(reason: str) -> None:
