@@ -50,7 +50,7 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 TESTS_DIR = BENCH_DIR.parent / "tests"
-sys.path[:0] = [str(TESTS_DIR), str(TESTS_DIR / "guest")]
+sys.path[:0] = [str(BENCH_DIR), str(TESTS_DIR), str(TESTS_DIR / "guest")]
 
 import guest_vm  # noqa: E402
 from harness import machine_busy_seconds, process_cpu_seconds  # noqa: E402
