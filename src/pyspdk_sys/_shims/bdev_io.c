@@ -200,6 +200,8 @@ pyspdk_io_done(struct spdk_bdev_io *bdev_io, bool success, void *arg)
 {
 	struct pyspdk_io *io = arg;
 	struct pyspdk_lane *lane = io->lane;
+	/* Taken now: once pumped, a closing lane may be released and freed. */
+	struct pyspdk_engine_thread *home = lane->home;
 
 	pyspdk_held_remove(lane, io);
 	if (success && io->op >= PYSPDK_IO_NVME_ADMIN) {
@@ -219,7 +221,7 @@ pyspdk_io_done(struct spdk_bdev_io *bdev_io, bool success, void *arg)
 	lane->inflight--;
 	pyspdk_io_finish(io);
 	pyspdk_io_pump(lane);
-	pyspdk_engine_linger(lane->home);
+	pyspdk_engine_linger(home);
 }
 
 static int
