@@ -251,42 +251,37 @@ def measure_pybdev(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def measure_interrupt(args: argparse.Namespace) -> dict[str, Any]:
-    """bench/interrupt.py in its own process (it starts one per mode): its samples."""
-    rounds, seconds, count, idle = (1, 0.5, 2_000, 2.0) if args.quick else (3, 1.0, 10_000, 3.0)
-    command = [sys.executable, str(BENCH_DIR / "interrupt.py"), "--rounds", str(rounds)]
-    command += ["--seconds", str(seconds), "--count", str(count), "--idle", str(idle)]
-    proc = subprocess.run(
-        [*command, "--json", "-"], stdout=subprocess.PIPE, text=True, timeout=1800
-    )
+def run_section(script: str, options: list[str], timeout: float) -> dict[str, Any]:
+    """bench/<script> in its own process with `options` and --json -: its samples.
+
+    Its log goes to our stderr; its last stdout line is the JSON.
+    """
+    command = [sys.executable, str(BENCH_DIR / script), *options, "--json", "-"]
+    proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=timeout)
     if proc.returncode != 0:
-        raise RuntimeError(f"interrupt.py failed ({proc.returncode}); its log is above")
+        raise RuntimeError(f"{script} failed ({proc.returncode}); its log is above")
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
+
+
+def measure_interrupt(args: argparse.Namespace) -> dict[str, Any]:
+    """bench/interrupt.py (it starts one process per mode)."""
+    rounds, seconds, count, idle = (1, 0.5, 2_000, 2.0) if args.quick else (3, 1.0, 10_000, 3.0)
+    options = ["--rounds", str(rounds), "--seconds", str(seconds)]
+    return run_section("interrupt.py", [*options, "--count", str(count), "--idle", str(idle)], 1800)
 
 
 def measure_peers(args: argparse.Namespace) -> dict[str, Any]:
-    """bench/peers.py in its own process: nbdkit and SPDK serving one Python backend."""
+    """bench/peers.py: nbdkit and SPDK serving one Python backend."""
     rounds, seconds = (1, 2) if args.quick else (3, 5)
-    command = [sys.executable, str(BENCH_DIR / "peers.py"), "--rounds", str(rounds)]
-    command += ["--seconds", str(seconds), "--json", "-"]
-    proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=1800)
-    if proc.returncode != 0:
-        raise RuntimeError(f"peers.py failed ({proc.returncode}); its log is above")
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+    return run_section("peers.py", ["--rounds", str(rounds), "--seconds", str(seconds)], 1800)
 
 
 def measure_kernel_peers(args: argparse.Namespace) -> dict[str, Any]:
-    """bench/kernel_peers.py in its own process: it boots the guest and runs there."""
+    """bench/kernel_peers.py: it boots the guest and runs there."""
     rounds, seconds = (1, 2) if args.quick else (3, 4)
-    command = [sys.executable, str(BENCH_DIR / "kernel_peers.py"), "--rounds", str(rounds)]
-    command += ["--seconds", str(seconds), "--json", "-"]
-    proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=3600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"kernel_peers.py failed ({proc.returncode}); its log is above")
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+    options = ["--rounds", str(rounds), "--seconds", str(seconds)]
+    return run_section("kernel_peers.py", options, 3600)
 
 
 def _reference(bdevperf: str, *args: Any, **options: Any) -> dict[str, Any]:
