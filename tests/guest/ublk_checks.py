@@ -270,8 +270,12 @@ def main() -> None:
         # 0, so a buffered write past that end fails with ENOSPC (seen under load).
         errors["writer"] = (*errors["reader"], "No space left on device")
         for name, (after, rc, err) in ends.items():
-            assert rc != 0, f"the {name} ended without an error: {err}"
-            assert any(e in err for e in errors[name]), f"the {name}: {err}"
+            # A read issued after the kernel set the gone disk's size to 0 meets its
+            # end, so the reader may stop early without an error (seen once in CI);
+            # the block count below still shows it was cut off mid-transfer.
+            if not (name == "reader" and rc == 0):
+                assert rc != 0, f"the {name} ended without an error: {err}"
+                assert any(e in err for e in errors[name]), f"the {name}: {err}"
             assert "failed to open" not in err, f"the {name} was not mid-transfer: {err}"
             moved = int(err.split("+")[0].splitlines()[-1]) if "+" in err else -1
             assert 0 <= moved < blocks, f"the {name} was not mid-transfer: {err}"
