@@ -498,6 +498,12 @@ pyspdk_engine_kick(struct pyspdk_engine_thread *home)
 {
 	uint64_t one = 1;
 
+	if (!spdk_interrupt_mode_is_enabled()) {
+		/* Polling: the engine reads the flag on every pass and there is no
+		 * event to pair with, so a release store does (no locked exchange). */
+		__atomic_store_n(&home->pending, 1, __ATOMIC_RELEASE);
+		return;
+	}
 	if (__atomic_exchange_n(&home->pending, 1, __ATOMIC_SEQ_CST) == 0 && home->efd >= 0) {
 		(void)!write(home->efd, &one, sizeof(one));
 	}
