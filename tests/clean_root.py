@@ -28,8 +28,10 @@ REQUIRE_ROOTFS = os.environ.get("PYSPDK_REQUIRE_ROOTFS", "") not in ("", "0")
 HERE = Path(__file__).resolve().parent
 PREPARE = HERE / "root" / "prepare.sh"
 CHECKS = HERE / "root" / "wheel_checks.py"
-# The CPythons, besides the root's 3.11, that prepare.sh fetches cffi for.
-OTHER_PYTHONS = ("3.13", "3.12")
+# The CPythons, besides the root's 3.11, that prepare.sh fetches cffi for: a
+# newer one, and the oldest that requires-python admits (the wheel's abi3 floor).
+NEWER_PYTHONS = ("3.13", "3.12")
+OLDEST_PYTHONS = ("3.10",)
 
 # What a manylinux wheel may take from the system rather than carry: glibc,
 # the GCC runtime and the few others the manylinux policies list (sonames).
@@ -172,13 +174,13 @@ def last_json(output: str) -> dict[str, Any]:
     return report
 
 
-def other_python() -> Path | None:
-    """A CPython newer than 3.11 to install the same wheel into: PYSPDK_OTHER_PYTHON,
-    else python3.13 or python3.12 on PATH, else pyenv's."""
-    given = os.environ.get("PYSPDK_OTHER_PYTHON")
+def other_python(versions: tuple[str, ...], variable: str) -> Path | None:
+    """Another CPython to install the same wheel into: the one $variable names, else
+    the first of `versions` on PATH, else pyenv's."""
+    given = os.environ.get(variable)
     if given:
         return Path(given)
-    for version in OTHER_PYTHONS:
+    for version in versions:
         found = shutil.which(f"python{version}")
         if found and _runs(found):
             return Path(found)
@@ -188,7 +190,7 @@ def other_python() -> Path | None:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    for version in OTHER_PYTHONS:
+    for version in versions:
         candidates = sorted(
             glob.glob(os.path.join(root, "versions", f"{version}.*", "bin", f"python{version}")),
             key=lambda p: [int(x) for x in re.findall(r"\d+", p.rsplit("versions", 1)[1])],

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomllib
 from wheel_build import clean_env, project_copy, run, wheel_names
 
 from conftest import PROJECT_DIR
@@ -36,6 +37,28 @@ BUILD_INPUTS = (
 )
 # Files only the build reads: never in a wheel.
 BUILD_ONLY = ("pyspdk_sys/_cffi_build.py", "pyspdk_sys/_shims/")
+
+
+def requires_python_floor() -> tuple[int, int]:
+    """The oldest CPython pyproject.toml's requires-python admits (">=3.X")."""
+    with open(PROJECT_DIR / "pyproject.toml", "rb") as f:
+        spec = tomllib.load(f)["project"]["requires-python"]
+    found = re.fullmatch(r">=\s*(\d+)\.(\d+)", spec)
+    assert found, f"requires-python {spec!r} is not of the form >=X.Y"
+    return int(found[1]), int(found[2])
+
+
+# The tag of every wheel: abi3 from the oldest CPython the package supports.
+ABI3_TAG = "cp{}{}".format(*requires_python_floor())
+
+
+def test_wheel_floor_is_requires_python() -> None:
+    """setup.py tags wheels with ABI3_FLOOR: it must be requires-python's floor, or
+    pip would install the wheel where the package refuses to run (or the reverse)."""
+    text = (PROJECT_DIR / "setup.py").read_text()
+    found = re.search(r"^ABI3_FLOOR = \((\d+), (\d+)\)$", text, re.MULTILINE)
+    assert found, "setup.py defines no ABI3_FLOOR"
+    assert (int(found[1]), int(found[2])) == requires_python_floor()
 
 
 @pytest.fixture
@@ -93,8 +116,9 @@ def test_sdist_builds_installs_and_its_wheel_is_lean(
     # pip install of an sdist goes through a wheel: build it, look at it, install it.
     run(python, "-m", "pip", "wheel", "--no-deps", "-w", wheels, sdist, env=clean_env())
     (wheel,) = wheels.glob("pyspdk_sys-*.whl")
-    # abi3, and an honest plain linux tag: the library stays on this machine.
-    assert wheel.name.endswith(f"-cp3{sys.version_info.minor}-abi3-linux_x86_64.whl"), wheel.name
+    # abi3 from requires-python's floor, and an honest plain linux tag: the
+    # library stays on this machine.
+    assert wheel.name.endswith(f"-{ABI3_TAG}-abi3-linux_x86_64.whl"), wheel.name
     names = wheel_names(wheel)
     assert "pyspdk_sys/py.typed" in names
     assert any(n.startswith("pyspdk_sys/_pyspdk_sys") and n.endswith(".so") for n in names)
@@ -115,10 +139,10 @@ def test_self_contained_wheel_carries_the_library(spdk: Any, manylinux_wheel: Pa
     assert f"pyspdk_sys/_lib/{library}" in names
     assert "pyspdk_sys/_lib/manifest.json" in names
     assert not any(name.startswith(BUILD_ONLY) for name in names)
-    # One wheel for this CPython and later ones (the extension is abi3), for any
-    # x86_64 Linux whose glibc is at least the policy auditwheel found.
+    # One wheel for every CPython requires-python admits (the extension is
+    # abi3), for any x86_64 Linux whose glibc is at least the policy auditwheel found.
     assert re.fullmatch(
-        rf"pyspdk_sys-[^-]+-cp3{sys.version_info.minor}-abi3-manylinux_2_\d+_x86_64\.whl",
+        rf"pyspdk_sys-[^-]+-{ABI3_TAG}-abi3-manylinux_2_\d+_x86_64\.whl",
         manylinux_wheel.name,
     ), manylinux_wheel.name
     (extension,) = [n for n in names if n.startswith("pyspdk_sys/_pyspdk_sys")]

@@ -4,9 +4,10 @@ In a clean Debian root (python3 and pip only: no compiler, no -dev package, no
 fat library; tests/root/prepare.sh) the wheel installs without the network,
 `python -m pyspdk_sys` runs, and a Runtime does I/O on a malloc bdev; every
 shared object in that process is the wheel's, cffi's, the interpreter's own or
-one of the manylinux set. Another CPython installs the same abi3 wheel and
-passes the same checks. Skips say how to prepare what is missing;
-PYSPDK_REQUIRE_ROOTFS=1 turns them into failures (see tests/clean_root.py).
+one of the manylinux set. A newer CPython, and the oldest that requires-python
+admits, install the same abi3 wheel and pass the same checks. Skips say how to
+prepare what is missing; PYSPDK_REQUIRE_ROOTFS=1 turns them into failures (see
+tests/clean_root.py).
 """
 
 from __future__ import annotations
@@ -103,14 +104,21 @@ def test_only_wheel_and_manylinux_libraries_are_mapped(
     check_mapped_libraries(report, manylinux_wheel)
 
 
+@pytest.mark.parametrize(
+    ("versions", "variable"),
+    [
+        (clean_root.NEWER_PYTHONS, "PYSPDK_OTHER_PYTHON"),
+        (clean_root.OLDEST_PYTHONS, "PYSPDK_OLDEST_PYTHON"),
+    ],
+    ids=["newer", "oldest"],
+)
 def test_another_cpython_installs_the_same_wheel(
-    spdk: Any, manylinux_wheel: Path, tmp_path: Path
+    spdk: Any, manylinux_wheel: Path, tmp_path: Path, versions: tuple[str, ...], variable: str
 ) -> None:
-    python = clean_root.other_python()
+    python = clean_root.other_python(versions, variable)
     if python is None:
         clean_root.skip_or_fail(
-            f"no CPython {' or '.join(clean_root.OTHER_PYTHONS)} found "
-            "(on PATH, through pyenv, or PYSPDK_OTHER_PYTHON)"
+            f"no CPython {' or '.join(versions)} found (on PATH, through pyenv, or {variable})"
         )
     assert python is not None
     wheels = clean_root.cffi_wheels()
@@ -121,6 +129,8 @@ def test_another_cpython_installs_the_same_wheel(
     venv_python = venv / "bin" / "python"
     version = run(venv_python, "-c", "import sys; print(sys.version_info[:2])").stdout
     assert version.strip() != str(sys.version_info[:2]), "not another CPython"
+    if variable not in os.environ:
+        assert version.strip() in {str(tuple(map(int, v.split(".")))) for v in versions}
     env = clean_env(PIP_CONFIG_FILE=os.devnull)
     run(venv_python, "-m", "pip", "install", "--no-index", "--find-links", wheels,
         "--disable-pip-version-check", manylinux_wheel, env=env)  # fmt: skip

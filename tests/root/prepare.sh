@@ -29,7 +29,7 @@ DIR=${PYSPDK_ROOTFS_DIR:-/var/cache/pyspdk-root}
 MIRROR=${PYSPDK_ROOTFS_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 # The root's Python and the other CPythons the tests install the wheel into.
-WHEEL_PYTHONS=(3.11 3.12 3.13)
+WHEEL_PYTHONS=(3.10 3.11 3.12 3.13)
 # Platforms cffi publishes for x86_64 Linux (pip download takes no "and older").
 WHEEL_PLATFORMS=(manylinux2014_x86_64 manylinux_2_17_x86_64 manylinux_2_28_x86_64)
 # Bump when the layout changes: the stamp then no longer matches.
