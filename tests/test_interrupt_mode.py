@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cores import reactor_cores, reactor_mask
 from idle_usage import BUSY_FRACTION, SOURCE, assert_sleeps, usage
 
 from conftest import PROJECT_DIR, ensure_hugepages, run_python, spdk_tool
@@ -306,12 +307,13 @@ NVMF_TARGET = (
     USAGE
     + """
 import json, sys, tempfile, time
+from cores import reactor_cores, reactor_mask
 from pyspdk_sys.runtime import Runtime
 port, nqn = sys.argv[1], sys.argv[2]
 # aio: a malloc namespace's channel keeps the reactor busy in interrupt mode.
 backing = tempfile.NamedTemporaryFile(dir="/dev/shm", prefix="pyspdk-intr-")
 backing.truncate(8 << 20)
-with Runtime(interrupt_mode=True, cpu_mask="0x1", name="intr-target") as rt:
+with Runtime(interrupt_mode=True, cpu_mask=reactor_mask(0), name="intr-target") as rt:
     rt.rpc("bdev_aio_create", {"name": "M0", "filename": backing.name, "block_size": 512})
     rt.rpc("nvmf_create_transport", {"trtype": "TCP"})
     rt.rpc("nvmf_create_subsystem", {"nqn": nqn, "allow_any_host": True,
@@ -320,7 +322,7 @@ with Runtime(interrupt_mode=True, cpu_mask="0x1", name="intr-target") as rt:
     rt.rpc("nvmf_subsystem_add_listener", {"nqn": nqn, "listen_address": {
         "trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": port}})
     time.sleep(0.5)
-    idle = usage(2.0)
+    idle = usage(2.0, core=reactor_cores(0)[0])
     # SPDK's own initiator refuses TCP in interrupt mode (PCIe only).
     try:
         rt.rpc("bdev_nvme_attach_controller", {"name": "Self", "trtype": "TCP",
@@ -335,9 +337,10 @@ with Runtime(interrupt_mode=True, cpu_mask="0x1", name="intr-target") as rt:
 
 NVMF_INITIATOR = """
 import sys
+from cores import reactor_mask
 from pyspdk_sys.runtime import Runtime
 port, nqn = sys.argv[1], sys.argv[2]
-with Runtime(cpu_mask="0x2", name="intr-initiator") as rt:
+with Runtime(cpu_mask=reactor_mask(1), name="intr-initiator") as rt:
     names = rt.rpc("bdev_nvme_attach_controller", {"name": "N0", "trtype": "TCP",
                    "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": port, "subnqn": nqn})
     with rt.open_bdev(names[0]) as dev:
@@ -401,20 +404,22 @@ VHOST = (
     USAGE
     + """
 import json, os, sys, tempfile, time
+from cores import reactor_cores, reactor_mask
 from pyspdk_sys.runtime import Runtime
 role, sockdir, backing = sys.argv[1], sys.argv[2], sys.argv[3]
 if role == "target":
-    with Runtime(interrupt_mode=True, hugepages=True, mem_size_mb=512, cpu_mask="0x1",
-                 name="intr-vhost") as rt:
+    with Runtime(interrupt_mode=True, hugepages=True, mem_size_mb=512,
+                 cpu_mask=reactor_mask(0), name="intr-vhost") as rt:
         rt.rpc("bdev_aio_create", {"name": "A0", "filename": backing, "block_size": 512})
         rt.rpc("vhost_create_blk_controller", {"ctrlr": "vb0", "dev_name": "A0"})
         print(json.dumps({"ready": True}), flush=True)
         sys.stdin.readline()
-        idle = usage(2.0)
+        idle = usage(2.0, core=reactor_cores(0)[0])
         rt.rpc("vhost_delete_controller", {"ctrlr": "vb0"})
         print(json.dumps({"idle": idle}), flush=True)
 else:
-    with Runtime(hugepages=True, mem_size_mb=512, cpu_mask="0x2", name="intr-virtio") as rt:
+    with Runtime(hugepages=True, mem_size_mb=512, cpu_mask=reactor_mask(1),
+                 name="intr-virtio") as rt:
         names = rt.rpc("bdev_virtio_attach_controller", {"name": "V", "trtype": "user",
                        "traddr": os.path.join(sockdir, "vb0"), "dev_type": "blk",
                        "vq_count": 2})
@@ -471,7 +476,7 @@ def test_vhost_blk_target_in_interrupt_mode(tmp_path: object) -> None:
 
 
 def _initiator_reads(port: str, nqn: str) -> subprocess.CompletedProcess[str]:
-    """NVMF_INITIATOR (a polling Runtime on core 1) against the target at port."""
+    """NVMF_INITIATOR (a polling Runtime in reactor slot 1) against the target at port."""
     import os
 
     return subprocess.run(
@@ -508,7 +513,7 @@ def test_serve_in_interrupt_mode_sleeps_and_answers() -> None:
     with open(output, "w") as out:
         serve = subprocess.Popen(
             [sys.executable, "-m", "pyspdk_sys", "serve", "--rpc-socket", sock,
-             "--cpu-mask", "0x1", "--interrupt-mode"],
+             "--cpu-mask", reactor_mask(0), "--interrupt-mode"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             cwd=PROJECT_DIR / "tests",
         )  # fmt: skip
@@ -521,14 +526,14 @@ def test_serve_in_interrupt_mode_sleeps_and_answers() -> None:
         client = SpdkProcess.attach(sock)
         modes = [r["in_interrupt"] for r in client.rpc("framework_get_reactors")["reactors"]]
         time.sleep(0.5)
-        idle = usage(3.0, pid=serve.pid, core=0)
+        idle = usage(3.0, pid=serve.pid, core=reactor_cores(0)[0])
         started = time.monotonic()
         client.rpc("bdev_aio_create", {"name": "A0", "filename": str(backing), "block_size": 512})
         answered = time.monotonic() - started
         _export_over_tcp(client.rpc, "A0", nqn, port)
         initiator = _initiator_reads(port, nqn)
         time.sleep(0.5)
-        idle_after = usage(2.0, pid=serve.pid, core=0)
+        idle_after = usage(2.0, pid=serve.pid, core=reactor_cores(0)[0])
         client.stop()  # detaches
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(60) == 0, output.read_text()
@@ -564,7 +569,9 @@ def test_spdk_process_in_interrupt_mode_serves_but_its_iscsi_poller_keeps_it_bus
         out.truncate(8 << 20)
     port, nqn = str(_free_port()), "nqn.2026-12.io.pyspdk:intr-tgt"
     try:
-        with SpdkProcess(spdk_tgt, interrupt_mode=True, cpu_mask="0x1", args=TEST_ARGS) as proc:
+        with SpdkProcess(
+            spdk_tgt, interrupt_mode=True, cpu_mask=reactor_mask(0), args=TEST_ARGS
+        ) as proc:
             modes = [r["in_interrupt"] for r in proc.rpc("framework_get_reactors")["reactors"]]
             pollers = {
                 thread["name"]: [p["name"] for p in thread["active_pollers"]]
@@ -572,7 +579,7 @@ def test_spdk_process_in_interrupt_mode_serves_but_its_iscsi_poller_keeps_it_bus
             }
             time.sleep(0.5)
             assert proc.pid is not None
-            idle = usage(3.0, pid=proc.pid, core=0)
+            idle = usage(3.0, pid=proc.pid, core=reactor_cores(0)[0])
             proc.rpc("bdev_aio_create", {"name": "A0", "filename": str(backing), "block_size": 512})
             _export_over_tcp(proc.rpc, "A0", nqn, port)
             initiator = _initiator_reads(port, nqn)
@@ -580,5 +587,6 @@ def test_spdk_process_in_interrupt_mode_serves_but_its_iscsi_poller_keeps_it_bus
         backing.unlink(missing_ok=True)
     assert modes == [True]
     assert initiator.stdout.strip().splitlines()[-1:] == ["ok"], initiator.stderr[-3000:]
-    assert "iscsi_poll_group_poll" in pollers["iscsi_poll_group_0"], pollers
+    group = f"iscsi_poll_group_{reactor_cores(0)[0]}"  # named after its core
+    assert "iscsi_poll_group_poll" in pollers[group], pollers
     assert idle["cpu"] >= BUSY_FRACTION * idle["busy"], idle  # busy: about a spinner's share
