@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -338,6 +339,9 @@ def main() -> None:
         )
         try:
             assert server.stdout is not None and server.stdin is not None
+            # Its own deadline: a server that hangs before READY fails this check only.
+            readable, _, _ = select.select([server.stdout], [], [], 120)
+            assert readable, "the interrupt-mode server printed nothing in 120 s"
             ready = server.stdout.readline()
             assert ready.strip() == "READY", ready + (server.stderr.read() if server.stderr else "")
             details = [round_trip(f"/dev/ublkb{i}", f"/tmp/p{i}") for i in (7, 8)]
