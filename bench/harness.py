@@ -14,7 +14,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -350,3 +350,43 @@ def histogram_percentiles_us(reply: dict[str, Any]) -> dict[str, Any]:
         "quantiles": [at(i / 100) for i in range(101)],
         "count": total,
     }
+
+
+def qd1_samples(call: Callable[[int], object], offsets: Sequence[int], count: int) -> list[int]:
+    """ns of each of `count` calls of call(offset), one at a time, sorted; as many again
+    as a tenth of `count` run first to warm up and are left out."""
+    clock = time.perf_counter_ns
+    samples = []
+    for i in range(count + count // 10):
+        offset = offsets[i % len(offsets)]
+        start = clock()
+        call(offset)
+        samples.append(clock() - start)
+    return sorted(samples[count // 10 :])
+
+
+async def qd1_samples_async(
+    call: Callable[[int], Awaitable[object]], offsets: Sequence[int], count: int
+) -> list[int]:
+    """qd1_samples for a coroutine function: each call awaited before the next."""
+    clock = time.perf_counter_ns
+    samples = []
+    for i in range(count + count // 10):
+        offset = offsets[i % len(offsets)]
+        start = clock()
+        await call(offset)
+        samples.append(clock() - start)
+    return sorted(samples[count // 10 :])
+
+
+def print_result(
+    result: dict[str, Any], json_path: Path | None, table: Callable[[dict[str, Any]], str]
+) -> None:
+    """How a section script ends: `--json -` prints the JSON alone (run.py reads it);
+    otherwise the table, and the JSON written to json_path if one is given."""
+    if json_path is not None and str(json_path) == "-":
+        print(json.dumps(result))
+        return
+    print(table(result))
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=1) + "\n")

@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,10 @@ from harness import (
     NUM_BLOCKS,
     find_bdevperf,
     percentiles_us,
+    print_result,
     process_cpu_seconds,
+    qd1_samples,
+    qd1_samples_async,
 )
 
 MODES = ("polling", "interrupt")
@@ -104,7 +108,6 @@ def _latencies(dev: Any, count: int) -> dict[str, list[int]]:
     from pyside import _LOOP, offsets
 
     source = offsets(11)
-    clock = time.perf_counter_ns
     buffer = bytearray(IO_SIZE)
     read, read_many, aread = dev.read, dev.read_many, dev.aread
 
@@ -114,28 +117,12 @@ def _latencies(dev: Any, count: int) -> dict[str, list[int]]:
     def many(offset: int) -> None:
         read_many((offset,), IO_SIZE, buffer, depth=1)
 
-    def timed(call: Any) -> list[int]:
-        samples = []
-        for i in range(count + count // 10):  # the first tenth warms up
-            offset = source[i % len(source)]
-            start = clock()
-            call(offset)
-            samples.append(clock() - start)
-        return sorted(samples[count // 10 :])
-
-    async def timed_async() -> list[int]:
-        samples = []
-        for i in range(count + count // 10):
-            offset = source[i % len(source)]
-            start = clock()
-            await aread(offset, IO_SIZE)
-            samples.append(clock() - start)
-        return sorted(samples[count // 10 :])
+    one_aread: Callable[[int], Awaitable[bytes]] = functools.partial(aread, length=IO_SIZE)
 
     return {
-        "blocking": timed(blocking),
-        "asyncio": _LOOP.run_until_complete(timed_async()),
-        "many": timed(many),
+        "blocking": qd1_samples(blocking, source, count),
+        "asyncio": _LOOP.run_until_complete(qd1_samples_async(one_aread, source, count)),
+        "many": qd1_samples(many, source, count),
     }
 
 
@@ -397,12 +384,7 @@ def main() -> int:
     if args.rounds < 1 or args.seconds <= 0 or args.count < 10 or args.idle <= 0:
         parser.error("--rounds >= 1, --seconds > 0, --count >= 10 and --idle > 0")
     result = measure(args.rounds, args.seconds, args.count, args.idle)
-    if args.json is not None and str(args.json) == "-":
-        print(json.dumps(result))
-        return 0
-    print(table(result))
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=1))
+    print_result(result, args.json, table)
     return 0
 
 

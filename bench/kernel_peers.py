@@ -53,7 +53,7 @@ TESTS_DIR = BENCH_DIR.parent / "tests"
 sys.path[:0] = [str(BENCH_DIR), str(TESTS_DIR), str(TESTS_DIR / "guest")]
 
 import guest_vm  # noqa: E402
-from harness import machine_busy_seconds, process_cpu_seconds  # noqa: E402
+from harness import machine_busy_seconds, print_result, process_cpu_seconds  # noqa: E402
 
 BACKEND = BENCH_DIR / "peers_backend.py"
 SIZE = 128 << 20
@@ -424,12 +424,7 @@ def main() -> int:
     except RuntimeError as error:
         print(error, file=sys.stderr)
         return 1
-    if args.json is not None and str(args.json) == "-":
-        print(json.dumps(result))
-        return 0
-    print(table(result))
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    print_result(result, args.json, table)
     return 0
 
 

@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from harness import BENCH_DIR, find_bdevperf, process_cpu_seconds
+from harness import BENCH_DIR, find_bdevperf, print_result, process_cpu_seconds
 
 SERVER_CORE, CLIENT_CORE = 0, 1
 QD = 32
@@ -322,12 +322,7 @@ def main() -> int:
     if args.rounds < 1 or args.seconds < 1 or args.workers < 1:
         parser.error("--rounds >= 1, --seconds >= 1 and --workers >= 1")
     result = measure(args.rounds, args.seconds, args.workers)
-    if args.json is not None and str(args.json) == "-":
-        print(json.dumps(result))
-        return 0
-    print(table(result))
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=1))
+    print_result(result, args.json, table)
     return 0
 
 

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import timeit
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from harness import (
@@ -34,6 +34,8 @@ from harness import (
     memory_kib,
     package_fingerprint,
     percentiles_us,
+    qd1_samples,
+    qd1_samples_async,
     waiting_config,
 )
 
@@ -475,7 +477,6 @@ def run_latency(request: dict[str, Any]) -> dict[str, Any]:
     runtime.start()
     pin_off_reactor()
     dev = runtime.open_bdev(BDEVS["malloc"])
-    clock = time.perf_counter_ns
     source = offsets(7)
 
     def blocking(offset: int) -> None:
@@ -487,29 +488,13 @@ def run_latency(request: dict[str, Any]) -> dict[str, Any]:
     def batch(offset: int) -> None:
         dev.run_batch([("read", offset, IO_SIZE)])
 
-    def timed(call: Callable[[int], None]) -> list[int]:
-        samples = []
-        for i in range(count + count // 10):  # the first tenth warms up
-            offset = source[i % len(source)]
-            start = clock()
-            call(offset)
-            samples.append(clock() - start)
-        return sorted(samples[count // 10 :])
-
-    async def timed_async() -> list[int]:
-        samples = []
-        for i in range(count + count // 10):
-            offset = source[i % len(source)]
-            start = clock()
-            await dev.aread(offset, IO_SIZE)
-            samples.append(clock() - start)
-        return sorted(samples[count // 10 :])
+    one_aread: Callable[[int], Awaitable[bytes]] = functools.partial(dev.aread, length=IO_SIZE)
 
     forms = {
-        "blocking": timed(blocking),
-        "futures": timed(futures),
-        "asyncio": _LOOP.run_until_complete(timed_async()),
-        "batch": timed(batch),
+        "blocking": qd1_samples(blocking, source, count),
+        "futures": qd1_samples(futures, source, count),
+        "asyncio": _LOOP.run_until_complete(qd1_samples_async(one_aread, source, count)),
+        "batch": qd1_samples(batch, source, count),
     }
     dev.close()
     runtime.stop()
