@@ -145,15 +145,7 @@ def test_work_posted_to_a_sleeping_runtime_runs_promptly() -> None:
         """
         from pyspdk_sys.pybdev import PythonBdev
 
-        class Ram:
-            def __init__(self, size):
-                self.data = bytearray(size)
-            def readinto(self, offset, buffer):
-                buffer[:] = self.data[offset:offset + len(buffer)]
-            def write(self, offset, data):
-                self.data[offset:offset + len(data)] = data
-            def flush(self):
-                pass
+        from ram_backend import RamWithFlush as Ram
 
         steps = {}
 
@@ -253,15 +245,7 @@ def test_python_bdev_and_iscsi_portal_in_interrupt_mode() -> None:
         from pyspdk_sys import lib
         from pyspdk_sys.pybdev import PythonBdev
 
-        class Ram:
-            def __init__(self, size):
-                self.data = bytearray(size)
-            def readinto(self, offset, buffer):
-                buffer[:] = self.data[offset:offset + len(buffer)]
-            def write(self, offset, data):
-                self.data[offset:offset + len(data)] = data
-            def flush(self):
-                pass
+        from ram_backend import RamWithFlush as Ram
 
         out = {}
         with Runtime(interrupt_mode=True) as rt:

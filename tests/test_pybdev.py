@@ -388,13 +388,11 @@ _PRELUDE = textwrap.dedent(
     from pyspdk_sys.errors import IoError, SpdkError
     logging.basicConfig(level=logging.ERROR)
 
-    class Ram:
+    import ram_backend
+
+    class Ram(ram_backend.Ram):
         def __init__(self, size=1 << 22):
-            self.data = bytearray(size)
-        def readinto(self, offset, buffer):
-            buffer[:] = self.data[offset:offset + len(buffer)]
-        def write(self, offset, data):
-            self.data[offset:offset + len(data)] = data
+            super().__init__(size)
 
     # Reads from 64 KiB on (past the blocks SPDK's examine reads) wait for release.
     class HangsFrom(Ram):

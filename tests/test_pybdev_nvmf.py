@@ -27,22 +27,12 @@ TARGET = textwrap.dedent(
     from pyspdk_sys.runtime import Runtime
     from pyspdk_sys.pybdev import PythonBdev
     from cores import reactor_mask
+    from ram_backend import RamWithFlush
 
     port, nqn, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
-    class Ram:
-        def __init__(self):
-            self.data = bytearray((i * 7 + i // 4096) % 256 for i in range(size))
-            self.writes = 0
-        def readinto(self, offset, buffer):
-            buffer[:] = self.data[offset:offset + len(buffer)]
-        def write(self, offset, data):
-            self.writes += 1
-            self.data[offset:offset + len(data)] = data
-        def flush(self):
-            pass
-
-    backend = Ram()
+    backend = RamWithFlush(size)
+    backend.data[:] = bytes((i * 7 + i // 4096) % 256 for i in range(size))
     with Runtime(cpu_mask=reactor_mask(0), name="pybdev-target") as rt:
         dev = PythonBdev(rt, "PyNvmf", backend, num_blocks=size // 512, workers=2)
         rt.rpc("nvmf_create_transport", {"trtype": "TCP"})

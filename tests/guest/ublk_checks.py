@@ -105,14 +105,7 @@ from pyspdk_sys.bdev import create_malloc
 from pyspdk_sys.pybdev import PythonBdev
 from pyspdk_sys.runtime import Runtime
 from cores import reactor_mask
-
-class Ram:
-    def __init__(self, size):
-        self.data = bytearray(size)
-    def readinto(self, offset, buffer):
-        buffer[:] = self.data[offset:offset + len(buffer)]
-    def write(self, offset, data):
-        self.data[offset:offset + len(data)] = data
+from ram_backend import Ram
 
 SIZE = 16 << 20
 rt = Runtime(cpu_mask=reactor_mask(), mem_size_mb=256, name="intr", interrupt_mode=True).start()
